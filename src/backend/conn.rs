@@ -1,0 +1,272 @@
+//! One Postgres server connection: connect, log in (trust, cleartext, md5, SCRAM-SHA-256),
+//! remember its parameters and cancel key, and run pgherald's own housekeeping queries.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::error::ServerError;
+use crate::protocol::framer;
+
+/// Who to log in as, where.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database on the server.
+    pub database: String,
+    /// Role to log in as.
+    pub user: String,
+    /// Password, if the server asks for one.
+    pub password: Option<String>,
+}
+
+/// Server parameters as reported by ParameterStatus, in arrival order.
+pub type Params = Vec<(String, String)>;
+
+/// Set or replace a parameter in a small ordered map.
+pub fn set_param(params: &mut Params, name: &str, value: &str) {
+    match params.iter_mut().find(|(k, _)| k == name) {
+        Some(slot) => {
+            if slot.1 != value {
+                slot.1 = value.to_string();
+            }
+        }
+        None => params.push((name.to_string(), value.to_string())),
+    }
+}
+
+/// Look a parameter up.
+pub fn get_param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Parse a ParameterStatus body into (name, value).
+pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
+    let (k, rest) = framer::cstr(body)?;
+    let (v, _) = framer::cstr(rest)?;
+    Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?))
+}
+
+/// Where a CancelRequest for this server connection goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelTarget {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Server backend pid.
+    pub pid: i32,
+    /// Server secret.
+    pub secret: i32,
+}
+
+/// A logged-in server connection. The session reads `rd` into `buf` and writes `wr`.
+#[derive(Debug)]
+pub struct ServerConn {
+    /// Read half.
+    pub rd: OwnedReadHalf,
+    /// Write half.
+    pub wr: OwnedWriteHalf,
+    /// Reused read buffer; holds unprocessed bytes between reads.
+    pub buf: BytesMut,
+    /// Current parameter values, as the server reported them.
+    pub params: Params,
+    /// Settings pgherald applied that the server does not report (e.g. extra_float_digits).
+    pub extra: Params,
+    /// Cancel key of the backend.
+    pub cancel: CancelTarget,
+    /// When the connection was opened.
+    pub created: Instant,
+    /// When it was last returned to the pool.
+    pub idle_since: Instant,
+}
+
+fn refused(body: &[u8]) -> ServerError {
+    let s = |c| String::from_utf8_lossy(framer::field(body, c).unwrap_or_default()).into_owned();
+    ServerError::Refused {
+        code: s(b'C'),
+        severity: s(b'V'),
+        message: s(b'M'),
+    }
+}
+
+impl ServerConn {
+    /// Open a connection and log in, within `timeout`.
+    pub async fn connect(login: &Login, timeout: Duration) -> Result<ServerConn, ServerError> {
+        tokio::time::timeout(timeout, Self::connect_inner(login))
+            .await
+            .map_err(|_| ServerError::ConnectTimeout)?
+    }
+
+    async fn connect_inner(login: &Login) -> Result<ServerConn, ServerError> {
+        let stream = TcpStream::connect((login.host.as_str(), login.port)).await?;
+        stream.set_nodelay(true)?;
+        let addr = stream.peer_addr()?;
+        let (rd, wr) = stream.into_split();
+        let now = Instant::now();
+        let mut conn = ServerConn {
+            rd,
+            wr,
+            buf: BytesMut::with_capacity(16 * 1024),
+            params: Vec::new(),
+            extra: Vec::new(),
+            cancel: CancelTarget { addr, pid: 0, secret: 0 },
+            created: now,
+            idle_since: now,
+        };
+        conn.login(login).await?;
+        Ok(conn)
+    }
+
+    async fn login(&mut self, login: &Login) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        frontend::startup_message(
+            [("user", login.user.as_str()), ("database", login.database.as_str())],
+            &mut out,
+        )?;
+        self.wr.write_all(&out).await?;
+        let password = || {
+            login
+                .password
+                .as_deref()
+                .ok_or_else(|| ServerError::Auth(format!("server asks a password for user \"{}\" and none is configured", login.user)))
+        };
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let (tag, body) = self.next_message().await?;
+            out.clear();
+            match tag {
+                b'R' => {
+                    if body.len() < 4 {
+                        return Err(ServerError::Protocol("short authentication message".into()));
+                    }
+                    let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    let data = &body[4..];
+                    match code {
+                        0 => {}
+                        3 => frontend::password_message(password()?.as_bytes(), &mut out)?,
+                        5 => {
+                            let salt: [u8; 4] = data
+                                .get(..4)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or_else(|| ServerError::Protocol("short md5 salt".into()))?;
+                            let hash = postgres_protocol::authentication::md5_hash(
+                                login.user.as_bytes(),
+                                password()?.as_bytes(),
+                                salt,
+                            );
+                            frontend::password_message(hash.as_bytes(), &mut out)?;
+                        }
+                        10 => {
+                            let offers_scram = data.split(|b| *b == 0).any(|m| m == b"SCRAM-SHA-256");
+                            if !offers_scram {
+                                return Err(ServerError::Auth("server offers no SASL mechanism pgherald supports".into()));
+                            }
+                            let client = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                            frontend::sasl_initial_response("SCRAM-SHA-256", client.message(), &mut out)?;
+                            scram = Some(client);
+                        }
+                        11 => {
+                            let client = scram.as_mut().ok_or_else(|| ServerError::Protocol("unexpected SASL continue".into()))?;
+                            client.update(data).map_err(|e| ServerError::Auth(e.to_string()))?;
+                            frontend::sasl_response(client.message(), &mut out)?;
+                        }
+                        12 => {
+                            let client = scram.as_mut().ok_or_else(|| ServerError::Protocol("unexpected SASL final".into()))?;
+                            client.finish(data).map_err(|e| ServerError::Auth(e.to_string()))?;
+                        }
+                        other => return Err(ServerError::Auth(format!("unsupported authentication request {other}"))),
+                    }
+                    if !out.is_empty() {
+                        self.wr.write_all(&out).await?;
+                    }
+                }
+                b'S' => {
+                    if let Some((k, v)) = parse_parameter_status(&body) {
+                        set_param(&mut self.params, k, v);
+                    }
+                }
+                b'K' if body.len() >= 8 => {
+                    self.cancel.pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    self.cancel.secret = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                }
+                b'E' => return Err(refused(&body)),
+                b'Z' => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Read one whole message (used outside the forwarding path only: login, housekeeping).
+    pub async fn next_message(&mut self) -> Result<(u8, BytesMut), ServerError> {
+        loop {
+            if let Some(h) = framer::header(&self.buf).map_err(|e| ServerError::Protocol(e.to_string()))? {
+                if self.buf.len() >= h.total {
+                    let mut msg = self.buf.split_to(h.total);
+                    msg.advance(framer::HEADER_LEN);
+                    return Ok((h.tag, msg));
+                }
+                self.buf.reserve(h.total - self.buf.len());
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(8 * 1024);
+            }
+            if self.rd.read_buf(&mut self.buf).await? == 0 {
+                return Err(ServerError::Closed);
+            }
+        }
+    }
+
+    /// Run a housekeeping query (SET, ROLLBACK, DISCARD ALL) and wait for ReadyForQuery,
+    /// recording ParameterStatus changes. Returns the final transaction status, or the
+    /// first error the server raised.
+    pub async fn run_quiet(&mut self, sql: &str) -> Result<u8, ServerError> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out)?;
+        self.wr.write_all(&out).await?;
+        let mut failure = None;
+        loop {
+            let (tag, body) = self.next_message().await?;
+            match tag {
+                b'S' => {
+                    if let Some((k, v)) = parse_parameter_status(&body) {
+                        set_param(&mut self.params, k, v);
+                    }
+                }
+                b'E' if failure.is_none() => failure = Some(refused(&body)),
+                b'Z' => {
+                    let status = body.first().copied().unwrap_or(b'I');
+                    return match failure {
+                        Some(e) => Err(e),
+                        None => Ok(status),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// True when the idle connection shows no sign of having been closed by the server
+    /// (an idle server sends nothing unless it is terminating).
+    pub fn looks_alive(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.rd.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Send Terminate and drop the connection.
+    pub async fn terminate(mut self) {
+        let mut out = BytesMut::new();
+        frontend::terminate(&mut out);
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.wr.write_all(&out)).await;
+    }
+}

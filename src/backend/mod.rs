@@ -1,0 +1,5 @@
+//! The server side: single Postgres connections, the pools that hold them, and cancel keys.
+
+pub mod cancel;
+pub mod conn;
+pub mod pool;

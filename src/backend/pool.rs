@@ -1,0 +1,205 @@
+//! Pools of server connections per (database, user): a fair FIFO wait queue bounded by
+//! `query_wait_timeout`, idle connections reused newest first, idle and lifetime limits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use dashmap::DashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::conn::{Login, Params, ServerConn};
+use crate::config::{PoolMode, Timeouts};
+use crate::error::PoolError;
+
+/// Identity of a pool: the database name the client asked for and the client's user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Database name as the client asked for it.
+    pub database: String,
+    /// Client user name.
+    pub user: String,
+}
+
+/// Counters of a pool, for logs and the admin view.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Server connections opened.
+    pub opened: AtomicU64,
+    /// Server connections closed (idle timeout, lifetime, broken, dirty).
+    pub closed: AtomicU64,
+    /// Checkouts that had to wait.
+    pub waits: AtomicU64,
+    /// Checkouts that timed out.
+    pub wait_timeouts: AtomicU64,
+}
+
+/// A server connection lent to one client. Dropping it closes the connection and frees
+/// its slot; `Pool::checkin` returns it instead.
+#[derive(Debug)]
+pub struct Checkout {
+    /// The connection.
+    pub conn: ServerConn,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// One pool.
+#[derive(Debug)]
+pub struct Pool {
+    /// Identity.
+    pub key: PoolKey,
+    /// How server connections log in.
+    pub login: Login,
+    /// Pool mode.
+    pub mode: PoolMode,
+    /// Maximum server connections.
+    pub size: usize,
+    /// Query run before a session-mode server is reused (empty: none).
+    pub reset_query: String,
+    timeouts: Timeouts,
+    slots: Arc<Semaphore>,
+    idle: Mutex<Vec<ServerConn>>,
+    welcome: Mutex<Option<Params>>,
+    /// Counters.
+    pub stats: PoolStats,
+}
+
+impl Pool {
+    /// A pool with no connections yet.
+    pub fn new(key: PoolKey, login: Login, mode: PoolMode, size: usize, reset_query: String, timeouts: Timeouts) -> Pool {
+        Pool {
+            key,
+            login,
+            mode,
+            size,
+            reset_query,
+            timeouts,
+            slots: Arc::new(Semaphore::new(size)),
+            idle: Mutex::new(Vec::new()),
+            welcome: Mutex::new(None),
+            stats: PoolStats::default(),
+        }
+    }
+
+    fn expired(&self, c: &ServerConn, now: Instant) -> bool {
+        let life = self.timeouts.server_lifetime;
+        !life.is_zero() && now.duration_since(c.created) >= life
+    }
+
+    /// Take a server connection, waiting in FIFO order for a free slot.
+    pub async fn checkout(&self) -> Result<Checkout, PoolError> {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.waits.fetch_add(1, Ordering::Relaxed);
+                let wait = self.slots.clone().acquire_owned();
+                let limit = self.timeouts.query_wait;
+                let res = if limit.is_zero() {
+                    wait.await
+                } else {
+                    match tokio::time::timeout(limit, wait).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                            return Err(PoolError::WaitTimeout);
+                        }
+                    }
+                };
+                res.map_err(|_| PoolError::Closed)?
+            }
+        };
+        let now = Instant::now();
+        loop {
+            let candidate = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(mut conn) = candidate else { break };
+            if self.expired(&conn, now) || !conn.looks_alive() {
+                self.stats.closed.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(conn.terminate());
+                continue;
+            }
+            return Ok(Checkout { conn, _permit: permit });
+        }
+        let conn = ServerConn::connect(&self.login, self.timeouts.server_connect).await?;
+        self.stats.opened.fetch_add(1, Ordering::Relaxed);
+        let mut welcome = self.welcome.lock().unwrap_or_else(|e| e.into_inner());
+        if welcome.is_none() {
+            *welcome = Some(conn.params.clone());
+        }
+        drop(welcome);
+        Ok(Checkout { conn, _permit: permit })
+    }
+
+    /// Return a connection whose last ReadyForQuery said `status`; anything not idle, or past
+    /// its lifetime, is closed instead.
+    pub fn checkin(&self, mut c: Checkout, status: u8) {
+        let now = Instant::now();
+        if status != b'I' || self.expired(&c.conn, now) || !c.conn.buf.is_empty() {
+            self.stats.closed.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(c.conn.terminate());
+            return;
+        }
+        c.conn.idle_since = now;
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(c.conn);
+    }
+
+    /// The parameters of the first server connection, to greet clients with.
+    pub fn welcome(&self) -> Option<Params> {
+        self.welcome.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Close idle connections past `server_idle_timeout` or `server_lifetime`.
+    pub fn reap(&self) {
+        let now = Instant::now();
+        let idle_limit = self.timeouts.server_idle;
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let before = idle.len();
+        let (keep, drop): (Vec<_>, Vec<_>) = idle.drain(..).partition(|c| {
+            !(self.expired(c, now) || (!idle_limit.is_zero() && now.duration_since(c.idle_since) >= idle_limit))
+        });
+        *idle = keep;
+        if idle.len() != before {
+            self.stats.closed.fetch_add((before - idle.len()) as u64, Ordering::Relaxed);
+        }
+        for c in drop {
+            tokio::spawn(c.terminate());
+        }
+    }
+
+    /// Idle server connections right now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Server connections lent out right now.
+    pub fn active_count(&self) -> usize {
+        self.size - self.slots.available_permits()
+    }
+}
+
+/// All pools of the process, created on first use.
+#[derive(Debug, Default)]
+pub struct Pools {
+    map: DashMap<PoolKey, Arc<Pool>>,
+}
+
+impl Pools {
+    /// Find a pool or create it with `make`.
+    pub fn get_or_create(&self, key: PoolKey, make: impl FnOnce(PoolKey) -> Pool) -> Arc<Pool> {
+        if let Some(p) = self.map.get(&key) {
+            return p.clone();
+        }
+        self.map.entry(key.clone()).or_insert_with(|| Arc::new(make(key))).clone()
+    }
+
+    /// Run `reap` on every pool.
+    pub fn reap_all(&self) {
+        for p in self.map.iter() {
+            p.reap();
+        }
+    }
+
+    /// A snapshot of all pools.
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.map.iter().map(|p| p.clone()).collect()
+    }
+}

@@ -1,0 +1,410 @@
+//! Configuration: the TOML file's structs, CLI overrides, defaults and validation.
+//!
+//! Names and defaults follow PgBouncer where the setting exists there. Validation errors
+//! name the offending key. The only I/O here is reading the file itself.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem, phrased as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// Path given.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for our schema.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// Path given.
+        path: PathBuf,
+        /// What toml said, including the key.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid value for `{key}`: {problem}")]
+    Invalid {
+        /// The key at fault.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// Pooling mode, as PgBouncer names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A client holds one server connection from its first query until it disconnects.
+    Session,
+    /// A client holds a server connection only for the length of a transaction.
+    Transaction,
+}
+
+impl std::str::FromStr for PoolMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "session" => Ok(PoolMode::Session),
+            "transaction" => Ok(PoolMode::Transaction),
+            other => Err(format!("unknown pool mode `{other}` (expected session or transaction)")),
+        }
+    }
+}
+
+/// The whole configuration, after defaults and overrides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address clients connect to (PgBouncer: listen_addr + listen_port).
+    pub listen: String,
+    /// Fallback upstream for databases not listed: `postgres://user[:password]@host:port`.
+    pub upstream: Option<String>,
+    /// Default pool mode.
+    pub pool_mode: PoolMode,
+    /// Server connections per (database, user) pool.
+    pub default_pool_size: usize,
+    /// Maximum client connections.
+    pub max_client_conn: usize,
+    /// Seconds a client may wait for a server connection.
+    pub query_wait_timeout: f64,
+    /// Seconds an idle server connection is kept.
+    pub server_idle_timeout: f64,
+    /// Seconds a server connection lives at most (closed when next idle).
+    pub server_lifetime: f64,
+    /// Seconds to wait for a new server connection to log in.
+    pub server_connect_timeout: f64,
+    /// Query run on a server before another session-mode client gets it. Empty disables.
+    pub server_reset_query: String,
+    /// Seconds that shutdown waits for clients to finish.
+    pub shutdown_timeout: f64,
+    /// Notifications a listener may have queued before it is disconnected.
+    pub listener_queue_limit: usize,
+    /// Databases by the name clients use.
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    /// Client authentication.
+    pub auth: Option<AuthConfig>,
+}
+
+/// A `[databases.NAME]` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Server host (default: the upstream's, else 127.0.0.1).
+    pub host: Option<String>,
+    /// Server port (default: the upstream's, else 5432).
+    pub port: Option<u16>,
+    /// Database name on the server (default: the name clients use).
+    pub dbname: Option<String>,
+    /// User pgherald logs in as (default: the upstream's, else the client's).
+    pub user: Option<String>,
+    /// Password for that login.
+    pub password: Option<String>,
+    /// Pool size for this database.
+    pub pool_size: Option<usize>,
+    /// Pool mode for this database.
+    pub pool_mode: Option<PoolMode>,
+}
+
+/// The `[auth]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// trust, md5 or scram-sha-256.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// PgBouncer userlist.txt-format file.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:6432".into(),
+            upstream: None,
+            pool_mode: PoolMode::Transaction,
+            default_pool_size: 20,
+            max_client_conn: 100,
+            query_wait_timeout: 120.0,
+            server_idle_timeout: 600.0,
+            server_lifetime: 3600.0,
+            server_connect_timeout: 15.0,
+            server_reset_query: "DISCARD ALL".into(),
+            shutdown_timeout: 30.0,
+            listener_queue_limit: 1_000_000,
+            databases: BTreeMap::new(),
+            auth: None,
+        }
+    }
+}
+
+/// Where a database's server connections go, resolved from the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database name on the server.
+    pub dbname: String,
+    /// Fixed login user, or None to log in as the client's user.
+    pub user: Option<String>,
+    /// Password for the login.
+    pub password: Option<String>,
+    /// Pool size.
+    pub pool_size: usize,
+    /// Pool mode.
+    pub pool_mode: PoolMode,
+}
+
+/// Parsed `postgres://user[:password]@host[:port]` upstream URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// User, if the URL names one.
+    pub user: Option<String>,
+    /// Password, if the URL has one.
+    pub password: Option<String>,
+}
+
+/// Parse an upstream URL; errors name the `upstream` key.
+pub fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
+    let url = url::Url::parse(s).map_err(|e| invalid("upstream", format!("`{s}` is not a URL: {e}")))?;
+    if url.scheme() != "postgres" && url.scheme() != "postgresql" {
+        return Err(invalid("upstream", "the URL must start with postgres://"));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| invalid("upstream", "the URL names no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let decode = |v: &str| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
+    let user = Some(decode(url.username())).filter(|u| !u.is_empty());
+    let password = url.password().map(decode);
+    Ok(Upstream {
+        host,
+        port: url.port().unwrap_or(5432),
+        user,
+        password,
+    })
+}
+
+fn secs(key: &str, v: f64) -> Result<Duration, ConfigError> {
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(invalid(key, "must be a non-negative number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Durations and derived values, checked once.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// query_wait_timeout (zero = wait forever, as PgBouncer).
+    pub query_wait: Duration,
+    /// server_idle_timeout (zero = never).
+    pub server_idle: Duration,
+    /// server_lifetime (zero = unlimited).
+    pub server_lifetime: Duration,
+    /// server_connect_timeout.
+    pub server_connect: Duration,
+    /// shutdown_timeout.
+    pub shutdown: Duration,
+}
+
+impl Config {
+    /// Read and parse a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parse TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.message().to_string()
+                + &e.span()
+                    .map(|s| {
+                        let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                        format!(" (line {line})")
+                    })
+                    .unwrap_or_default(),
+        })
+    }
+
+    /// Check every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.timeouts()?;
+        if self.default_pool_size == 0 {
+            return Err(invalid("default_pool_size", "must be at least 1"));
+        }
+        if self.max_client_conn == 0 {
+            return Err(invalid("max_client_conn", "must be at least 1"));
+        }
+        if self.listener_queue_limit == 0 {
+            return Err(invalid("listener_queue_limit", "must be at least 1"));
+        }
+        if let Some(u) = &self.upstream {
+            parse_upstream(u)?;
+        }
+        for (name, db) in &self.databases {
+            if db.pool_size == Some(0) {
+                return Err(invalid(&format!("databases.{name}.pool_size"), "must be at least 1"));
+            }
+            if db.host.is_none() && self.upstream.is_none() && db.port.is_none() {
+                // Falls back to 127.0.0.1:5432, which is PgBouncer's behaviour too.
+            }
+        }
+        if let Some(auth) = &self.auth {
+            match auth.kind.as_str() {
+                "trust" => {}
+                "md5" | "scram-sha-256" => {
+                    if auth.file.is_none() {
+                        return Err(invalid("auth.file", format!("auth type {} needs a userlist file", auth.kind)));
+                    }
+                }
+                other => {
+                    return Err(invalid(
+                        "auth.type",
+                        format!("unknown auth type `{other}` (expected trust, md5 or scram-sha-256)"),
+                    ))
+                }
+            }
+        }
+        if self.auth.is_none() && !self.listen_addr()?.ip().is_loopback() {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{} is not a loopback address and no client authentication is configured; \
+                     add an [auth] section (md5 or scram-sha-256 with a userlist file) or listen on 127.0.0.1",
+                    self.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The socket address to listen on.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|_| invalid("listen", format!("`{}` is not an address like 127.0.0.1:6432", self.listen)))
+    }
+
+    /// The timeouts as durations.
+    pub fn timeouts(&self) -> Result<Timeouts, ConfigError> {
+        Ok(Timeouts {
+            query_wait: secs("query_wait_timeout", self.query_wait_timeout)?,
+            server_idle: secs("server_idle_timeout", self.server_idle_timeout)?,
+            server_lifetime: secs("server_lifetime", self.server_lifetime)?,
+            server_connect: secs("server_connect_timeout", self.server_connect_timeout)?,
+            shutdown: secs("shutdown_timeout", self.shutdown_timeout)?,
+        })
+    }
+
+    /// Resolve the server target for a database name a client asked for, or None if unknown.
+    pub fn target(&self, database: &str) -> Option<Target> {
+        let upstream = self.upstream.as_deref().and_then(|u| parse_upstream(u).ok());
+        let entry = self.databases.get(database).or_else(|| self.databases.get("*"));
+        if entry.is_none() && upstream.is_none() {
+            return None;
+        }
+        let entry = entry.cloned().unwrap_or_default();
+        let (uhost, uport, uuser, upass) = match &upstream {
+            Some(u) => (Some(u.host.clone()), Some(u.port), u.user.clone(), u.password.clone()),
+            None => (None, None, None, None),
+        };
+        let user = entry.user.clone().or(uuser);
+        // A password belongs to the user it came with.
+        let password = if entry.user.is_some() { entry.password.clone() } else { entry.password.clone().or(upass) };
+        Some(Target {
+            host: entry.host.or(uhost).unwrap_or_else(|| "127.0.0.1".into()),
+            port: entry.port.or(uport).unwrap_or(5432),
+            dbname: entry
+                .dbname
+                .filter(|_| self.databases.contains_key(database))
+                .unwrap_or_else(|| database.to_string()),
+            user,
+            password,
+            pool_size: entry.pool_size.unwrap_or(self.default_pool_size),
+            pool_mode: entry.pool_mode.unwrap_or(self.pool_mode),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_pgbouncers() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.default_pool_size, 20);
+        assert_eq!(c.max_client_conn, 100);
+        assert_eq!(c.pool_mode, PoolMode::Transaction);
+        assert_eq!(c.server_reset_query, "DISCARD ALL");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_key_is_named() {
+        let e = Config::from_toml("default_pool_sise = 3").unwrap_err().to_string();
+        assert!(e.contains("default_pool_sise"), "{e}");
+        let e = Config::from_toml("default_pool_size = 0").unwrap().validate().unwrap_err().to_string();
+        assert!(e.contains("default_pool_size"), "{e}");
+        let e = Config::from_toml("pool_mode = \"statement\"").unwrap_err().to_string();
+        assert!(e.contains("statement"), "{e}");
+    }
+
+    #[test]
+    fn non_loopback_without_auth_refused() {
+        let c = Config::from_toml("listen = \"0.0.0.0:6432\"").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("listen") && e.contains("loopback"), "{e}");
+    }
+
+    #[test]
+    fn targets_resolve() {
+        let c = Config::from_toml(
+            "upstream = \"postgres://bob:s%40cret@db.local:5433\"\n[databases.app]\ndbname = \"real\"\npool_size = 3\n",
+        )
+        .unwrap();
+        let t = c.target("app").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.dbname.as_str(), t.pool_size), ("db.local", 5433, "real", 3));
+        assert_eq!(t.user.as_deref(), Some("bob"));
+        assert_eq!(t.password.as_deref(), Some("s@cret"));
+        assert_eq!(c.target("other").unwrap().dbname, "other");
+        let c = Config::from_toml("[databases.only]\nport = 5999\n").unwrap();
+        assert!(c.target("nope").is_none());
+        assert_eq!(c.target("only").unwrap().user, None);
+    }
+}

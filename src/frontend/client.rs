@@ -1,0 +1,88 @@
+//! A client socket: the two halves, the reused read buffer, and a buffer for the messages
+//! pgherald writes itself.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::error::ClientError;
+use crate::protocol::framer;
+use crate::protocol::reply::{self, Severity};
+
+/// Largest message accepted during login (passwords, SASL data).
+const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
+
+/// A connected client.
+#[derive(Debug)]
+pub struct ClientIo {
+    /// Read half.
+    pub rd: OwnedReadHalf,
+    /// Write half.
+    pub wr: OwnedWriteHalf,
+    /// Reused read buffer; unprocessed client bytes.
+    pub buf: BytesMut,
+    /// Messages pgherald composed for the client, written by `flush`.
+    pub out: BytesMut,
+}
+
+impl ClientIo {
+    /// Wrap an accepted socket.
+    pub fn new(stream: TcpStream) -> ClientIo {
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        ClientIo {
+            rd,
+            wr,
+            buf: BytesMut::with_capacity(16 * 1024),
+            out: BytesMut::with_capacity(1024),
+        }
+    }
+
+    /// Write everything composed in `out`.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        if !self.out.is_empty() {
+            self.wr.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Send a FATAL error and flush; the caller then drops the connection.
+    pub async fn fatal(&mut self, code: &str, message: &str) {
+        self.fatal_detail(code, message, None).await
+    }
+
+    /// Send a FATAL error with a DETAIL and flush.
+    pub async fn fatal_detail(&mut self, code: &str, message: &str, detail: Option<&str>) {
+        reply::error(&mut self.out, Severity::Fatal, code, message, detail);
+        let _ = self.flush().await;
+    }
+
+    /// Read one whole message during login (never used on the forwarding path).
+    pub async fn next_message(&mut self) -> Result<(u8, BytesMut), ClientError> {
+        loop {
+            if let Some(h) = framer::header(&self.buf).map_err(|e| ClientError::Protocol(e.to_string()))? {
+                if h.total > MAX_LOGIN_MESSAGE {
+                    return Err(ClientError::Protocol(format!("invalid message length {}", h.total - 1)));
+                }
+                if self.buf.len() >= h.total {
+                    let mut msg = self.buf.split_to(h.total);
+                    msg.advance(framer::HEADER_LEN);
+                    return Ok((h.tag, msg));
+                }
+            }
+            if self.rd.read_buf(&mut self.buf).await? == 0 {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+
+    /// Read more bytes into `buf`; 0 means the client closed.
+    pub async fn read_more(&mut self) -> Result<usize, ClientError> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        Ok(self.rd.read_buf(&mut self.buf).await?)
+    }
+}

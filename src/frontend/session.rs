@@ -1,0 +1,568 @@
+//! The per-client session: greet the client, then forward frames both ways between the
+//! client and a pooled server connection, taking a server when the client needs one and
+//! giving it back at the end of each transaction (transaction mode) or at disconnect.
+//!
+//! Frames are split by header only. Client frames drive the count of ReadyForQuery
+//! messages still expected; server frames are inspected only for `Z`, `S` and `E`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Buf;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::backend::cancel::CancelHandle;
+use crate::backend::conn::{get_param, parse_parameter_status, set_param, Login, Params};
+use crate::backend::pool::{Checkout, Pool, PoolKey};
+use crate::config::PoolMode;
+use crate::error::{ClientError, PoolError, ServerError};
+use crate::frontend::client::ClientIo;
+use crate::frontend::{login, params};
+use crate::protocol::framer;
+use crate::protocol::reply;
+use crate::App;
+
+/// Frames larger than this are streamed through instead of being buffered whole.
+const STREAM_THRESHOLD: usize = 256 * 1024;
+/// While writing to the server, at most this much server output is buffered before it
+/// is forwarded to the client.
+const SERVER_BACKLOG: usize = 4 * 1024 * 1024;
+/// Housekeeping on a server (ROLLBACK, reset query) must finish within this.
+const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a session ends.
+#[derive(Debug)]
+enum Exit {
+    /// The client closed or sent Terminate.
+    ClientGone,
+    /// The client broke the protocol: FATAL 08P01 with this message.
+    ClientProtocol(String),
+    /// The server connection died or misbehaved.
+    ServerGone(ServerError),
+    /// No server connection could be had.
+    Pool(PoolError),
+    /// Shutdown reached an idle client.
+    Shutdown,
+}
+
+impl From<ClientError> for Exit {
+    fn from(e: ClientError) -> Exit {
+        match e {
+            ClientError::Protocol(m) => Exit::ClientProtocol(m),
+            _ => Exit::ClientGone,
+        }
+    }
+}
+
+impl From<framer::FrameError> for Exit {
+    fn from(e: framer::FrameError) -> Exit {
+        Exit::ClientProtocol(e.to_string())
+    }
+}
+
+/// Counts a client against `max_client_conn` for as long as it lives.
+struct ClientSlot(Arc<App>);
+
+impl ClientSlot {
+    fn take(app: &Arc<App>) -> Option<ClientSlot> {
+        let max = app.config.max_client_conn;
+        app.clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| ClientSlot(app.clone()))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serve one accepted client connection to its end.
+pub async fn serve(app: Arc<App>, stream: TcpStream) {
+    let mut client = ClientIo::new(stream);
+    let start = match login::startup(&mut client, &app).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!("startup failed: {e}");
+            return;
+        }
+    };
+    let Some(_slot) = ClientSlot::take(&app) else {
+        client.fatal("53300", "sorry, too many clients already").await;
+        return;
+    };
+    if *app.shutdown.borrow() {
+        client.fatal("57P03", "the database system is shutting down").await;
+        return;
+    }
+    let Some(target) = app.config.target(&start.database) else {
+        client
+            .fatal("3D000", &format!("database \"{}\" does not exist", start.database))
+            .await;
+        return;
+    };
+    if let Err(e) = crate::auth::exchange::authenticate(&mut client, &app, &start.user).await {
+        tracing::info!(user = %start.user, "authentication failed: {e}");
+        return;
+    }
+    tracing::debug!(user = %start.user, database = %start.database, "logged in");
+    let server_user = target.user.clone().unwrap_or_else(|| start.user.clone());
+    let password = target.password.clone().or_else(|| crate::auth::exchange::plain_password(&app.users, &server_user));
+    let key = PoolKey {
+        database: start.database.clone(),
+        user: start.user.clone(),
+    };
+    let pool = app.pools.get_or_create(key, |key| {
+        Pool::new(
+            key,
+            Login {
+                host: target.host.clone(),
+                port: target.port,
+                database: target.dbname.clone(),
+                user: server_user,
+                password,
+            },
+            target.pool_mode,
+            target.pool_size,
+            app.config.server_reset_query.clone(),
+            app.timeouts.clone(),
+        )
+    });
+    let mut session = Session {
+        cancel: app.cancels.register(),
+        shutdown: app.shutdown.clone(),
+        app,
+        pool,
+        client,
+        server: None,
+        wants: Params::new(),
+        pending: 0,
+        batch_open: false,
+        status: b'I',
+        client_pass: 0,
+        server_pass: 0,
+        writing: false,
+        server_fatal: false,
+        closing: false,
+    };
+    let exit = match session.greet(start.settings).await {
+        Ok(()) => session.run().await,
+        Err(e) => e,
+    };
+    session.finish(exit).await;
+}
+
+struct Session {
+    app: Arc<App>,
+    pool: Arc<Pool>,
+    client: ClientIo,
+    server: Option<Checkout>,
+    cancel: CancelHandle,
+    shutdown: watch::Receiver<bool>,
+    /// Settings the client expects on whatever server runs its queries.
+    wants: Params,
+    /// ReadyForQuery messages the server still owes (one per Query, Sync, FunctionCall).
+    pending: u32,
+    /// Extended-protocol messages sent since the last Sync.
+    batch_open: bool,
+    /// Transaction status of the last ReadyForQuery the client saw.
+    status: u8,
+    /// Bytes of a large client frame still to stream to the server.
+    client_pass: usize,
+    /// Bytes of a large server frame still to stream to the client.
+    server_pass: usize,
+    /// A write to the server is in progress: never release it now.
+    writing: bool,
+    /// The server sent a FATAL error.
+    server_fatal: bool,
+    /// Shutdown is under way: close as soon as the client is idle.
+    closing: bool,
+}
+
+impl Session {
+    fn transaction_mode(&self) -> bool {
+        self.pool.mode == PoolMode::Transaction
+    }
+
+    fn idle(&self) -> bool {
+        self.status == b'I' && self.pending == 0 && !self.batch_open && self.client_pass == 0 && self.server_pass == 0
+    }
+
+    /// AuthenticationOk was sent; now ParameterStatus, BackendKeyData, ReadyForQuery.
+    async fn greet(&mut self, settings: Params) -> Result<(), Exit> {
+        let welcome = self.pool.welcome();
+        let need_server = match &welcome {
+            None => true,
+            Some(w) => settings
+                .iter()
+                .any(|(k, v)| !params::is_reported(k) || get_param(w, k) != Some(v.as_str())),
+        };
+        if let Some(w) = &welcome {
+            for name in params::TRACKED {
+                if let Some(v) = get_param(w, name) {
+                    set_param(&mut self.wants, name, v);
+                }
+            }
+        }
+        for (k, v) in &settings {
+            set_param(&mut self.wants, k, v);
+        }
+        let reported = if need_server {
+            self.acquire().await?;
+            let server = &self.server.as_ref().ok_or(Exit::ClientGone)?.conn;
+            for name in params::TRACKED {
+                if get_param(&self.wants, name).is_none() {
+                    if let Some(v) = get_param(&server.params, name) {
+                        set_param(&mut self.wants, name, v);
+                    }
+                }
+            }
+            let reported = server.params.clone();
+            if self.transaction_mode() {
+                self.release();
+            }
+            reported
+        } else {
+            let mut w = welcome.unwrap_or_default();
+            for (k, v) in &self.wants {
+                if params::is_reported(k) {
+                    set_param(&mut w, k, v);
+                }
+            }
+            w
+        };
+        for (k, v) in &reported {
+            reply::parameter_status(&mut self.client.out, k, v);
+        }
+        reply::backend_key_data(&mut self.client.out, self.cancel.pid, self.cancel.secret);
+        reply::ready_for_query(&mut self.client.out, b'I');
+        self.client.flush().await?;
+        Ok(())
+    }
+
+    /// Take a server connection and make its settings match the client's.
+    async fn acquire(&mut self) -> Result<(), Exit> {
+        let mut co = self.pool.checkout().await.map_err(Exit::Pool)?;
+        let sql = params::sync_sql(&self.wants, &co.conn.params, &co.conn.extra);
+        if !sql.is_empty() {
+            let res = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(&sql)).await;
+            match res {
+                Ok(Ok(_)) => params::after_sync(&mut self.wants, &co.conn.params, &mut co.conn.extra),
+                Ok(Err(e @ ServerError::Refused { .. })) => {
+                    self.pool.checkin(co, b'I');
+                    return Err(Exit::ServerGone(e));
+                }
+                Ok(Err(e)) => return Err(Exit::ServerGone(e)),
+                Err(_) => return Err(Exit::ServerGone(ServerError::ConnectTimeout)),
+            }
+        }
+        self.cancel.set_target(Some(co.conn.cancel));
+        self.server = Some(co);
+        Ok(())
+    }
+
+    /// Give the server back to the pool.
+    fn release(&mut self) {
+        if let Some(co) = self.server.take() {
+            self.cancel.set_target(None);
+            self.pool.checkin(co, self.status);
+        }
+    }
+
+    async fn run(&mut self) -> Exit {
+        loop {
+            if self.closing && self.idle() {
+                return Exit::Shutdown;
+            }
+            let held = self.server.is_some();
+            tokio::select! {
+                r = self.client.read_more() => match r {
+                    Ok(0) | Err(_) => return Exit::ClientGone,
+                    Ok(_) => if let Err(e) = self.on_client_data().await { return e },
+                },
+                r = read_server(&mut self.server), if held => match r {
+                    Ok(0) => return Exit::ServerGone(ServerError::Closed),
+                    Err(e) => return Exit::ServerGone(e.into()),
+                    Ok(_) => if let Err(e) = self.on_server_data().await { return e },
+                },
+                _ = self.shutdown.changed(), if !self.closing => {
+                    self.closing = true;
+                }
+            }
+        }
+    }
+
+    /// Forward every complete client frame (and streams of large ones) to the server.
+    async fn on_client_data(&mut self) -> Result<(), Exit> {
+        loop {
+            if self.client_pass > 0 {
+                let n = self.client_pass.min(self.client.buf.len());
+                if n == 0 {
+                    return Ok(());
+                }
+                self.to_server(n).await?;
+                self.client_pass -= n;
+                continue;
+            }
+            let mut run = 0;
+            while let Some(h) = framer::header(&self.client.buf[run..])? {
+                let avail = self.client.buf.len() - run;
+                if h.tag == b'X' {
+                    if run > 0 {
+                        self.to_server(run).await?;
+                    }
+                    return Err(Exit::ClientGone);
+                }
+                if avail < h.total && h.total <= STREAM_THRESHOLD {
+                    self.client.buf.reserve(h.total - avail);
+                    break;
+                }
+                self.account_client(h.tag)?;
+                if avail < h.total {
+                    self.client_pass = h.total - avail;
+                    run = self.client.buf.len();
+                    break;
+                }
+                run += h.total;
+            }
+            if run == 0 {
+                return Ok(());
+            }
+            if self.server.is_none() {
+                self.acquire().await?;
+            }
+            self.to_server(run).await?;
+            if self.client_pass == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Book-keeping for one client message about to be forwarded.
+    fn account_client(&mut self, tag: u8) -> Result<(), Exit> {
+        match tag {
+            b'Q' | b'F' => self.pending += 1,
+            b'S' => {
+                self.pending += 1;
+                self.batch_open = false;
+            }
+            b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => self.batch_open = true,
+            b'd' | b'c' | b'f' => {}
+            other => return Err(Exit::ClientProtocol(format!("invalid frontend message type {other}"))),
+        }
+        Ok(())
+    }
+
+    /// Write the first `n` client bytes to the server, reading server output meanwhile so
+    /// that neither side can block the other.
+    async fn to_server(&mut self, n: usize) -> Result<(), Exit> {
+        self.writing = true;
+        let mut off = 0;
+        while off < n {
+            let Some(co) = self.server.as_mut() else {
+                return Err(Exit::ServerGone(ServerError::Closed));
+            };
+            let conn = &mut co.conn;
+            let room = conn.buf.len() < SERVER_BACKLOG;
+            if room && conn.buf.capacity() - conn.buf.len() < 4096 {
+                conn.buf.reserve(16 * 1024);
+            }
+            tokio::select! {
+                w = conn.wr.write(&self.client.buf[off..n]) => match w {
+                    Ok(0) => return Err(Exit::ServerGone(ServerError::Closed)),
+                    Ok(w) => off += w,
+                    Err(e) => return Err(Exit::ServerGone(e.into())),
+                },
+                r = tokio::io::AsyncReadExt::read_buf(&mut conn.rd, &mut conn.buf), if room => match r {
+                    Ok(0) => return Err(Exit::ServerGone(ServerError::Closed)),
+                    Ok(_) => {}
+                    Err(e) => return Err(Exit::ServerGone(e.into())),
+                },
+            }
+            if !room {
+                self.on_server_data().await?;
+            }
+        }
+        self.client.buf.advance(n);
+        self.writing = false;
+        if self.server.as_ref().is_some_and(|co| !co.conn.buf.is_empty()) {
+            self.on_server_data().await?;
+        }
+        Ok(())
+    }
+
+    /// Forward complete server frames (and streams of large ones) to the client.
+    async fn on_server_data(&mut self) -> Result<(), Exit> {
+        loop {
+            let transaction_mode = self.transaction_mode();
+            let Some(co) = self.server.as_mut() else { return Ok(()) };
+            let buf = &mut co.conn.buf;
+            if self.server_pass > 0 {
+                let n = self.server_pass.min(buf.len());
+                if n == 0 {
+                    return Ok(());
+                }
+                self.client.wr.write_all(&buf[..n]).await.map_err(ClientError::from)?;
+                buf.advance(n);
+                self.server_pass -= n;
+                continue;
+            }
+            let mut run = 0;
+            let mut release = false;
+            while let Some(h) =
+                framer::header(&buf[run..]).map_err(|e| Exit::ServerGone(ServerError::Protocol(e.to_string())))?
+            {
+                let avail = buf.len() - run;
+                let inspect = matches!(h.tag, b'Z' | b'S' | b'E');
+                if avail < h.total && (inspect || h.total <= STREAM_THRESHOLD) {
+                    buf.reserve(h.total - avail);
+                    break;
+                }
+                if avail < h.total {
+                    self.server_pass = h.total - avail;
+                    run = buf.len();
+                    break;
+                }
+                let body = framer::body(&buf[run..], h);
+                match h.tag {
+                    b'Z' => {
+                        self.status = body.first().copied().unwrap_or(b'I');
+                        self.pending = self.pending.saturating_sub(1);
+                    }
+                    b'S' => {
+                        if let Some((k, v)) = parse_parameter_status(body) {
+                            set_param(&mut co.conn.params, k, v);
+                            if params::is_reported(k) || get_param(&self.wants, k).is_some() {
+                                set_param(&mut self.wants, k, v);
+                            }
+                        }
+                    }
+                    b'E' => {
+                        if framer::field(body, b'V') == Some(b"FATAL") {
+                            self.server_fatal = true;
+                        }
+                    }
+                    _ => {}
+                }
+                run += h.total;
+                if h.tag == b'Z' {
+                    release = transaction_mode
+                        && !self.writing
+                        && self.status == b'I'
+                        && self.pending == 0
+                        && !self.batch_open
+                        && self.client_pass == 0
+                        && self.server_pass == 0;
+                    if release {
+                        break;
+                    }
+                }
+            }
+            if run == 0 {
+                return Ok(());
+            }
+            self.client.wr.write_all(&buf[..run]).await.map_err(ClientError::from)?;
+            buf.advance(run);
+            if release {
+                self.release();
+                return Ok(());
+            }
+        }
+    }
+
+    /// Tell the client why the session ends (when it should know) and leave the server clean.
+    async fn finish(mut self, exit: Exit) {
+        match &exit {
+            Exit::ClientGone => {}
+            Exit::ClientProtocol(m) => self.client.fatal("08P01", m).await,
+            Exit::Shutdown => {
+                self.client
+                    .fatal("57P01", "terminating connection due to administrator command")
+                    .await
+            }
+            Exit::Pool(PoolError::WaitTimeout) => {
+                self.client
+                    .fatal_detail(
+                        "08P01",
+                        "query_wait_timeout",
+                        Some("no server connection became available within query_wait_timeout"),
+                    )
+                    .await
+            }
+            Exit::Pool(PoolError::Server(ServerError::Refused { code, message, .. })) => {
+                self.client.fatal(code, message).await
+            }
+            Exit::Pool(e) => {
+                self.client
+                    .fatal("08006", &format!("server connection failed: {e}"))
+                    .await
+            }
+            Exit::ServerGone(e) => {
+                // Forward what the server said before it went (its FATAL), then our own.
+                let _ = self.drain_server_remainder().await;
+                if !self.server_fatal {
+                    let msg = match e {
+                        ServerError::Refused { message, .. } => message.clone(),
+                        _ => "server closed the connection unexpectedly".to_string(),
+                    };
+                    self.client.fatal("08006", &msg).await;
+                }
+                self.server = None;
+            }
+        }
+        let _ = self.client.wr.shutdown().await;
+        self.cleanup_server().await;
+        tracing::debug!(?exit, "session ended");
+    }
+
+    async fn drain_server_remainder(&mut self) -> Result<(), Exit> {
+        self.writing = true;
+        self.on_server_data().await
+    }
+
+    /// The client is gone: return its server clean, or close it.
+    async fn cleanup_server(&mut self) {
+        let Some(mut co) = self.server.take() else { return };
+        self.cancel.set_target(None);
+        let in_flight = self.pending > 0 || self.batch_open || self.client_pass > 0 || self.server_pass > 0;
+        if in_flight || self.server_fatal {
+            tokio::spawn(co.conn.terminate());
+            return;
+        }
+        let mut status = self.status;
+        if status != b'I' {
+            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet("ROLLBACK")).await {
+                Ok(Ok(s)) => status = s,
+                _ => return,
+            }
+        }
+        if !self.transaction_mode() && !self.pool.reset_query.is_empty() {
+            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(&self.pool.reset_query)).await {
+                Ok(Ok(s)) => status = s,
+                _ => return,
+            }
+            co.conn.extra.clear();
+        }
+        let _ = &self.app;
+        self.pool.checkin(co, status);
+    }
+}
+
+async fn read_server(server: &mut Option<Checkout>) -> std::io::Result<usize> {
+    match server {
+        Some(co) => {
+            let conn = &mut co.conn;
+            if conn.buf.capacity() - conn.buf.len() < 4096 {
+                conn.buf.reserve(16 * 1024);
+            }
+            tokio::io::AsyncReadExt::read_buf(&mut conn.rd, &mut conn.buf).await
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,112 @@
+//! The pgherald command line: parse flags, load the configuration, install logging and
+//! signal handling, and run the pooler.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use pgherald::config::{Config, PoolMode};
+
+/// A Postgres connection pooler that serves LISTEN/NOTIFY itself.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (see config/pgherald.toml).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Upstream server for every database: postgres://USER[:PASSWORD]@HOST:PORT.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Address to listen on (default 127.0.0.1:6432).
+    #[arg(long)]
+    listen: Option<String>,
+    /// session or transaction (default transaction).
+    #[arg(long)]
+    pool_mode: Option<PoolMode>,
+    /// Server connections per (database, user) pool (default 20).
+    #[arg(long)]
+    pool_size: Option<usize>,
+    /// Maximum client connections (default 100).
+    #[arg(long)]
+    max_client_conn: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let mut config = match &cli.config {
+        Some(path) => match Config::from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("pgherald: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(u) = cli.upstream {
+        config.upstream = Some(u);
+    }
+    if let Some(l) = cli.listen {
+        config.listen = l;
+    }
+    if let Some(m) = cli.pool_mode {
+        config.pool_mode = m;
+    }
+    if let Some(n) = cli.pool_size {
+        config.default_pool_size = n;
+    }
+    if let Some(n) = cli.max_client_conn {
+        config.max_client_conn = n;
+    }
+    if config.upstream.is_none() && config.databases.is_empty() {
+        eprintln!("pgherald: no upstream: pass --upstream postgres://USER@HOST:PORT or list [databases] in a config file");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("pgherald: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgherald: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: shutting down");
+            let _ = tx.send(true);
+        });
+        match pgherald::run(config, rx).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(pgherald::Error::Config(e)) => {
+                eprintln!("pgherald: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("pgherald: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,145 @@
+//! Encoders for the messages pgherald writes itself (built on pgwire's message types).
+//!
+//! Forwarded traffic never goes through here; these are for login, errors pgherald raises,
+//! and (later) the replies to intercepted statements.
+
+use bytes::BytesMut;
+use pgwire::messages::response::{
+    CommandComplete, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
+};
+use pgwire::messages::startup::{
+    Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
+};
+use pgwire::messages::Message;
+
+/// Append one pgwire message. Encoding into memory fails only past pgwire's size limits,
+/// which none of pgherald's own messages approach; such a message is dropped and logged.
+fn put<M: Message>(buf: &mut BytesMut, m: &M) {
+    if let Err(e) = m.encode(buf) {
+        tracing::error!("encoding a reply failed: {e}");
+    }
+}
+
+/// Severity of an error pgherald raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The statement fails; the session goes on.
+    Error,
+    /// The session ends after this message.
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// ErrorResponse with severity, SQLSTATE and message (and optional detail).
+pub fn error(buf: &mut BytesMut, sev: Severity, code: &str, message: &str, detail: Option<&str>) {
+    let mut fields = vec![
+        (b'S', sev.as_str().to_string()),
+        (b'V', sev.as_str().to_string()),
+        (b'C', code.to_string()),
+        (b'M', message.to_string()),
+    ];
+    if let Some(d) = detail {
+        fields.push((b'D', d.to_string()));
+    }
+    put(buf, &ErrorResponse::new(fields));
+}
+
+/// NoticeResponse (severity NOTICE or WARNING).
+pub fn notice(buf: &mut BytesMut, severity: &str, code: &str, message: &str) {
+    put(
+        buf,
+        &NoticeResponse::new(vec![
+            (b'S', severity.to_string()),
+            (b'V', severity.to_string()),
+            (b'C', code.to_string()),
+            (b'M', message.to_string()),
+        ]),
+    );
+}
+
+/// ReadyForQuery with the given status byte (`I`, `T` or `E`).
+pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
+    let s = match status {
+        b'T' => TransactionStatus::Transaction,
+        b'E' => TransactionStatus::Error,
+        _ => TransactionStatus::Idle,
+    };
+    put(buf, &ReadyForQuery::new(s));
+}
+
+/// CommandComplete with a tag such as `LISTEN`.
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    put(buf, &CommandComplete::new(tag.to_string()));
+}
+
+/// ParameterStatus.
+pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+    put(buf, &ParameterStatus::new(name.to_string(), value.to_string()));
+}
+
+/// BackendKeyData with pgherald's virtual key.
+pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
+    put(buf, &BackendKeyData::new(pid, SecretKey::I32(secret)));
+}
+
+/// AuthenticationOk.
+pub fn auth_ok(buf: &mut BytesMut) {
+    put(buf, &Authentication::Ok);
+}
+
+/// AuthenticationMD5Password with a salt.
+pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
+    put(buf, &Authentication::MD5Password(salt.to_vec()));
+}
+
+/// AuthenticationSASL offering SCRAM-SHA-256.
+pub fn auth_sasl(buf: &mut BytesMut) {
+    put(buf, &Authentication::SASL(vec!["SCRAM-SHA-256".to_string()]));
+}
+
+/// AuthenticationSASLContinue.
+pub fn auth_sasl_continue(buf: &mut BytesMut, data: Vec<u8>) {
+    put(buf, &Authentication::SASLContinue(data.into()));
+}
+
+/// AuthenticationSASLFinal.
+pub fn auth_sasl_final(buf: &mut BytesMut, data: Vec<u8>) {
+    put(buf, &Authentication::SASLFinal(data.into()));
+}
+
+/// NegotiateProtocolVersion: we speak 3.0 and none of the `_pq_` options given.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, unsupported: Vec<String>) {
+    put(buf, &NegotiateProtocolVersion::new(0, unsupported));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::framer;
+
+    #[test]
+    fn error_roundtrips_through_framer() {
+        let mut b = BytesMut::new();
+        error(&mut b, Severity::Fatal, "3D000", "database \"x\" does not exist", None);
+        let h = framer::header(&b).unwrap().unwrap();
+        assert_eq!((h.tag, h.total), (b'E', b.len()));
+        let body = framer::body(&b, h);
+        assert_eq!(framer::field(body, b'C'), Some(&b"3D000"[..]));
+        assert_eq!(framer::field(body, b'S'), Some(&b"FATAL"[..]));
+    }
+
+    #[test]
+    fn ready_for_query_bytes() {
+        let mut b = BytesMut::new();
+        ready_for_query(&mut b, b'T');
+        assert_eq!(&b[..], b"Z\0\0\0\x05T");
+    }
+}

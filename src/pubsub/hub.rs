@@ -1,0 +1,506 @@
+//! The in-memory LISTEN/NOTIFY hub: channel index keyed by (database, channel bytes), one
+//! ordered publish step per database, and each listener's bounded mailbox of encoded
+//! NotificationResponse frames. Sessions own the protocol timing; this module only fans out.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use dashmap::DashMap;
+use tokio::sync::Notify;
+
+/// One notification of a committed transaction, as the hub receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The sender's pgherald process ID (its virtual BackendKeyData pid).
+    pub pid: i32,
+    /// Channel name bytes, matched exactly.
+    pub channel: Bytes,
+    /// Payload bytes (empty for an omitted or NULL payload).
+    pub payload: Bytes,
+}
+
+/// What a listener's mailbox yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A complete NotificationResponse (`A`) message, ready to write to the client.
+    Frame(Bytes),
+    /// The mailbox overflowed; sent once, after everything queued before the overflow.
+    /// The session must disconnect the client with FATAL 54000 naming `limit`.
+    Overflow {
+        /// The configured per-listener queue limit.
+        limit: usize,
+    },
+}
+
+/// Hub counters since start.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HubStats {
+    /// Notifications handed to `publish` (before fan-out).
+    pub published: u64,
+    /// Frames queued into mailboxes (one per listener per notification).
+    pub delivered: u64,
+    /// Listeners whose mailbox overflowed (each is to be disconnected).
+    pub overflows: u64,
+}
+
+/// The pub/sub hub shared by all sessions as `Arc<Hub>`.
+pub struct Hub {
+    limit: usize,
+    databases: DashMap<String, Arc<DbHub>>,
+    next_id: AtomicU64,
+    published: AtomicU64,
+    delivered: AtomicU64,
+    overflows: AtomicU64,
+}
+
+/// One database's channel index. Its mutex is also the publish-order lock: a batch is
+/// enqueued into every mailbox while it is held, so all listeners see one commit order.
+#[derive(Default)]
+struct DbHub {
+    state: Mutex<DbState>,
+}
+
+#[derive(Default)]
+struct DbState {
+    /// channel → its listeners. An entry exists only while it has at least one listener.
+    channels: HashMap<Box<[u8]>, Listeners>,
+    /// live subscriber id → the channels it listens on.
+    subscribers: HashMap<u64, HashSet<Box<[u8]>>>,
+}
+
+/// A channel's listeners: a dense vector for fast fan-out plus an id → slot map so that
+/// removal is O(1) (swap_remove).
+#[derive(Default)]
+struct Listeners {
+    list: Vec<(u64, Arc<Shared>)>,
+    slot: HashMap<u64, usize>,
+}
+
+impl Listeners {
+    fn insert(&mut self, id: u64, shared: &Arc<Shared>) {
+        if !self.slot.contains_key(&id) {
+            self.slot.insert(id, self.list.len());
+            self.list.push((id, Arc::clone(shared)));
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(i) = self.slot.remove(&id) {
+            self.list.swap_remove(i);
+            if let Some((moved, _)) = self.list.get(i) {
+                self.slot.insert(*moved, i);
+            }
+        }
+    }
+}
+
+/// The state shared by a `Subscriber` (and the publishers reaching it) and its `Mailbox`.
+struct Shared {
+    queue: Mutex<Queue>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// The limit was hit: nothing more is queued.
+    overflowed: bool,
+    /// `Delivery::Overflow` has been handed out.
+    overflow_reported: bool,
+    /// The `Mailbox` was dropped: nobody will read.
+    receiver_gone: bool,
+    /// The `Subscriber` was dropped: nothing more will arrive.
+    sender_gone: bool,
+}
+
+enum Push {
+    Queued,
+    Skipped,
+    Overflowed,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// Queues one frame; called by publishers under the database lock, never blocks on I/O.
+    fn push(&self, frame: &Bytes, limit: usize) -> Push {
+        let mut q = lock(&self.queue);
+        if q.overflowed || q.receiver_gone {
+            return Push::Skipped;
+        }
+        if q.frames.len() >= limit {
+            q.overflowed = true;
+            drop(q);
+            self.notify.notify_one();
+            return Push::Overflowed;
+        }
+        let was_empty = q.frames.is_empty();
+        q.frames.push_back(frame.clone());
+        drop(q);
+        // A non-empty queue is always re-checked by the receiver before it waits, so only
+        // the empty → non-empty transition needs a wake-up.
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Push::Queued
+    }
+}
+
+impl Hub {
+    /// Creates a hub whose mailboxes hold at most `listener_queue_limit` notifications
+    /// (a limit of 0 is treated as 1).
+    pub fn new(listener_queue_limit: usize) -> Arc<Hub> {
+        Arc::new(Hub {
+            limit: listener_queue_limit.max(1),
+            databases: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            published: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            overflows: AtomicU64::new(0),
+        })
+    }
+
+    /// Registers a session in `database` (once, lazily, at its first LISTEN). Returns the handle
+    /// that manages its channels and the receiving end of its mailbox.
+    pub fn subscriber(self: &Arc<Self>, database: &str) -> (Subscriber, Mailbox) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            notify: Notify::new(),
+        });
+        // Register while holding the map entry so an empty-database cleanup cannot race us.
+        let entry = self.databases.entry(database.to_owned()).or_default();
+        let db = Arc::clone(entry.value());
+        lock(&db.state).subscribers.insert(id, HashSet::new());
+        drop(entry);
+        let sub = Subscriber {
+            hub: Arc::clone(self),
+            database: database.to_owned(),
+            db,
+            id,
+            shared: Arc::clone(&shared),
+        };
+        (
+            sub,
+            Mailbox {
+                shared,
+                limit: self.limit,
+            },
+        )
+    }
+
+    /// Publishes one committed transaction's notifications, in order, to the listeners of each
+    /// channel in `database` at this moment. Frames are encoded once, outside the lock; the
+    /// database lock is held only while enqueueing. Never blocks on a slow listener.
+    pub fn publish(&self, database: &str, batch: &[Notification]) {
+        if batch.is_empty() {
+            return;
+        }
+        self.published
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let Some(db) = self.databases.get(database).map(|e| Arc::clone(e.value())) else {
+            return;
+        };
+        let frames: Vec<Option<Bytes>> = batch.iter().map(encode).collect();
+        let mut delivered = 0u64;
+        let mut overflowed: Vec<u64> = Vec::new();
+        {
+            let st = lock(&db.state);
+            for (n, frame) in batch.iter().zip(&frames) {
+                let (Some(frame), Some(listeners)) = (frame, st.channels.get(&n.channel[..]))
+                else {
+                    continue;
+                };
+                for (id, shared) in &listeners.list {
+                    match shared.push(frame, self.limit) {
+                        Push::Queued => delivered += 1,
+                        Push::Overflowed => overflowed.push(*id),
+                        Push::Skipped => {}
+                    }
+                }
+            }
+        }
+        self.delivered.fetch_add(delivered, Ordering::Relaxed);
+        if !overflowed.is_empty() {
+            self.overflows
+                .fetch_add(overflowed.len() as u64, Ordering::Relaxed);
+            for id in overflowed {
+                tracing::warn!(
+                    database,
+                    subscriber = id,
+                    limit = self.limit,
+                    "listener notification queue full; listener will be disconnected"
+                );
+            }
+        }
+    }
+
+    /// How many subscribers in `database` currently listen on `channel`.
+    pub fn listener_count(&self, database: &str, channel: &[u8]) -> usize {
+        self.with_db(database, |st| {
+            st.channels.get(channel).map_or(0, |l| l.list.len())
+        })
+    }
+
+    /// How many channels in `database` have at least one listener.
+    pub fn channel_count(&self, database: &str) -> usize {
+        self.with_db(database, |st| st.channels.len())
+    }
+
+    /// Counters: notifications published, frames delivered, overflow disconnects.
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            published: self.published.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            overflows: self.overflows.load(Ordering::Relaxed),
+        }
+    }
+
+    fn with_db<R: Default>(&self, database: &str, f: impl FnOnce(&DbState) -> R) -> R {
+        match self.databases.get(database).map(|e| Arc::clone(e.value())) {
+            Some(db) => f(&lock(&db.state)),
+            None => R::default(),
+        }
+    }
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("limit", &self.limit)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Encodes a NotificationResponse: `'A'`, i32 length, i32 pid, channel `\0`, payload `\0`.
+/// Returns None (and logs) for bytes that cannot travel in the message: an embedded NUL or a
+/// length past i32.
+fn encode(n: &Notification) -> Option<Bytes> {
+    let body = 4 + 4 + n.channel.len() + 1 + n.payload.len() + 1;
+    let len = match i32::try_from(body) {
+        Ok(len) if !n.channel.contains(&0) && !n.payload.contains(&0) => len,
+        _ => {
+            tracing::warn!(
+                pid = n.pid,
+                "dropping unencodable notification (NUL byte or too long)"
+            );
+            return None;
+        }
+    };
+    let mut buf = BytesMut::with_capacity(1 + body);
+    buf.put_u8(b'A');
+    buf.put_i32(len);
+    buf.put_i32(n.pid);
+    buf.put_slice(&n.channel);
+    buf.put_u8(0);
+    buf.put_slice(&n.payload);
+    buf.put_u8(0);
+    Some(buf.freeze())
+}
+
+/// A session's registration in one database; manages which channels it listens on.
+/// Dropping it unlistens everything and ends its mailbox once drained.
+pub struct Subscriber {
+    hub: Arc<Hub>,
+    database: String,
+    db: Arc<DbHub>,
+    id: u64,
+    shared: Arc<Shared>,
+}
+
+impl Subscriber {
+    /// Starts receiving notifications on `channel` (no-op if already listening).
+    pub fn listen(&self, channel: &[u8]) {
+        self.update(&[channel], &[] as &[&[u8]]);
+    }
+
+    /// Stops receiving notifications on `channel` (silent if not listening).
+    pub fn unlisten(&self, channel: &[u8]) {
+        self.update(&[] as &[&[u8]], &[channel]);
+    }
+
+    /// Stops receiving notifications on every channel.
+    pub fn unlisten_all(&self) {
+        let mut st = lock(&self.db.state);
+        let st = &mut *st;
+        let channels = match st.subscribers.get_mut(&self.id) {
+            Some(set) => std::mem::take(set),
+            None => return,
+        };
+        for c in channels {
+            remove_listener(&mut st.channels, &c, self.id);
+        }
+    }
+
+    /// Applies a committed transaction's net listen changes atomically with respect to
+    /// publishers: a concurrent commit batch is seen either entirely before or after them.
+    pub fn update<L: AsRef<[u8]>, U: AsRef<[u8]>>(&self, listen: &[L], unlisten: &[U]) {
+        let mut st = lock(&self.db.state);
+        let st = &mut *st;
+        let Some(mine) = st.subscribers.get_mut(&self.id) else {
+            return;
+        };
+        for c in unlisten {
+            let c = c.as_ref();
+            if mine.remove(c) {
+                remove_listener(&mut st.channels, c, self.id);
+            }
+        }
+        for c in listen {
+            let c = c.as_ref();
+            if !mine.contains(c) {
+                let key: Box<[u8]> = c.into();
+                mine.insert(key.clone());
+                st.channels
+                    .entry(key)
+                    .or_default()
+                    .insert(self.id, &self.shared);
+            }
+        }
+    }
+
+    /// Whether this subscriber currently listens on `channel` in the hub.
+    pub fn is_listening(&self, channel: &[u8]) -> bool {
+        lock(&self.db.state)
+            .subscribers
+            .get(&self.id)
+            .is_some_and(|s| s.contains(channel))
+    }
+}
+
+fn remove_listener(channels: &mut HashMap<Box<[u8]>, Listeners>, channel: &[u8], id: u64) {
+    if let Some(l) = channels.get_mut(channel) {
+        l.remove(id);
+        if l.list.is_empty() {
+            channels.remove(channel);
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.unlisten_all();
+        let now_empty = {
+            let mut st = lock(&self.db.state);
+            st.subscribers.remove(&self.id);
+            st.subscribers.is_empty()
+        };
+        lock(&self.shared.queue).sender_gone = true;
+        self.shared.notify.notify_one();
+        if now_empty {
+            // Lock order is map shard → database state, as in `Hub::subscriber`.
+            self.hub.databases.remove_if(&self.database, |_, db| {
+                lock(&db.state).subscribers.is_empty()
+            });
+        }
+    }
+}
+
+impl fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("database", &self.database)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// The receiving end of a subscriber's bounded queue, drained by its session task.
+pub struct Mailbox {
+    shared: Arc<Shared>,
+    limit: usize,
+}
+
+impl Mailbox {
+    /// Waits for the next delivery. Returns None once the subscriber is dropped and the queue
+    /// is drained, or after `Delivery::Overflow` was returned. Cancel-safe (use in `select!`).
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        loop {
+            let notified = self.shared.notify.notified();
+            tokio::pin!(notified);
+            // Register as a waiter before looking, so a push after the look still wakes us.
+            notified.as_mut().enable();
+            match self.take() {
+                Take::Got(d) => return Some(d),
+                Take::Closed => return None,
+                Take::Empty => notified.await,
+            }
+        }
+    }
+
+    /// Takes the next delivery if one is ready; None if the queue is empty (or closed).
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        match self.take() {
+            Take::Got(d) => Some(d),
+            Take::Empty | Take::Closed => None,
+        }
+    }
+
+    /// Number of frames waiting.
+    pub fn len(&self) -> usize {
+        lock(&self.shared.queue).frames.len()
+    }
+
+    /// True when no frame is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when nothing more will ever be delivered.
+    pub fn is_closed(&self) -> bool {
+        let q = lock(&self.shared.queue);
+        q.frames.is_empty() && (q.overflow_reported || (q.sender_gone && !q.overflowed))
+    }
+
+    fn take(&self) -> Take {
+        let mut q = lock(&self.shared.queue);
+        if let Some(f) = q.frames.pop_front() {
+            return Take::Got(Delivery::Frame(f));
+        }
+        // Give back memory a burst left behind.
+        if q.frames.capacity() > 1024 {
+            q.frames.shrink_to(64);
+        }
+        if q.overflowed {
+            if q.overflow_reported {
+                return Take::Closed;
+            }
+            q.overflow_reported = true;
+            return Take::Got(Delivery::Overflow { limit: self.limit });
+        }
+        if q.sender_gone {
+            Take::Closed
+        } else {
+            Take::Empty
+        }
+    }
+}
+
+enum Take {
+    Got(Delivery),
+    Empty,
+    Closed,
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        let mut q = lock(&self.shared.queue);
+        q.receiver_gone = true;
+        q.frames.clear();
+    }
+}
+
+impl fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("len", &self.len())
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
