@@ -62,7 +62,9 @@ impl std::str::FromStr for PoolMode {
         match s {
             "session" => Ok(PoolMode::Session),
             "transaction" => Ok(PoolMode::Transaction),
-            other => Err(format!("unknown pool mode `{other}` (expected session or transaction)")),
+            other => Err(format!(
+                "unknown pool mode `{other}` (expected session or transaction)"
+            )),
         }
     }
 }
@@ -187,7 +189,8 @@ pub struct Upstream {
 
 /// Parse an upstream URL; errors name the `upstream` key.
 pub fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
-    let url = url::Url::parse(s).map_err(|e| invalid("upstream", format!("`{s}` is not a URL: {e}")))?;
+    let url =
+        url::Url::parse(s).map_err(|e| invalid("upstream", format!("`{s}` is not a URL: {e}")))?;
     if url.scheme() != "postgres" && url.scheme() != "postgresql" {
         return Err(invalid("upstream", "the URL must start with postgres://"));
     }
@@ -197,7 +200,11 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let decode = |v: &str| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
+    let decode = |v: &str| {
+        percent_encoding::percent_decode_str(v)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     let user = Some(decode(url.username())).filter(|u| !u.is_empty());
     let password = url.password().map(decode);
     Ok(Upstream {
@@ -278,7 +285,10 @@ impl Config {
         }
         for (name, db) in &self.databases {
             if db.pool_size == Some(0) {
-                return Err(invalid(&format!("databases.{name}.pool_size"), "must be at least 1"));
+                return Err(invalid(
+                    &format!("databases.{name}.pool_size"),
+                    "must be at least 1",
+                ));
             }
             if db.host.is_none() && self.upstream.is_none() && db.port.is_none() {
                 // Falls back to 127.0.0.1:5432, which is PgBouncer's behaviour too.
@@ -289,13 +299,18 @@ impl Config {
                 "trust" => {}
                 "md5" | "scram-sha-256" => {
                     if auth.file.is_none() {
-                        return Err(invalid("auth.file", format!("auth type {} needs a userlist file", auth.kind)));
+                        return Err(invalid(
+                            "auth.file",
+                            format!("auth type {} needs a userlist file", auth.kind),
+                        ));
                     }
                 }
                 other => {
                     return Err(invalid(
                         "auth.type",
-                        format!("unknown auth type `{other}` (expected trust, md5 or scram-sha-256)"),
+                        format!(
+                            "unknown auth type `{other}` (expected trust, md5 or scram-sha-256)"
+                        ),
                     ))
                 }
             }
@@ -315,9 +330,12 @@ impl Config {
 
     /// The socket address to listen on.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen
-            .parse()
-            .map_err(|_| invalid("listen", format!("`{}` is not an address like 127.0.0.1:6432", self.listen)))
+        self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("`{}` is not an address like 127.0.0.1:6432", self.listen),
+            )
+        })
     }
 
     /// The timeouts as durations.
@@ -333,19 +351,34 @@ impl Config {
 
     /// Resolve the server target for a database name a client asked for, or None if unknown.
     pub fn target(&self, database: &str) -> Option<Target> {
-        let upstream = self.upstream.as_deref().and_then(|u| parse_upstream(u).ok());
-        let entry = self.databases.get(database).or_else(|| self.databases.get("*"));
+        let upstream = self
+            .upstream
+            .as_deref()
+            .and_then(|u| parse_upstream(u).ok());
+        let entry = self
+            .databases
+            .get(database)
+            .or_else(|| self.databases.get("*"));
         if entry.is_none() && upstream.is_none() {
             return None;
         }
         let entry = entry.cloned().unwrap_or_default();
         let (uhost, uport, uuser, upass) = match &upstream {
-            Some(u) => (Some(u.host.clone()), Some(u.port), u.user.clone(), u.password.clone()),
+            Some(u) => (
+                Some(u.host.clone()),
+                Some(u.port),
+                u.user.clone(),
+                u.password.clone(),
+            ),
             None => (None, None, None, None),
         };
         let user = entry.user.clone().or(uuser);
         // A password belongs to the user it came with.
-        let password = if entry.user.is_some() { entry.password.clone() } else { entry.password.clone().or(upass) };
+        let password = if entry.user.is_some() {
+            entry.password.clone()
+        } else {
+            entry.password.clone().or(upass)
+        };
         Some(Target {
             host: entry.host.or(uhost).unwrap_or_else(|| "127.0.0.1".into()),
             port: entry.port.or(uport).unwrap_or(5432),
@@ -377,11 +410,19 @@ mod tests {
 
     #[test]
     fn bad_key_is_named() {
-        let e = Config::from_toml("default_pool_sise = 3").unwrap_err().to_string();
+        let e = Config::from_toml("default_pool_sise = 3")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("default_pool_sise"), "{e}");
-        let e = Config::from_toml("default_pool_size = 0").unwrap().validate().unwrap_err().to_string();
+        let e = Config::from_toml("default_pool_size = 0")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("default_pool_size"), "{e}");
-        let e = Config::from_toml("pool_mode = \"statement\"").unwrap_err().to_string();
+        let e = Config::from_toml("pool_mode = \"statement\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("statement"), "{e}");
     }
 
@@ -399,7 +440,10 @@ mod tests {
         )
         .unwrap();
         let t = c.target("app").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.dbname.as_str(), t.pool_size), ("db.local", 5433, "real", 3));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.dbname.as_str(), t.pool_size),
+            ("db.local", 5433, "real", 3)
+        );
         assert_eq!(t.user.as_deref(), Some("bob"));
         assert_eq!(t.password.as_deref(), Some("s@cret"));
         assert_eq!(c.target("other").unwrap().dbname, "other");

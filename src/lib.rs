@@ -73,7 +73,11 @@ impl Server {
             clients: AtomicUsize::new(0),
             shutdown,
         });
-        Ok(Server { listener, app, stop })
+        Ok(Server {
+            listener,
+            app,
+            stop,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -89,11 +93,18 @@ impl Server {
     /// Serve until `shutdown` becomes true, then stop accepting and give clients up to
     /// `shutdown_timeout` to finish.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
-        let Server { listener, app, stop } = self;
+        let Server {
+            listener,
+            app,
+            stop,
+        } = self;
         let reaper = tokio::spawn(reap_loop(app.clone()));
         frontend::listener::accept_loop(listener, app.clone(), &mut shutdown).await;
         let _ = stop.send(true);
-        tracing::info!("shutting down: waiting up to {:?} for clients", app.timeouts.shutdown);
+        tracing::info!(
+            "shutting down: waiting up to {:?} for clients",
+            app.timeouts.shutdown
+        );
         let deadline = tokio::time::Instant::now() + app.timeouts.shutdown;
         while app.clients.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -114,12 +125,17 @@ fn load_auth(config: &Config) -> Result<(AuthType, UserList), Error> {
     let Some(auth) = &config.auth else {
         return Ok((AuthType::Trust, UserList::default()));
     };
-    let kind: AuthType = auth.kind.parse().map_err(|e| invalid("auth.type", format!("{e}")))?;
+    let kind: AuthType = auth
+        .kind
+        .parse()
+        .map_err(|e| invalid("auth.type", format!("{e}")))?;
     let users = match &auth.file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| invalid("auth.file", format!("cannot read {}: {e}", path.display())))?;
-            UserList::parse(&text).map_err(|e| invalid("auth.file", format!("{}: {e}", path.display())))?
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid("auth.file", format!("cannot read {}: {e}", path.display()))
+            })?;
+            UserList::parse(&text)
+                .map_err(|e| invalid("auth.file", format!("{}: {e}", path.display())))?
         }
         None => UserList::default(),
     };

@@ -70,7 +70,11 @@ async fn password_message(client: &mut ClientIo) -> Result<BytesMut, AuthError> 
     client.flush().await?;
     let (tag, body) = client.next_message().await?;
     if tag != b'p' {
-        return Err(ClientError::Protocol(format!("expected password response, got message type {}", tag as char)).into());
+        return Err(ClientError::Protocol(format!(
+            "expected password response, got message type {}",
+            tag as char
+        ))
+        .into());
     }
     Ok(body)
 }
@@ -86,17 +90,28 @@ async fn md5(client: &mut ClientIo, secret: Option<&Secret>, user: &str) -> Resu
     }
 }
 
-async fn scram(client: &mut ClientIo, secret: Option<&Secret>, user: &str) -> Result<(), AuthError> {
+async fn scram(
+    client: &mut ClientIo,
+    secret: Option<&Secret>,
+    user: &str,
+) -> Result<(), AuthError> {
     let mut server = match secret.and_then(Secret::scram_verifier) {
         Some(v) => ScramServer::new(v),
         None => ScramServer::new_failing(user),
     };
     reply::auth_sasl(&mut client.out);
     let body = password_message(client).await?;
-    let bad = || AuthError::Client(ClientError::Protocol("malformed SASLInitialResponse message".into()));
+    let bad = || {
+        AuthError::Client(ClientError::Protocol(
+            "malformed SASLInitialResponse message".into(),
+        ))
+    };
     let (mechanism, rest) = framer::cstr(&body).ok_or_else(bad)?;
     if mechanism != SCRAM_SHA_256.as_bytes() {
-        return Err(ClientError::Protocol("client selected an invalid SASL authentication mechanism".into()).into());
+        return Err(ClientError::Protocol(
+            "client selected an invalid SASL authentication mechanism".into(),
+        )
+        .into());
     }
     if rest.len() < 4 {
         return Err(bad());
@@ -106,10 +121,14 @@ async fn scram(client: &mut ClientIo, secret: Option<&Secret>, user: &str) -> Re
     if len < 0 || len as usize != data.len() {
         return Err(bad());
     }
-    let first = server.handle_client_first(data).map_err(|_| AuthError::Failed(user.to_string()))?;
+    let first = server
+        .handle_client_first(data)
+        .map_err(|_| AuthError::Failed(user.to_string()))?;
     reply::auth_sasl_continue(&mut client.out, first);
     let body = password_message(client).await?;
-    let fin = server.handle_client_final(&body).map_err(|_| AuthError::Failed(user.to_string()))?;
+    let fin = server
+        .handle_client_final(&body)
+        .map_err(|_| AuthError::Failed(user.to_string()))?;
     reply::auth_sasl_final(&mut client.out, fin);
     Ok(())
 }

@@ -73,8 +73,14 @@ mod tests {
             let stored = Secret::Md5(md5_password_hash(password.as_bytes(), user.as_bytes()));
             for salt in SALTS {
                 let peer = md5_hash(user.as_bytes(), password.as_bytes(), salt);
-                assert_eq!(md5_salted(user, &plain, salt).as_deref(), Some(peer.as_str()));
-                assert_eq!(md5_salted(user, &stored, salt).as_deref(), Some(peer.as_str()));
+                assert_eq!(
+                    md5_salted(user, &plain, salt).as_deref(),
+                    Some(peer.as_str())
+                );
+                assert_eq!(
+                    md5_salted(user, &stored, salt).as_deref(),
+                    Some(peer.as_str())
+                );
                 assert!(verify_md5_response(&plain, user, salt, peer.as_bytes()));
                 assert!(verify_md5_response(&stored, user, salt, peer.as_bytes()));
                 let mut nul = peer.clone().into_bytes();
@@ -102,13 +108,33 @@ mod tests {
         let good = md5_hash(b"u", b"right", salt);
         assert!(verify_md5_response(&secret, "u", salt, good.as_bytes()));
         let wrong_pw = md5_hash(b"u", b"wrong", salt);
-        assert!(!verify_md5_response(&secret, "u", salt, wrong_pw.as_bytes()));
+        assert!(!verify_md5_response(
+            &secret,
+            "u",
+            salt,
+            wrong_pw.as_bytes()
+        ));
         assert!(!verify_md5_response(&secret, "v", salt, good.as_bytes()));
-        assert!(!verify_md5_response(&secret, "u", [4, 3, 2, 1], good.as_bytes()));
+        assert!(!verify_md5_response(
+            &secret,
+            "u",
+            [4, 3, 2, 1],
+            good.as_bytes()
+        ));
         assert!(!verify_md5_response(&secret, "u", salt, b""));
         assert!(!verify_md5_response(&secret, "u", salt, b"\0"));
-        assert!(!verify_md5_response(&secret, "u", salt, &good.as_bytes()[..34]));
-        assert!(!verify_md5_response(&secret, "u", salt, good.to_uppercase().as_bytes()));
+        assert!(!verify_md5_response(
+            &secret,
+            "u",
+            salt,
+            &good.as_bytes()[..34]
+        ));
+        assert!(!verify_md5_response(
+            &secret,
+            "u",
+            salt,
+            good.to_uppercase().as_bytes()
+        ));
         assert!(!verify_md5_response(&secret, "u", salt, b"right"));
     }
 

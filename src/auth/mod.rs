@@ -24,7 +24,9 @@ use sha2::Sha256;
 pub use self::md5::{md5_password_hash, md5_salted, verify_md5_response};
 pub use self::scram::{ScramError, ScramServer, SCRAM_SHA_256};
 pub use self::userlist::{Secret, UserList, UserListError};
-pub use self::verifier::{ScramVerifier, ScramVerifierError, SCRAM_DEFAULT_ITERATIONS, SCRAM_DEFAULT_SALT_LEN};
+pub use self::verifier::{
+    ScramVerifier, ScramVerifierError, SCRAM_DEFAULT_ITERATIONS, SCRAM_DEFAULT_SALT_LEN,
+};
 
 /// How clients must authenticate, named as in PgBouncer's `auth_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,7 +112,9 @@ mod tests {
             None => ScramServer::new_failing(user),
         };
         let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-        let Ok(first) = server.handle_client_first(client.message()) else { return false };
+        let Ok(first) = server.handle_client_first(client.message()) else {
+            return false;
+        };
         client.update(&first).unwrap();
         match server.handle_client_final(client.message()) {
             Ok(fin) => client.finish(&fin).is_ok(),
@@ -123,10 +127,18 @@ mod tests {
 
     #[test]
     fn userlist_drives_scram_and_md5_logins() {
-        let md5 =
-            format!("md5{}", md5_password_hash(b"pm", b"m").iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let md5 = format!(
+            "md5{}",
+            md5_password_hash(b"pm", b"m")
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
         let scram = ScramVerifier::generate("ps");
-        let list = UserList::parse(&format!("\"p\" \"pp\"\n\"m\" \"{md5}\"\n\"s\" \"{scram}\"\n")).unwrap();
+        let list = UserList::parse(&format!(
+            "\"p\" \"pp\"\n\"m\" \"{md5}\"\n\"s\" \"{scram}\"\n"
+        ))
+        .unwrap();
         assert!(scram_login(&list, "p", "pp"));
         assert!(scram_login(&list, "s", "ps"));
         assert!(!scram_login(&list, "s", "pp"));
@@ -135,19 +147,51 @@ mod tests {
         let salt = [5, 6, 7, 8];
         for (user, pw) in [("p", "pp"), ("m", "pm")] {
             let secret = list.get(user).unwrap();
-            assert!(verify_md5_response(secret, user, salt, md5_hash(user.as_bytes(), pw.as_bytes(), salt).as_bytes()));
-            assert!(!verify_md5_response(secret, user, salt, md5_hash(user.as_bytes(), b"x", salt).as_bytes()));
+            assert!(verify_md5_response(
+                secret,
+                user,
+                salt,
+                md5_hash(user.as_bytes(), pw.as_bytes(), salt).as_bytes()
+            ));
+            assert!(!verify_md5_response(
+                secret,
+                user,
+                salt,
+                md5_hash(user.as_bytes(), b"x", salt).as_bytes()
+            ));
         }
-        assert!(!verify_md5_response(list.get("s").unwrap(), "s", salt, md5_hash(b"s", b"ps", salt).as_bytes()));
+        assert!(!verify_md5_response(
+            list.get("s").unwrap(),
+            "s",
+            salt,
+            md5_hash(b"s", b"ps", salt).as_bytes()
+        ));
     }
 
     #[test]
     fn auth_type_parses_pgbouncer_names() {
         assert_eq!("trust".parse::<AuthType>().unwrap(), AuthType::Trust);
         assert_eq!("md5".parse::<AuthType>().unwrap(), AuthType::Md5);
-        assert_eq!("scram-sha-256".parse::<AuthType>().unwrap(), AuthType::ScramSha256);
-        for bad in ["plain", "", "scram", "cert", "hba", "pam", "password", "MD5", " md5", "SCRAM-SHA-256"] {
-            assert!(matches!(bad.parse::<AuthType>(), Err(AuthTypeError::Unknown(_))), "{bad}");
+        assert_eq!(
+            "scram-sha-256".parse::<AuthType>().unwrap(),
+            AuthType::ScramSha256
+        );
+        for bad in [
+            "plain",
+            "",
+            "scram",
+            "cert",
+            "hba",
+            "pam",
+            "password",
+            "MD5",
+            " md5",
+            "SCRAM-SHA-256",
+        ] {
+            assert!(
+                matches!(bad.parse::<AuthType>(), Err(AuthTypeError::Unknown(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -170,6 +214,9 @@ mod tests {
     fn hmac_sha256_rfc4231_case_2() {
         let mac = hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
         let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

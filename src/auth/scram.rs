@@ -51,7 +51,12 @@ pub enum ScramError {
 
 enum State {
     AwaitingClientFirst,
-    AwaitingClientFinal { gs2_header: String, client_first_bare: String, server_first: String, nonce: String },
+    AwaitingClientFinal {
+        gs2_header: String,
+        client_first_bare: String,
+        server_first: String,
+        nonce: String,
+    },
     Finished,
 }
 
@@ -67,7 +72,12 @@ impl ScramServer {
     /// Starts an exchange against `verifier`. For a plaintext secret, build it
     /// with [`ScramVerifier::generate`] (random 16-byte salt, 4096 iterations).
     pub fn new(verifier: ScramVerifier) -> Self {
-        ScramServer { verifier, mock: false, state: State::AwaitingClientFirst, client_key: None }
+        ScramServer {
+            verifier,
+            mock: false,
+            state: State::AwaitingClientFirst,
+            client_key: None,
+        }
     }
 
     /// Starts a mock exchange for a user with no usable secret. It runs like a
@@ -81,10 +91,18 @@ impl ScramServer {
             rand::thread_rng().fill_bytes(&mut k);
             k
         });
-        let digest = Sha256::new().chain_update(key).chain_update(user.as_bytes()).finalize();
+        let digest = Sha256::new()
+            .chain_update(key)
+            .chain_update(user.as_bytes())
+            .finalize();
         let salt = digest[..SCRAM_DEFAULT_SALT_LEN].to_vec();
         let verifier = ScramVerifier::mock(salt, SCRAM_DEFAULT_ITERATIONS);
-        ScramServer { verifier, mock: true, state: State::AwaitingClientFirst, client_key: None }
+        ScramServer {
+            verifier,
+            mock: true,
+            state: State::AwaitingClientFirst,
+            client_key: None,
+        }
     }
 
     /// Handles the SASLInitialResponse payload (`n,,n=<user>,r=<cnonce>`) and
@@ -98,13 +116,20 @@ impl ScramServer {
     }
 
     fn client_first_with_nonce(&mut self, msg: &[u8], snonce: &str) -> Result<Vec<u8>, ScramError> {
-        if !matches!(mem::replace(&mut self.state, State::Finished), State::AwaitingClientFirst) {
+        if !matches!(
+            mem::replace(&mut self.state, State::Finished),
+            State::AwaitingClientFirst
+        ) {
             return Err(ScramError::OutOfOrder);
         }
         let msg = std::str::from_utf8(msg).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (gs2_header, bare, cnonce) = parse_client_first(msg)?;
         let nonce = format!("{cnonce}{snonce}");
-        let server_first = format!("r={nonce},s={},i={}", B64.encode(self.verifier.salt()), self.verifier.iterations());
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            B64.encode(self.verifier.salt()),
+            self.verifier.iterations()
+        );
         let reply = server_first.clone().into_bytes();
         self.state = State::AwaitingClientFinal {
             gs2_header: gs2_header.to_string(),
@@ -120,24 +145,38 @@ impl ScramServer {
     /// (`v=<ServerSignature b64>`) to send in AuthenticationSASLFinal.
     /// Any error ends the exchange.
     pub fn handle_client_final(&mut self, client_final: &[u8]) -> Result<Vec<u8>, ScramError> {
-        let State::AwaitingClientFinal { gs2_header, client_first_bare, server_first, nonce } =
-            mem::replace(&mut self.state, State::Finished)
+        let State::AwaitingClientFinal {
+            gs2_header,
+            client_first_bare,
+            server_first,
+            nonce,
+        } = mem::replace(&mut self.state, State::Finished)
         else {
             return Err(ScramError::OutOfOrder);
         };
-        let msg = std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
-        let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(ScramError::Malformed("missing proof"))?;
+        let msg =
+            std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let (without_proof, proof) = msg
+            .rsplit_once(",p=")
+            .ok_or(ScramError::Malformed("missing proof"))?;
         let mut attrs = without_proof.split(',');
         let cbind = attrs
             .next()
             .and_then(|a| a.strip_prefix("c="))
             .ok_or(ScramError::Malformed("expected channel binding attribute"))?;
-        let cbind = B64.decode(cbind).map_err(|_| ScramError::Malformed("invalid channel binding encoding"))?;
-        let client_nonce =
-            attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(ScramError::Malformed("expected nonce attribute"))?;
+        let cbind = B64
+            .decode(cbind)
+            .map_err(|_| ScramError::Malformed("invalid channel binding encoding"))?;
+        let client_nonce = attrs
+            .next()
+            .and_then(|a| a.strip_prefix("r="))
+            .ok_or(ScramError::Malformed("expected nonce attribute"))?;
         attrs.try_for_each(check_extension)?;
-        let proof: [u8; 32] =
-            B64.decode(proof).ok().and_then(|p| p.try_into().ok()).ok_or(ScramError::Malformed("invalid proof"))?;
+        let proof: [u8; 32] = B64
+            .decode(proof)
+            .ok()
+            .and_then(|p| p.try_into().ok())
+            .ok_or(ScramError::Malformed("invalid proof"))?;
         if cbind != gs2_header.as_bytes() {
             return Err(ScramError::ChannelBindingMismatch);
         }
@@ -145,11 +184,19 @@ impl ScramServer {
             return Err(ScramError::NonceMismatch);
         }
 
-        let auth_message: [&[u8]; 5] =
-            [client_first_bare.as_bytes(), b",", server_first.as_bytes(), b",", without_proof.as_bytes()];
+        let auth_message: [&[u8]; 5] = [
+            client_first_bare.as_bytes(),
+            b",",
+            server_first.as_bytes(),
+            b",",
+            without_proof.as_bytes(),
+        ];
         let client_signature = hmac_sha256(self.verifier.stored_key(), &auth_message);
         let mut client_key = proof;
-        client_key.iter_mut().zip(client_signature).for_each(|(k, s)| *k ^= s);
+        client_key
+            .iter_mut()
+            .zip(client_signature)
+            .for_each(|(k, s)| *k ^= s);
         let stored_key = Sha256::digest(client_key);
         let matches = constant_time_eq(&stored_key, self.verifier.stored_key());
         if !matches || self.mock {
@@ -175,13 +222,17 @@ impl ScramServer {
 
 /// Splits client-first into (gs2 header, client-first-bare, client nonce).
 fn parse_client_first(msg: &str) -> Result<(&str, &str, &str), ScramError> {
-    let (flag, rest) = msg.split_once(',').ok_or(ScramError::Malformed("missing GS2 header"))?;
+    let (flag, rest) = msg
+        .split_once(',')
+        .ok_or(ScramError::Malformed("missing GS2 header"))?;
     match flag {
         "n" | "y" => {}
         f if f.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
         _ => return Err(ScramError::Malformed("invalid channel binding flag")),
     }
-    let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed("missing GS2 header"))?;
+    let (authzid, bare) = rest
+        .split_once(',')
+        .ok_or(ScramError::Malformed("missing GS2 header"))?;
     if authzid.starts_with("a=") {
         return Err(ScramError::AuthzidUnsupported);
     } else if !authzid.is_empty() {
@@ -190,12 +241,18 @@ fn parse_client_first(msg: &str) -> Result<(&str, &str, &str), ScramError> {
     let gs2_header = &msg[..msg.len() - bare.len()];
     let mut attrs = bare.split(',');
     match attrs.next() {
-        Some(a) if a.starts_with("m=") => return Err(ScramError::Malformed("mandatory extensions are not supported")),
+        Some(a) if a.starts_with("m=") => {
+            return Err(ScramError::Malformed(
+                "mandatory extensions are not supported",
+            ))
+        }
         Some(a) if a.starts_with("n=") => {}
         _ => return Err(ScramError::Malformed("expected user name attribute")),
     }
-    let cnonce =
-        attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(ScramError::Malformed("expected nonce attribute"))?;
+    let cnonce = attrs
+        .next()
+        .and_then(|a| a.strip_prefix("r="))
+        .ok_or(ScramError::Malformed("expected nonce attribute"))?;
     if cnonce.is_empty() || !cnonce.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         return Err(ScramError::Malformed("invalid client nonce"));
     }
@@ -223,7 +280,11 @@ mod tests {
 
     /// Runs a full exchange with postgres-protocol's client; returns the
     /// server's final result and whether the client accepted the server.
-    fn exchange(server: &mut ScramServer, password: &str, cb: ChannelBinding) -> Result<bool, ScramError> {
+    fn exchange(
+        server: &mut ScramServer,
+        password: &str,
+        cb: ChannelBinding,
+    ) -> Result<bool, ScramError> {
         let mut client = ScramSha256::new(password.as_bytes(), cb);
         let server_first = server.handle_client_first(client.message())?;
         client.update(&server_first).unwrap();
@@ -243,18 +304,30 @@ mod tests {
     fn full_exchange_with_verifier_from_plaintext() {
         let v = ScramVerifier::generate("hunter2");
         let mut server = ScramServer::new(v.clone());
-        assert_eq!(exchange(&mut server, "hunter2", ChannelBinding::unsupported()), Ok(true));
+        assert_eq!(
+            exchange(&mut server, "hunter2", ChannelBinding::unsupported()),
+            Ok(true)
+        );
         let ck = server.client_key().unwrap();
         assert_eq!(&<[u8; 32]>::from(Sha256::digest(ck)), v.stored_key());
-        assert_eq!(server.handle_client_final(b"c=biws,r=x,p=AAAA"), Err(ScramError::OutOfOrder));
+        assert_eq!(
+            server.handle_client_final(b"c=biws,r=x,p=AAAA"),
+            Err(ScramError::OutOfOrder)
+        );
     }
 
     #[test]
     fn full_exchange_with_postgres_generated_verifier() {
         let mut server = ScramServer::new(ScramVerifier::parse(PG_ALICE).unwrap());
-        assert_eq!(exchange(&mut server, "correct horse", ChannelBinding::unsupported()), Ok(true));
+        assert_eq!(
+            exchange(&mut server, "correct horse", ChannelBinding::unsupported()),
+            Ok(true)
+        );
         let mut server = ScramServer::new(ScramVerifier::parse(PG_ALICE).unwrap());
-        assert_eq!(exchange(&mut server, "correct horse", ChannelBinding::unrequested()), Ok(true));
+        assert_eq!(
+            exchange(&mut server, "correct horse", ChannelBinding::unrequested()),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -266,7 +339,10 @@ mod tests {
         );
         assert_eq!(server.client_key(), None);
         let mut server = ScramServer::new(ScramVerifier::generate("a"));
-        assert_eq!(exchange(&mut server, "", ChannelBinding::unsupported()), Err(ScramError::WrongPassword));
+        assert_eq!(
+            exchange(&mut server, "", ChannelBinding::unsupported()),
+            Err(ScramError::WrongPassword)
+        );
     }
 
     #[test]
@@ -274,7 +350,10 @@ mod tests {
         let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
         let mut server = ScramServer::new(ScramVerifier::from_password("pencil", &salt, 4096));
         let first = server
-            .client_first_with_nonce(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0")
+            .client_first_with_nonce(
+                b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
+                "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+            )
             .unwrap();
         assert_eq!(first, b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096");
         let fin = server
@@ -287,25 +366,39 @@ mod tests {
     fn server_first_shape() {
         let v = ScramVerifier::from_password("pw", b"0123456789abcdef", 4096);
         let mut server = ScramServer::new(v);
-        let first = server.handle_client_first(b"y,,n=ignored,r=abc,x=ext").unwrap();
+        let first = server
+            .handle_client_first(b"y,,n=ignored,r=abc,x=ext")
+            .unwrap();
         let first = String::from_utf8(first).unwrap();
         let rest = first.strip_prefix("r=abc").unwrap();
         let (snonce, tail) = rest.split_once(',').unwrap();
         assert_eq!(B64.decode(snonce).unwrap().len(), SERVER_NONCE_LEN);
-        assert_eq!(tail, format!("s={},i=4096", B64.encode(b"0123456789abcdef")));
-        assert_eq!(server.handle_client_first(b"n,,n=,r=abc"), Err(ScramError::OutOfOrder));
+        assert_eq!(
+            tail,
+            format!("s={},i=4096", B64.encode(b"0123456789abcdef"))
+        );
+        assert_eq!(
+            server.handle_client_first(b"n,,n=,r=abc"),
+            Err(ScramError::OutOfOrder)
+        );
     }
 
     #[test]
     fn unknown_user_mock_looks_like_wrong_password() {
         let mut server = ScramServer::new_failing("ghost");
         // Even the "right" password for the fake verifier cannot succeed.
-        assert_eq!(exchange(&mut server, "", ChannelBinding::unsupported()), Err(ScramError::WrongPassword));
+        assert_eq!(
+            exchange(&mut server, "", ChannelBinding::unsupported()),
+            Err(ScramError::WrongPassword)
+        );
         let salt = |u: &str| ScramServer::new_failing(u).verifier().salt().to_vec();
         assert_eq!(salt("ghost"), salt("ghost"));
         assert_ne!(salt("ghost"), salt("ghost2"));
         assert_eq!(salt("ghost").len(), SCRAM_DEFAULT_SALT_LEN);
-        assert_eq!(ScramServer::new_failing("ghost").verifier().iterations(), SCRAM_DEFAULT_ITERATIONS);
+        assert_eq!(
+            ScramServer::new_failing("ghost").verifier().iterations(),
+            SCRAM_DEFAULT_ITERATIONS
+        );
         // Protocol errors are still reported as such in mock mode.
         let mut server = ScramServer::new_failing("ghost");
         assert_eq!(
@@ -326,11 +419,17 @@ mod tests {
         let mut server = ScramServer::new(v.clone());
         let fin = first_step(&mut server, "pw", ChannelBinding::unsupported());
         let tampered = fin.replacen("c=biws", "c=eSws", 1);
-        assert_eq!(server.handle_client_final(tampered.as_bytes()), Err(ScramError::ChannelBindingMismatch));
+        assert_eq!(
+            server.handle_client_final(tampered.as_bytes()),
+            Err(ScramError::ChannelBindingMismatch)
+        );
         let mut server = ScramServer::new(v);
         let fin = first_step(&mut server, "pw", ChannelBinding::unrequested());
         let tampered = fin.replacen("c=eSws", "c=biws", 1);
-        assert_eq!(server.handle_client_final(tampered.as_bytes()), Err(ScramError::ChannelBindingMismatch));
+        assert_eq!(
+            server.handle_client_final(tampered.as_bytes()),
+            Err(ScramError::ChannelBindingMismatch)
+        );
     }
 
     #[test]
@@ -339,9 +438,15 @@ mod tests {
         let mut server = ScramServer::new(v.clone());
         let fin = first_step(&mut server, "pw", ChannelBinding::unsupported());
         let tampered = fin.replacen(",r=", ",r=X", 1);
-        assert_eq!(server.handle_client_final(tampered.as_bytes()), Err(ScramError::NonceMismatch));
+        assert_eq!(
+            server.handle_client_final(tampered.as_bytes()),
+            Err(ScramError::NonceMismatch)
+        );
         // After an error the exchange is over.
-        assert_eq!(server.handle_client_final(fin.as_bytes()), Err(ScramError::OutOfOrder));
+        assert_eq!(
+            server.handle_client_final(fin.as_bytes()),
+            Err(ScramError::OutOfOrder)
+        );
 
         let mut server = ScramServer::new(v);
         let fin = first_step(&mut server, "pw", ChannelBinding::unsupported());
@@ -349,7 +454,10 @@ mod tests {
         let mut raw = B64.decode(proof).unwrap();
         raw[0] ^= 1;
         let tampered = format!("{head},p={}", B64.encode(raw));
-        assert_eq!(server.handle_client_final(tampered.as_bytes()), Err(ScramError::WrongPassword));
+        assert_eq!(
+            server.handle_client_final(tampered.as_bytes()),
+            Err(ScramError::WrongPassword)
+        );
     }
 
     #[test]
@@ -359,20 +467,40 @@ mod tests {
             (b"", ScramError::Malformed("missing GS2 header")),
             (b"n", ScramError::Malformed("missing GS2 header")),
             (b"n,", ScramError::Malformed("missing GS2 header")),
-            (b"x,,n=,r=a", ScramError::Malformed("invalid channel binding flag")),
+            (
+                b"x,,n=,r=a",
+                ScramError::Malformed("invalid channel binding flag"),
+            ),
             (b"n,a=admin,n=,r=a", ScramError::AuthzidUnsupported),
             (b"n,zz,n=,r=a", ScramError::Malformed("invalid GS2 header")),
-            (b"n,,m=ext,n=,r=a", ScramError::Malformed("mandatory extensions are not supported")),
-            (b"n,,r=a", ScramError::Malformed("expected user name attribute")),
+            (
+                b"n,,m=ext,n=,r=a",
+                ScramError::Malformed("mandatory extensions are not supported"),
+            ),
+            (
+                b"n,,r=a",
+                ScramError::Malformed("expected user name attribute"),
+            ),
             (b"n,,n=", ScramError::Malformed("expected nonce attribute")),
             (b"n,,n=,r=", ScramError::Malformed("invalid client nonce")),
-            (b"n,,n=,r=a b", ScramError::Malformed("invalid client nonce")),
-            (b"n,,n=,r=a,bogus", ScramError::Malformed("invalid attribute")),
+            (
+                b"n,,n=,r=a b",
+                ScramError::Malformed("invalid client nonce"),
+            ),
+            (
+                b"n,,n=,r=a,bogus",
+                ScramError::Malformed("invalid attribute"),
+            ),
             (b"n,,n=,r=\xff", ScramError::Malformed("not UTF-8")),
         ];
         for (msg, want) in cases {
             let mut server = ScramServer::new(v.clone());
-            assert_eq!(&server.handle_client_first(msg).unwrap_err(), want, "{:?}", String::from_utf8_lossy(msg));
+            assert_eq!(
+                &server.handle_client_first(msg).unwrap_err(),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(msg)
+            );
         }
     }
 
@@ -381,24 +509,52 @@ mod tests {
         let v = ScramVerifier::generate("pw");
         let proof = B64.encode([0u8; 32]);
         let cases: Vec<(String, ScramError)> = vec![
-            ("c=biws,r=abc".into(), ScramError::Malformed("missing proof")),
-            (format!("r=abc,c=biws,p={proof}"), ScramError::Malformed("expected channel binding attribute")),
-            (format!("c=!!!,r=abc,p={proof}"), ScramError::Malformed("invalid channel binding encoding")),
-            (format!("c=biws,p={proof}"), ScramError::Malformed("expected nonce attribute")),
-            (format!("c=biws,r=abc,,p={proof}"), ScramError::Malformed("invalid attribute")),
-            ("c=biws,r=abc,p=AAAA".into(), ScramError::Malformed("invalid proof")),
-            ("c=biws,r=abc,p=not base64".into(), ScramError::Malformed("invalid proof")),
+            (
+                "c=biws,r=abc".into(),
+                ScramError::Malformed("missing proof"),
+            ),
+            (
+                format!("r=abc,c=biws,p={proof}"),
+                ScramError::Malformed("expected channel binding attribute"),
+            ),
+            (
+                format!("c=!!!,r=abc,p={proof}"),
+                ScramError::Malformed("invalid channel binding encoding"),
+            ),
+            (
+                format!("c=biws,p={proof}"),
+                ScramError::Malformed("expected nonce attribute"),
+            ),
+            (
+                format!("c=biws,r=abc,,p={proof}"),
+                ScramError::Malformed("invalid attribute"),
+            ),
+            (
+                "c=biws,r=abc,p=AAAA".into(),
+                ScramError::Malformed("invalid proof"),
+            ),
+            (
+                "c=biws,r=abc,p=not base64".into(),
+                ScramError::Malformed("invalid proof"),
+            ),
         ];
         for (msg, want) in cases {
             let mut server = ScramServer::new(v.clone());
             server.handle_client_first(b"n,,n=,r=abc").unwrap();
-            assert_eq!(server.handle_client_final(msg.as_bytes()), Err(want), "{msg}");
+            assert_eq!(
+                server.handle_client_final(msg.as_bytes()),
+                Err(want),
+                "{msg}"
+            );
         }
     }
 
     #[test]
     fn final_before_first_is_out_of_order() {
         let mut server = ScramServer::new(ScramVerifier::generate("pw"));
-        assert_eq!(server.handle_client_final(b"c=biws,r=a,p=AAAA"), Err(ScramError::OutOfOrder));
+        assert_eq!(
+            server.handle_client_final(b"c=biws,r=a,p=AAAA"),
+            Err(ScramError::OutOfOrder)
+        );
     }
 }

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::verifier::SCRAM_PREFIX;
-pub use super::verifier::{ScramVerifier, ScramVerifierError, SCRAM_DEFAULT_ITERATIONS, SCRAM_DEFAULT_SALT_LEN};
+pub use super::verifier::{
+    ScramVerifier, ScramVerifierError, SCRAM_DEFAULT_ITERATIONS, SCRAM_DEFAULT_SALT_LEN,
+};
 
 /// Why an auth file could not be parsed; every variant names the 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,7 +144,8 @@ impl UserList {
         for (idx, raw) in text.lines().enumerate() {
             let line = idx + 1;
             if let Some((user, secret)) = parse_line(raw, line)? {
-                let secret = Secret::parse(&secret).map_err(|source| UserListError::BadVerifier { line, source })?;
+                let secret = Secret::parse(&secret)
+                    .map_err(|source| UserListError::BadVerifier { line, source })?;
                 users.insert(user, secret);
             }
         }
@@ -185,7 +188,10 @@ fn parse_line(raw: &str, line: usize) -> Result<Option<(String, String)>, UserLi
         return Ok(None);
     }
     if !t.starts_with('"') {
-        return Err(UserListError::NotQuoted { line, field: "user name" });
+        return Err(UserListError::NotQuoted {
+            line,
+            field: "user name",
+        });
     }
     let (user, rest) = quoted(t, line)?;
     if user.is_empty() {
@@ -196,7 +202,10 @@ fn parse_line(raw: &str, line: usize) -> Result<Option<(String, String)>, UserLi
         return Err(UserListError::MissingSecret { line });
     }
     if !rest.starts_with('"') {
-        return Err(UserListError::NotQuoted { line, field: "secret" });
+        return Err(UserListError::NotQuoted {
+            line,
+            field: "secret",
+        });
     }
     let (secret, _ignored) = quoted(rest, line)?;
     Ok(Some((user, secret)))
@@ -241,10 +250,14 @@ mod tests {
         let ul = UserList::parse(&text).unwrap();
         assert_eq!(ul.len(), 5);
         assert_eq!(ul.get("plainuser"), Some(&Secret::Plain("pa ss".into())));
-        let Some(Secret::Md5(h)) = ul.get("md5user") else { panic!("md5") };
+        let Some(Secret::Md5(h)) = ul.get("md5user") else {
+            panic!("md5")
+        };
         assert_eq!(h[0], 0x2a);
         assert_eq!(h[15], 0x47);
-        let Some(Secret::Scram(v)) = ul.get("alice") else { panic!("scram") };
+        let Some(Secret::Scram(v)) = ul.get("alice") else {
+            panic!("scram")
+        };
         assert_eq!(v.iterations(), 4096);
         assert_eq!(v.salt().len(), 16);
         assert_eq!(ul.get("we\"ird"), Some(&Secret::Plain("a\"b\"".into())));
@@ -267,8 +280,20 @@ mod tests {
     #[test]
     fn malformed_lines_name_the_line() {
         let cases: &[(&str, UserListError)] = &[
-            ("\"a\" \"b\"\nbob \"x\"", UserListError::NotQuoted { line: 2, field: "user name" }),
-            ("\n\n\"a\" b", UserListError::NotQuoted { line: 3, field: "secret" }),
+            (
+                "\"a\" \"b\"\nbob \"x\"",
+                UserListError::NotQuoted {
+                    line: 2,
+                    field: "user name",
+                },
+            ),
+            (
+                "\n\n\"a\" b",
+                UserListError::NotQuoted {
+                    line: 3,
+                    field: "secret",
+                },
+            ),
             ("\"a\"", UserListError::MissingSecret { line: 1 }),
             ("\"a\" \"b", UserListError::Unterminated { line: 1 }),
             ("\"a\"\"\" ", UserListError::MissingSecret { line: 1 }),
@@ -276,13 +301,19 @@ mod tests {
             ("\"\" \"x\"", UserListError::EmptyUser { line: 1 }),
             (
                 "\"a\" \"b\"\n\"s\" \"SCRAM-SHA-256$4096:c2FsdA==$AAAA:AAAA\"",
-                UserListError::BadVerifier { line: 2, source: ScramVerifierError::KeyLength("StoredKey") },
+                UserListError::BadVerifier {
+                    line: 2,
+                    source: ScramVerifierError::KeyLength("StoredKey"),
+                },
             ),
         ];
         for (text, want) in cases {
             let err = UserList::parse(text).unwrap_err();
             assert_eq!(&err, want, "{text:?}");
-            assert!(err.to_string().contains(&format!("line {}", want.line())), "{err}");
+            assert!(
+                err.to_string().contains(&format!("line {}", want.line())),
+                "{err}"
+            );
         }
     }
 }

@@ -58,7 +58,9 @@ pub struct ScramVerifier {
 impl ScramVerifier {
     /// Parses `SCRAM-SHA-256$<iterations>:<salt b64>$<StoredKey b64>:<ServerKey b64>`.
     pub fn parse(s: &str) -> Result<Self, ScramVerifierError> {
-        let rest = s.strip_prefix(SCRAM_PREFIX).ok_or(ScramVerifierError::Prefix)?;
+        let rest = s
+            .strip_prefix(SCRAM_PREFIX)
+            .ok_or(ScramVerifierError::Prefix)?;
         let (params, keys) = rest.split_once('$').ok_or(ScramVerifierError::Layout)?;
         let (iter, salt) = params.split_once(':').ok_or(ScramVerifierError::Layout)?;
         let (stored, server) = keys.split_once(':').ok_or(ScramVerifierError::Layout)?;
@@ -69,7 +71,9 @@ impl ScramVerifier {
         if iterations == 0 {
             return Err(ScramVerifierError::Iterations);
         }
-        let salt = B64.decode(salt).map_err(|_| ScramVerifierError::Base64("salt"))?;
+        let salt = B64
+            .decode(salt)
+            .map_err(|_| ScramVerifierError::Base64("salt"))?;
         if salt.is_empty() {
             return Err(ScramVerifierError::EmptySalt);
         }
@@ -118,7 +122,12 @@ impl ScramVerifier {
         let mut server_key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut stored_key);
         rand::thread_rng().fill_bytes(&mut server_key);
-        ScramVerifier { iterations: iterations.max(1), salt, stored_key, server_key }
+        ScramVerifier {
+            iterations: iterations.max(1),
+            salt,
+            stored_key,
+            server_key,
+        }
     }
 
     /// The PBKDF2 iteration count.
@@ -143,8 +152,11 @@ impl ScramVerifier {
 }
 
 fn decode_key(s: &str, name: &'static str) -> Result<[u8; 32], ScramVerifierError> {
-    let raw = B64.decode(s).map_err(|_| ScramVerifierError::Base64(name))?;
-    raw.try_into().map_err(|_| ScramVerifierError::KeyLength(name))
+    let raw = B64
+        .decode(s)
+        .map_err(|_| ScramVerifierError::Base64(name))?;
+    raw.try_into()
+        .map_err(|_| ScramVerifierError::KeyLength(name))
 }
 
 /// Hi() of RFC 5802: PBKDF2 with HMAC-SHA-256, one 32-byte output block.
@@ -210,12 +222,24 @@ mod tests {
             (format!("SCRAM-SHA-256$4x96:c2FsdA==${k}:{k}"), Iterations),
             (format!("SCRAM-SHA-256$0:c2FsdA==${k}:{k}"), Iterations),
             (format!("SCRAM-SHA-256$-1:c2FsdA==${k}:{k}"), Iterations),
-            (format!("SCRAM-SHA-256$99999999999:c2FsdA==${k}:{k}"), Iterations),
-            (format!("SCRAM-SHA-256$4096:c2Fsd!==${k}:{k}"), Base64("salt")),
+            (
+                format!("SCRAM-SHA-256$99999999999:c2FsdA==${k}:{k}"),
+                Iterations,
+            ),
+            (
+                format!("SCRAM-SHA-256$4096:c2Fsd!==${k}:{k}"),
+                Base64("salt"),
+            ),
             (format!("SCRAM-SHA-256$4096:${k}:{k}"), EmptySalt),
             (format!("SCRAM-SHA-256$4096:c2FsdA==${k}{k}"), Layout),
-            (format!("SCRAM-SHA-256$4096:c2FsdA==${k}:%%"), Base64("ServerKey")),
-            (format!("SCRAM-SHA-256$4096:c2FsdA==${k}:AAAA"), KeyLength("ServerKey")),
+            (
+                format!("SCRAM-SHA-256$4096:c2FsdA==${k}:%%"),
+                Base64("ServerKey"),
+            ),
+            (
+                format!("SCRAM-SHA-256$4096:c2FsdA==${k}:AAAA"),
+                KeyLength("ServerKey"),
+            ),
         ];
         for (s, want) in cases {
             assert_eq!(ScramVerifier::parse(&s), Err(want), "{s}");
@@ -231,8 +255,14 @@ mod tests {
         assert_eq!(PG_ALICE.parse::<ScramVerifier>().unwrap(), pg);
         assert_ne!(ScramVerifier::from_password("wrong", pg.salt(), 4096), pg);
         let dbg = format!("{:?}", Secret::Scram(pg));
-        assert!(dbg.contains("redacted") && !dbg.contains("vLmMC68"), "{dbg}");
-        assert_eq!(format!("{:?}", Secret::Plain("hunter2".into())), "Plain(<redacted>)");
+        assert!(
+            dbg.contains("redacted") && !dbg.contains("vLmMC68"),
+            "{dbg}"
+        );
+        assert_eq!(
+            format!("{:?}", Secret::Plain("hunter2".into())),
+            "Plain(<redacted>)"
+        );
     }
 
     #[test]
@@ -240,11 +270,17 @@ mod tests {
         // RFC 7914 section 11 PBKDF2-HMAC-SHA256 vector (first 32 bytes).
         let out = hi(b"passwd", b"salt", 1);
         let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc");
+        assert_eq!(
+            hex,
+            "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
+        );
         // Widely published vector: P="password", S="salt", c=4096.
         let out = hi(b"password", b"salt", 4096);
         let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "c5e478d59288c841aa530db6845c4c8d962893a001ce4e11a4963873aa98134a");
+        assert_eq!(
+            hex,
+            "c5e478d59288c841aa530db6845c4c8d962893a001ce4e11a4963873aa98134a"
+        );
     }
 
     #[test]

@@ -74,7 +74,9 @@ impl CancelRegistry {
     /// A wrong key or an idle client does nothing, as in Postgres.
     pub async fn cancel(&self, pid: i32, secret: i32) {
         let target = match self.slots.get(&pid) {
-            Some(slot) if slot.secret == secret => *slot.target.lock().unwrap_or_else(|e| e.into_inner()),
+            Some(slot) if slot.secret == secret => {
+                *slot.target.lock().unwrap_or_else(|e| e.into_inner())
+            }
             _ => None,
         };
         let Some(t) = target else {

@@ -46,7 +46,10 @@ pub fn set_param(params: &mut Params, name: &str, value: &str) {
 
 /// Look a parameter up.
 pub fn get_param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Parse a ParameterStatus body into (name, value).
@@ -117,7 +120,11 @@ impl ServerConn {
             buf: BytesMut::with_capacity(16 * 1024),
             params: Vec::new(),
             extra: Vec::new(),
-            cancel: CancelTarget { addr, pid: 0, secret: 0 },
+            cancel: CancelTarget {
+                addr,
+                pid: 0,
+                secret: 0,
+            },
             created: now,
             idle_since: now,
         };
@@ -128,15 +135,20 @@ impl ServerConn {
     async fn login(&mut self, login: &Login) -> Result<(), ServerError> {
         let mut out = BytesMut::new();
         frontend::startup_message(
-            [("user", login.user.as_str()), ("database", login.database.as_str())],
+            [
+                ("user", login.user.as_str()),
+                ("database", login.database.as_str()),
+            ],
             &mut out,
         )?;
         self.wr.write_all(&out).await?;
         let password = || {
-            login
-                .password
-                .as_deref()
-                .ok_or_else(|| ServerError::Auth(format!("server asks a password for user \"{}\" and none is configured", login.user)))
+            login.password.as_deref().ok_or_else(|| {
+                ServerError::Auth(format!(
+                    "server asks a password for user \"{}\" and none is configured",
+                    login.user
+                ))
+            })
         };
         let mut scram: Option<ScramSha256> = None;
         loop {
@@ -165,24 +177,46 @@ impl ServerConn {
                             frontend::password_message(hash.as_bytes(), &mut out)?;
                         }
                         10 => {
-                            let offers_scram = data.split(|b| *b == 0).any(|m| m == b"SCRAM-SHA-256");
+                            let offers_scram =
+                                data.split(|b| *b == 0).any(|m| m == b"SCRAM-SHA-256");
                             if !offers_scram {
-                                return Err(ServerError::Auth("server offers no SASL mechanism pgherald supports".into()));
+                                return Err(ServerError::Auth(
+                                    "server offers no SASL mechanism pgherald supports".into(),
+                                ));
                             }
-                            let client = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                            frontend::sasl_initial_response("SCRAM-SHA-256", client.message(), &mut out)?;
+                            let client = ScramSha256::new(
+                                password()?.as_bytes(),
+                                ChannelBinding::unsupported(),
+                            );
+                            frontend::sasl_initial_response(
+                                "SCRAM-SHA-256",
+                                client.message(),
+                                &mut out,
+                            )?;
                             scram = Some(client);
                         }
                         11 => {
-                            let client = scram.as_mut().ok_or_else(|| ServerError::Protocol("unexpected SASL continue".into()))?;
-                            client.update(data).map_err(|e| ServerError::Auth(e.to_string()))?;
+                            let client = scram.as_mut().ok_or_else(|| {
+                                ServerError::Protocol("unexpected SASL continue".into())
+                            })?;
+                            client
+                                .update(data)
+                                .map_err(|e| ServerError::Auth(e.to_string()))?;
                             frontend::sasl_response(client.message(), &mut out)?;
                         }
                         12 => {
-                            let client = scram.as_mut().ok_or_else(|| ServerError::Protocol("unexpected SASL final".into()))?;
-                            client.finish(data).map_err(|e| ServerError::Auth(e.to_string()))?;
+                            let client = scram.as_mut().ok_or_else(|| {
+                                ServerError::Protocol("unexpected SASL final".into())
+                            })?;
+                            client
+                                .finish(data)
+                                .map_err(|e| ServerError::Auth(e.to_string()))?;
                         }
-                        other => return Err(ServerError::Auth(format!("unsupported authentication request {other}"))),
+                        other => {
+                            return Err(ServerError::Auth(format!(
+                                "unsupported authentication request {other}"
+                            )))
+                        }
                     }
                     if !out.is_empty() {
                         self.wr.write_all(&out).await?;
@@ -207,7 +241,9 @@ impl ServerConn {
     /// Read one whole message (used outside the forwarding path only: login, housekeeping).
     pub async fn next_message(&mut self) -> Result<(u8, BytesMut), ServerError> {
         loop {
-            if let Some(h) = framer::header(&self.buf).map_err(|e| ServerError::Protocol(e.to_string()))? {
+            if let Some(h) =
+                framer::header(&self.buf).map_err(|e| ServerError::Protocol(e.to_string()))?
+            {
                 if self.buf.len() >= h.total {
                     let mut msg = self.buf.split_to(h.total);
                     msg.advance(framer::HEADER_LEN);

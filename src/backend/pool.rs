@@ -66,7 +66,14 @@ pub struct Pool {
 
 impl Pool {
     /// A pool with no connections yet.
-    pub fn new(key: PoolKey, login: Login, mode: PoolMode, size: usize, reset_query: String, timeouts: Timeouts) -> Pool {
+    pub fn new(
+        key: PoolKey,
+        login: Login,
+        mode: PoolMode,
+        size: usize,
+        reset_query: String,
+        timeouts: Timeouts,
+    ) -> Pool {
         Pool {
             key,
             login,
@@ -117,7 +124,10 @@ impl Pool {
                 tokio::spawn(conn.terminate());
                 continue;
             }
-            return Ok(Checkout { conn, _permit: permit });
+            return Ok(Checkout {
+                conn,
+                _permit: permit,
+            });
         }
         let conn = ServerConn::connect(&self.login, self.timeouts.server_connect).await?;
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
@@ -126,7 +136,10 @@ impl Pool {
             *welcome = Some(conn.params.clone());
         }
         drop(welcome);
-        Ok(Checkout { conn, _permit: permit })
+        Ok(Checkout {
+            conn,
+            _permit: permit,
+        })
     }
 
     /// Return a connection whose last ReadyForQuery said `status`; anything not idle, or past
@@ -139,12 +152,18 @@ impl Pool {
             return;
         }
         c.conn.idle_since = now;
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(c.conn);
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c.conn);
     }
 
     /// The parameters of the first server connection, to greet clients with.
     pub fn welcome(&self) -> Option<Params> {
-        self.welcome.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.welcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Close idle connections past `server_idle_timeout` or `server_lifetime`.
@@ -154,11 +173,14 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let before = idle.len();
         let (keep, drop): (Vec<_>, Vec<_>) = idle.drain(..).partition(|c| {
-            !(self.expired(c, now) || (!idle_limit.is_zero() && now.duration_since(c.idle_since) >= idle_limit))
+            !(self.expired(c, now)
+                || (!idle_limit.is_zero() && now.duration_since(c.idle_since) >= idle_limit))
         });
         *idle = keep;
         if idle.len() != before {
-            self.stats.closed.fetch_add((before - idle.len()) as u64, Ordering::Relaxed);
+            self.stats
+                .closed
+                .fetch_add((before - idle.len()) as u64, Ordering::Relaxed);
         }
         for c in drop {
             tokio::spawn(c.terminate());
@@ -188,7 +210,10 @@ impl Pools {
         if let Some(p) = self.map.get(&key) {
             return p.clone();
         }
-        self.map.entry(key.clone()).or_insert_with(|| Arc::new(make(key))).clone()
+        self.map
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(make(key)))
+            .clone()
     }
 
     /// Run `reap` on every pool.

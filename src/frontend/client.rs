@@ -62,9 +62,14 @@ impl ClientIo {
     /// Read one whole message during login (never used on the forwarding path).
     pub async fn next_message(&mut self) -> Result<(u8, BytesMut), ClientError> {
         loop {
-            if let Some(h) = framer::header(&self.buf).map_err(|e| ClientError::Protocol(e.to_string()))? {
+            if let Some(h) =
+                framer::header(&self.buf).map_err(|e| ClientError::Protocol(e.to_string()))?
+            {
                 if h.total > MAX_LOGIN_MESSAGE {
-                    return Err(ClientError::Protocol(format!("invalid message length {}", h.total - 1)));
+                    return Err(ClientError::Protocol(format!(
+                        "invalid message length {}",
+                        h.total - 1
+                    )));
                 }
                 if self.buf.len() >= h.total {
                     let mut msg = self.buf.split_to(h.total);

@@ -9,7 +9,11 @@ use tracing::Instrument;
 use crate::App;
 
 /// Accept clients until `shutdown` turns true, spawning a session task for each.
-pub async fn accept_loop(listener: TcpListener, app: Arc<App>, shutdown: &mut watch::Receiver<bool>) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
     loop {
         if *shutdown.borrow() {
             return;

@@ -34,18 +34,30 @@ pub async fn startup(client: &mut ClientIo, app: &App) -> Result<Option<Startup>
                 return Ok(None);
             }
             StartupPacket::Unsupported { major, minor } => {
-                let msg = format!("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0");
+                let msg = format!(
+                    "unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0"
+                );
                 client.fatal("0A000", &msg).await;
                 return Err(ClientError::Protocol(msg));
             }
-            StartupPacket::Startup { minor, params } => return Ok(Some(accept(client, minor, params).await?)),
+            StartupPacket::Startup { minor, params } => {
+                return Ok(Some(accept(client, minor, params).await?))
+            }
         }
     }
 }
 
-async fn accept(client: &mut ClientIo, minor: u16, params: Vec<(String, String)>) -> Result<Startup, ClientError> {
+async fn accept(
+    client: &mut ClientIo,
+    minor: u16,
+    params: Vec<(String, String)>,
+) -> Result<Startup, ClientError> {
     if minor > 0 {
-        let unsupported = params.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect();
+        let unsupported = params
+            .iter()
+            .filter(|(k, _)| k.starts_with("_pq_."))
+            .map(|(k, _)| k.clone())
+            .collect();
         reply::negotiate_protocol_version(&mut client.out, unsupported);
     }
     let mut user = None;
@@ -64,6 +76,12 @@ async fn accept(client: &mut ClientIo, minor: u16, params: Vec<(String, String)>
         client.fatal("28000", msg).await;
         return Err(ClientError::Protocol(msg.into()));
     };
-    let database = database.filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
-    Ok(Startup { user, database, settings })
+    let database = database
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
+    Ok(Startup {
+        user,
+        database,
+        settings,
+    })
 }

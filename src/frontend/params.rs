@@ -29,7 +29,11 @@ pub fn is_reported(name: &str) -> bool {
 
 /// Canonical spelling of a tracked name (`datestyle` → `DateStyle`), else the name as given.
 pub fn canonical(name: &str) -> &str {
-    TRACKED.iter().find(|t| t.eq_ignore_ascii_case(name)).copied().unwrap_or(name)
+    TRACKED
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(name))
+        .copied()
+        .unwrap_or(name)
 }
 
 fn quote_ident(name: &str) -> String {
@@ -49,7 +53,11 @@ fn quote_literal(value: &str) -> String {
 pub fn sync_sql(wants: &Params, server: &Params, server_extra: &Params) -> String {
     let mut sql = String::new();
     for (k, v) in wants {
-        let current = if is_reported(k) { get_param(server, k) } else { get_param(server_extra, k) };
+        let current = if is_reported(k) {
+            get_param(server, k)
+        } else {
+            get_param(server_extra, k)
+        };
         if current != Some(v.as_str()) {
             sql.push_str(&format!("SET {} = {};", quote_ident(k), quote_literal(v)));
         }
@@ -84,7 +92,9 @@ mod tests {
     use super::*;
 
     fn p(v: &[(&str, &str)]) -> Params {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -96,7 +106,11 @@ mod tests {
     #[test]
     fn sets_and_resets() {
         let wants = p(&[("application_name", "it's"), ("extra_float_digits", "3")]);
-        let sql = sync_sql(&wants, &p(&[("application_name", "")]), &p(&[("search_path", "x")]));
+        let sql = sync_sql(
+            &wants,
+            &p(&[("application_name", "")]),
+            &p(&[("search_path", "x")]),
+        );
         assert_eq!(
             sql,
             "SET \"application_name\" = 'it''s';SET \"extra_float_digits\" = '3';RESET \"search_path\";"
@@ -108,7 +122,10 @@ mod tests {
         let mut wants = p(&[("client_encoding", "utf8"), ("extra_float_digits", "3")]);
         let mut extra = p(&[("search_path", "x")]);
         after_sync(&mut wants, &p(&[("client_encoding", "UTF8")]), &mut extra);
-        assert_eq!(wants, p(&[("client_encoding", "UTF8"), ("extra_float_digits", "3")]));
+        assert_eq!(
+            wants,
+            p(&[("client_encoding", "UTF8"), ("extra_float_digits", "3")])
+        );
         assert_eq!(extra, p(&[("extra_float_digits", "3")]));
     }
 

@@ -70,7 +70,9 @@ impl ClientSlot {
     fn take(app: &Arc<App>) -> Option<ClientSlot> {
         let max = app.config.max_client_conn;
         app.clients
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
             .map(|_| ClientSlot(app.clone()))
     }
@@ -94,16 +96,23 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
         }
     };
     let Some(_slot) = ClientSlot::take(&app) else {
-        client.fatal("53300", "sorry, too many clients already").await;
+        client
+            .fatal("53300", "sorry, too many clients already")
+            .await;
         return;
     };
     if *app.shutdown.borrow() {
-        client.fatal("57P03", "the database system is shutting down").await;
+        client
+            .fatal("57P03", "the database system is shutting down")
+            .await;
         return;
     }
     let Some(target) = app.config.target(&start.database) else {
         client
-            .fatal("3D000", &format!("database \"{}\" does not exist", start.database))
+            .fatal(
+                "3D000",
+                &format!("database \"{}\" does not exist", start.database),
+            )
             .await;
         return;
     };
@@ -113,7 +122,10 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
     }
     tracing::debug!(user = %start.user, database = %start.database, "logged in");
     let server_user = target.user.clone().unwrap_or_else(|| start.user.clone());
-    let password = target.password.clone().or_else(|| crate::auth::exchange::plain_password(&app.users, &server_user));
+    let password = target
+        .password
+        .clone()
+        .or_else(|| crate::auth::exchange::plain_password(&app.users, &server_user));
     let key = PoolKey {
         database: start.database.clone(),
         user: start.user.clone(),
@@ -191,7 +203,11 @@ impl Session {
     }
 
     fn idle(&self) -> bool {
-        self.status == b'I' && self.pending == 0 && !self.batch_open && self.client_pass == 0 && self.server_pass == 0
+        self.status == b'I'
+            && self.pending == 0
+            && !self.batch_open
+            && self.client_pass == 0
+            && self.server_pass == 0
     }
 
     /// AuthenticationOk was sent; now ParameterStatus, BackendKeyData, ReadyForQuery.
@@ -253,7 +269,9 @@ impl Session {
         if !sql.is_empty() {
             let res = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(&sql)).await;
             match res {
-                Ok(Ok(_)) => params::after_sync(&mut self.wants, &co.conn.params, &mut co.conn.extra),
+                Ok(Ok(_)) => {
+                    params::after_sync(&mut self.wants, &co.conn.params, &mut co.conn.extra)
+                }
                 Ok(Err(e @ ServerError::Refused { .. })) => {
                     self.pool.checkin(co, b'I');
                     return Err(Exit::ServerGone(e));
@@ -354,7 +372,11 @@ impl Session {
             }
             b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => self.batch_open = true,
             b'd' | b'c' | b'f' => {}
-            other => return Err(Exit::ClientProtocol(format!("invalid frontend message type {other}"))),
+            other => {
+                return Err(Exit::ClientProtocol(format!(
+                    "invalid frontend message type {other}"
+                )))
+            }
         }
         Ok(())
     }
@@ -391,7 +413,11 @@ impl Session {
         }
         self.client.buf.advance(n);
         self.writing = false;
-        if self.server.as_ref().is_some_and(|co| !co.conn.buf.is_empty()) {
+        if self
+            .server
+            .as_ref()
+            .is_some_and(|co| !co.conn.buf.is_empty())
+        {
             self.on_server_data().await?;
         }
         Ok(())
@@ -401,22 +427,28 @@ impl Session {
     async fn on_server_data(&mut self) -> Result<(), Exit> {
         loop {
             let transaction_mode = self.transaction_mode();
-            let Some(co) = self.server.as_mut() else { return Ok(()) };
+            let Some(co) = self.server.as_mut() else {
+                return Ok(());
+            };
             let buf = &mut co.conn.buf;
             if self.server_pass > 0 {
                 let n = self.server_pass.min(buf.len());
                 if n == 0 {
                     return Ok(());
                 }
-                self.client.wr.write_all(&buf[..n]).await.map_err(ClientError::from)?;
+                self.client
+                    .wr
+                    .write_all(&buf[..n])
+                    .await
+                    .map_err(ClientError::from)?;
                 buf.advance(n);
                 self.server_pass -= n;
                 continue;
             }
             let mut run = 0;
             let mut release = false;
-            while let Some(h) =
-                framer::header(&buf[run..]).map_err(|e| Exit::ServerGone(ServerError::Protocol(e.to_string())))?
+            while let Some(h) = framer::header(&buf[run..])
+                .map_err(|e| Exit::ServerGone(ServerError::Protocol(e.to_string())))?
             {
                 let avail = buf.len() - run;
                 let inspect = matches!(h.tag, b'Z' | b'S' | b'E');
@@ -467,7 +499,11 @@ impl Session {
             if run == 0 {
                 return Ok(());
             }
-            self.client.wr.write_all(&buf[..run]).await.map_err(ClientError::from)?;
+            self.client
+                .wr
+                .write_all(&buf[..run])
+                .await
+                .map_err(ClientError::from)?;
             buf.advance(run);
             if release {
                 self.release();
@@ -483,7 +519,10 @@ impl Session {
             Exit::ClientProtocol(m) => self.client.fatal("08P01", m).await,
             Exit::Shutdown => {
                 self.client
-                    .fatal("57P01", "terminating connection due to administrator command")
+                    .fatal(
+                        "57P01",
+                        "terminating connection due to administrator command",
+                    )
                     .await
             }
             Exit::Pool(PoolError::WaitTimeout) => {
@@ -528,9 +567,12 @@ impl Session {
 
     /// The client is gone: return its server clean, or close it.
     async fn cleanup_server(&mut self) {
-        let Some(mut co) = self.server.take() else { return };
+        let Some(mut co) = self.server.take() else {
+            return;
+        };
         self.cancel.set_target(None);
-        let in_flight = self.pending > 0 || self.batch_open || self.client_pass > 0 || self.server_pass > 0;
+        let in_flight =
+            self.pending > 0 || self.batch_open || self.client_pass > 0 || self.server_pass > 0;
         if in_flight || self.server_fatal {
             tokio::spawn(co.conn.terminate());
             return;
@@ -543,7 +585,12 @@ impl Session {
             }
         }
         if !self.transaction_mode() && !self.pool.reset_query.is_empty() {
-            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(&self.pool.reset_query)).await {
+            match tokio::time::timeout(
+                HOUSEKEEPING_TIMEOUT,
+                co.conn.run_quiet(&self.pool.reset_query),
+            )
+            .await
+            {
                 Ok(Ok(s)) => status = s,
                 _ => return,
             }

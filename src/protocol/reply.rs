@@ -82,7 +82,10 @@ pub fn command_complete(buf: &mut BytesMut, tag: &str) {
 
 /// ParameterStatus.
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
-    put(buf, &ParameterStatus::new(name.to_string(), value.to_string()));
+    put(
+        buf,
+        &ParameterStatus::new(name.to_string(), value.to_string()),
+    );
 }
 
 /// BackendKeyData with pgherald's virtual key.
@@ -102,7 +105,10 @@ pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
 
 /// AuthenticationSASL offering SCRAM-SHA-256.
 pub fn auth_sasl(buf: &mut BytesMut) {
-    put(buf, &Authentication::SASL(vec!["SCRAM-SHA-256".to_string()]));
+    put(
+        buf,
+        &Authentication::SASL(vec!["SCRAM-SHA-256".to_string()]),
+    );
 }
 
 /// AuthenticationSASLContinue.
@@ -128,7 +134,13 @@ mod tests {
     #[test]
     fn error_roundtrips_through_framer() {
         let mut b = BytesMut::new();
-        error(&mut b, Severity::Fatal, "3D000", "database \"x\" does not exist", None);
+        error(
+            &mut b,
+            Severity::Fatal,
+            "3D000",
+            "database \"x\" does not exist",
+            None,
+        );
         let h = framer::header(&b).unwrap().unwrap();
         assert_eq!((h.tag, h.total), (b'E', b.len()));
         let body = framer::body(&b, h);

@@ -49,7 +49,9 @@ pub async fn read<R: AsyncRead + Unpin>(rd: &mut R) -> Result<StartupPacket, Cli
         Err(e) => return Err(e.into()),
     };
     if !(8..=MAX_STARTUP_LEN).contains(&len) {
-        return Err(ClientError::Protocol("invalid length of startup packet".into()));
+        return Err(ClientError::Protocol(
+            "invalid length of startup packet".into(),
+        ));
     }
     let mut body = vec![0u8; len - 4];
     rd.read_exact(&mut body).await?;
@@ -65,7 +67,9 @@ pub fn decode(body: &[u8]) -> Result<StartupPacket, ClientError> {
         GSSENC_CODE => Ok(StartupPacket::GssEnc),
         CANCEL_CODE => {
             if rest.len() != 8 {
-                return Err(ClientError::Protocol("invalid length of cancel request".into()));
+                return Err(ClientError::Protocol(
+                    "invalid length of cancel request".into(),
+                ));
             }
             Ok(StartupPacket::Cancel {
                 pid: i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]),
@@ -86,7 +90,11 @@ pub fn decode(body: &[u8]) -> Result<StartupPacket, ClientError> {
 }
 
 fn params(mut b: &[u8]) -> Result<Vec<(String, String)>, ClientError> {
-    let bad = || ClientError::Protocol("invalid startup packet layout: expected terminator as last byte".into());
+    let bad = || {
+        ClientError::Protocol(
+            "invalid startup packet layout: expected terminator as last byte".into(),
+        )
+    };
     let mut out = Vec::new();
     loop {
         let (key, rest) = crate::protocol::framer::cstr(b).ok_or_else(bad)?;
@@ -117,7 +125,10 @@ mod tests {
             decode(&b).unwrap(),
             StartupPacket::Startup {
                 minor: 0,
-                params: vec![("user".into(), "bob".into()), ("database".into(), "db".into())]
+                params: vec![
+                    ("user".into(), "bob".into()),
+                    ("database".into(), "db".into())
+                ]
             }
         );
     }
@@ -125,11 +136,17 @@ mod tests {
     #[test]
     fn decodes_requests() {
         assert_eq!(decode(&SSL_CODE.to_be_bytes()).unwrap(), StartupPacket::Ssl);
-        assert_eq!(decode(&GSSENC_CODE.to_be_bytes()).unwrap(), StartupPacket::GssEnc);
+        assert_eq!(
+            decode(&GSSENC_CODE.to_be_bytes()).unwrap(),
+            StartupPacket::GssEnc
+        );
         let mut c = CANCEL_CODE.to_be_bytes().to_vec();
         c.extend_from_slice(&7i32.to_be_bytes());
         c.extend_from_slice(&9i32.to_be_bytes());
-        assert_eq!(decode(&c).unwrap(), StartupPacket::Cancel { pid: 7, secret: 9 });
+        assert_eq!(
+            decode(&c).unwrap(),
+            StartupPacket::Cancel { pid: 7, secret: 9 }
+        );
         assert_eq!(
             decode(&(2u32 << 16).to_be_bytes()).unwrap(),
             StartupPacket::Unsupported { major: 2, minor: 0 }

@@ -1,0 +1,7 @@
+//! Shared support of the integration tests: a throwaway PostgreSQL, pgherald in-process,
+//! and a raw protocol client that sees every message.
+#![allow(dead_code)]
+
+pub mod herald;
+pub mod postgres;
+pub mod raw;
