@@ -10,7 +10,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::conn::{Login, Params, ServerConn};
 use crate::config::{PoolMode, Timeouts};
-use crate::error::PoolError;
+use crate::error::{PoolError, ServerError};
+
+/// Pause between attempts to reach a server that is not accepting connections.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Errors worth retrying: the server is down, starting, in recovery or full.
+fn transient(e: &ServerError) -> bool {
+    match e {
+        ServerError::Io(_) | ServerError::Closed | ServerError::ConnectTimeout => true,
+        ServerError::Refused { code, .. } => {
+            matches!(code.as_str(), "57P03" | "53300" | "57P01" | "57P02")
+        }
+        _ => false,
+    }
+}
 
 /// Identity of a pool: the database name the client asked for and the client's user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -129,7 +143,7 @@ impl Pool {
                 _permit: permit,
             });
         }
-        let conn = ServerConn::connect(&self.login, self.timeouts.server_connect).await?;
+        let conn = self.connect_retrying().await?;
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         let mut welcome = self.welcome.lock().unwrap_or_else(|e| e.into_inner());
         if welcome.is_none() {
@@ -140,6 +154,28 @@ impl Pool {
             conn,
             _permit: permit,
         })
+    }
+
+    /// Open a server connection. While the server is starting up, in recovery or refusing
+    /// connections, keep trying (as PgBouncer does) until `query_wait_timeout` (or
+    /// `server_connect_timeout` when that is unlimited); login errors fail at once.
+    async fn connect_retrying(&self) -> Result<ServerConn, ServerError> {
+        let patience = if self.timeouts.query_wait.is_zero() {
+            self.timeouts.server_connect
+        } else {
+            self.timeouts.query_wait
+        };
+        let deadline = Instant::now() + patience;
+        loop {
+            let res = ServerConn::connect(&self.login, self.timeouts.server_connect).await;
+            match res {
+                Err(e) if transient(&e) && Instant::now() + RETRY_DELAY < deadline => {
+                    tracing::debug!(database = %self.key.database, "server not ready, retrying: {e}");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Return a connection whose last ReadyForQuery said `status`; anything not idle, or past

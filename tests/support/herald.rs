@@ -40,6 +40,11 @@ pub fn config_as_client_user(pg: &TestPostgres, mode: PoolMode, pool_size: usize
 impl Herald {
     /// Bind and start serving.
     pub async fn start(config: Config) -> Herald {
+        // RUST_LOG=pgherald=debug shows pgherald's logs in test output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let server = pgherald::Server::bind(config)
             .await
             .expect("pgherald binds");
