@@ -451,4 +451,12 @@ mod tests {
         assert!(c.target("nope").is_none());
         assert_eq!(c.target("only").unwrap().user, None);
     }
+
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../config/pgherald.toml");
+        let c = Config::from_toml(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.databases["app"].pool_size, Some(10));
+    }
 }

@@ -86,3 +86,84 @@ async fn pgbench_select_only_and_tpcb_like() {
     .unwrap();
     println!("{out}");
 }
+
+#[test]
+fn bad_config_is_one_line_naming_the_key_with_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "default_pool_size = 0\nupstream = \"postgres://x@127.0.0.1:1\"\n",
+            "default_pool_size",
+        ),
+        ("pool_mode = \"statement\"\n", "statement"),
+        (
+            "listen = \"0.0.0.0:6432\"\nupstream = \"postgres://x@127.0.0.1:1\"\n",
+            "listen",
+        ),
+        ("no_such_key = 1\n", "no_such_key"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_pgherald"))
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(key), "{stderr}");
+    }
+}
+
+#[test]
+fn binary_serves_and_exits_0_on_sigterm() {
+    let pg = postgres::shared();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgherald"))
+        .args([
+            "--upstream",
+            &pg.superuser_url(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pgherald did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = run(tool("psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            SUPERUSER,
+            "-d",
+            DEFAULT_DB,
+        ])
+        .args(["-c", "select 40 + 2"]));
+    assert!(out.contains("42"), "{out}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
