@@ -11,6 +11,7 @@ pub mod error;
 pub mod frontend;
 pub mod protocol;
 pub mod pubsub;
+pub mod sql;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +42,8 @@ pub struct App {
     pub auth_type: AuthType,
     /// Users and secrets from the auth file.
     pub users: UserList,
+    /// The LISTEN/NOTIFY hub.
+    pub hub: Arc<pubsub::Hub>,
     /// Clients logged in or logging in.
     pub clients: AtomicUsize,
     /// Becomes true when shutdown starts.
@@ -63,7 +66,9 @@ impl Server {
         let addr = config.listen_addr()?;
         let listener = TcpListener::bind(addr).await?;
         let (stop, shutdown) = watch::channel(false);
+        let hub = pubsub::Hub::new(config.listener_queue_limit);
         let app = Arc::new(App {
+            hub,
             config,
             timeouts,
             pools: Pools::default(),

@@ -1,9 +1,16 @@
 //! The client side: accepting connections, the login phase, and the per-client session
 //! that forwards traffic between the client and a pooled server connection.
 
+pub mod channels;
 pub mod client;
+pub mod extended;
+mod inbound;
+pub mod intercept;
 pub mod listener;
 pub mod login;
+mod outbound;
 pub mod params;
+pub mod plan;
 pub mod session;
+pub mod simple;
 pub mod txn;

@@ -2,31 +2,36 @@
 //! client and a pooled server connection, taking a server when the client needs one and
 //! giving it back at the end of each transaction (transaction mode) or at disconnect.
 //!
-//! Frames are split by header only. Client frames drive the count of ReadyForQuery
-//! messages still expected; server frames are inspected only for `Z`, `S` and `E`.
+//! Frames are split by header only. Client frames are turned into reply-plan entries
+//! (`inbound`), server frames are matched against the plan (`outbound`); this module owns
+//! the session's state, the login greeting, server checkout/release and the I/O loop.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Buf;
+use std::collections::VecDeque;
+
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::backend::cancel::CancelHandle;
-use crate::backend::conn::{get_param, parse_parameter_status, set_param, Login, Params};
+use crate::backend::conn::{get_param, set_param, Login, Params};
 use crate::backend::pool::{Checkout, Pool, PoolKey};
 use crate::config::PoolMode;
 use crate::error::{ClientError, PoolError, ServerError};
+use crate::frontend::channels::Channels;
 use crate::frontend::client::ClientIo;
+use crate::frontend::extended::Extended;
+use crate::frontend::plan::Entry;
 use crate::frontend::{login, params};
 use crate::protocol::framer;
 use crate::protocol::reply;
 use crate::App;
 
 /// Frames larger than this are streamed through instead of being buffered whole.
-const STREAM_THRESHOLD: usize = 256 * 1024;
+pub(crate) const STREAM_THRESHOLD: usize = 256 * 1024;
 /// While writing to the server, at most this much server output is buffered before it
 /// is forwarded to the client.
 const SERVER_BACKLOG: usize = 4 * 1024 * 1024;
@@ -35,7 +40,7 @@ const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a session ends.
 #[derive(Debug)]
-enum Exit {
+pub(crate) enum Exit {
     /// The client closed or sent Terminate.
     ClientGone,
     /// The client broke the protocol: FATAL 08P01 with this message.
@@ -46,6 +51,8 @@ enum Exit {
     Pool(PoolError),
     /// Shutdown reached an idle client.
     Shutdown,
+    /// The client's notification mailbox overflowed at this limit.
+    Overflow(usize),
 }
 
 impl From<ClientError> for Exit {
@@ -146,22 +153,30 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
             app.timeouts.clone(),
         )
     });
+    let cancel = app.cancels.register();
+    let ch = Channels::new(app.hub.clone(), start.database.clone(), cancel.pid);
     let mut session = Session {
-        cancel: app.cancels.register(),
+        cancel,
         shutdown: app.shutdown.clone(),
         app,
         pool,
         client,
         server: None,
         wants: Params::new(),
-        pending: 0,
+        plan: VecDeque::new(),
         batch_open: false,
+        batch_forwarded: false,
+        batch_failed: false,
+        local_error: false,
         status: b'I',
+        live: b'I',
         client_pass: 0,
         server_pass: 0,
         writing: false,
         server_fatal: false,
         closing: false,
+        ch,
+        ext: Extended::default(),
     };
     let exit = match session.greet(start.settings).await {
         Ok(()) => session.run().await,
@@ -170,44 +185,67 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
     session.finish(exit).await;
 }
 
-struct Session {
-    app: Arc<App>,
-    pool: Arc<Pool>,
-    client: ClientIo,
-    server: Option<Checkout>,
-    cancel: CancelHandle,
+/// One client's session.
+pub(crate) struct Session {
+    pub(crate) app: Arc<App>,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) client: ClientIo,
+    pub(crate) server: Option<Checkout>,
+    pub(crate) cancel: CancelHandle,
     shutdown: watch::Receiver<bool>,
     /// Settings the client expects on whatever server runs its queries.
-    wants: Params,
-    /// ReadyForQuery messages the server still owes (one per Query, Sync, FunctionCall).
-    pending: u32,
-    /// Extended-protocol messages sent since the last Sync.
-    batch_open: bool,
+    pub(crate) wants: Params,
+    /// What the server (and pgherald) still owe the client, in order.
+    pub(crate) plan: VecDeque<Entry>,
+    /// Extended-protocol messages received since the last Sync.
+    pub(crate) batch_open: bool,
+    /// Some message of the current extended batch went to the server.
+    pub(crate) batch_forwarded: bool,
+    /// The current extended batch hit an error: replies are skipped until Sync.
+    pub(crate) batch_failed: bool,
+    /// pgherald raised the batch's error itself: the server's own error for the batch
+    /// (if any) is swallowed.
+    pub(crate) local_error: bool,
     /// Transaction status of the last ReadyForQuery the client saw.
-    status: u8,
+    pub(crate) status: u8,
+    /// The server's transaction status as of the replies processed so far (changes within
+    /// a batch or Query at BEGIN, COMMIT, ROLLBACK and errors).
+    pub(crate) live: u8,
     /// Bytes of a large client frame still to stream to the server.
-    client_pass: usize,
+    pub(crate) client_pass: usize,
     /// Bytes of a large server frame still to stream to the client.
-    server_pass: usize,
+    pub(crate) server_pass: usize,
     /// A write to the server is in progress: never release it now.
-    writing: bool,
+    pub(crate) writing: bool,
     /// The server sent a FATAL error.
-    server_fatal: bool,
+    pub(crate) server_fatal: bool,
     /// Shutdown is under way: close as soon as the client is idle.
     closing: bool,
+    /// LISTEN/NOTIFY state.
+    pub(crate) ch: Channels,
+    /// Intercepted prepared statements and portals.
+    pub(crate) ext: Extended,
 }
 
 impl Session {
-    fn transaction_mode(&self) -> bool {
+    pub(crate) fn transaction_mode(&self) -> bool {
         self.pool.mode == PoolMode::Transaction
     }
 
-    fn idle(&self) -> bool {
-        self.status == b'I'
-            && self.pending == 0
-            && !self.batch_open
-            && self.client_pass == 0
-            && self.server_pass == 0
+    /// Nothing is in flight in either direction.
+    pub(crate) fn quiet(&self) -> bool {
+        self.plan.is_empty() && !self.batch_open && self.client_pass == 0 && self.server_pass == 0
+    }
+
+    /// Quiet and outside a transaction: notifications are pushed at once (item 21) and a
+    /// transaction-mode server can go back to the pool.
+    pub(crate) fn idle(&self) -> bool {
+        self.status == b'I' && self.quiet()
+    }
+
+    /// The session's standard_conforming_strings.
+    pub(crate) fn scs(&self) -> bool {
+        get_param(&self.wants, "standard_conforming_strings") != Some("off")
     }
 
     /// AuthenticationOk was sent; now ParameterStatus, BackendKeyData, ReadyForQuery.
@@ -263,7 +301,7 @@ impl Session {
     }
 
     /// Take a server connection and make its settings match the client's.
-    async fn acquire(&mut self) -> Result<(), Exit> {
+    pub(crate) async fn acquire(&mut self) -> Result<(), Exit> {
         let mut co = self.pool.checkout().await.map_err(Exit::Pool)?;
         let sql = params::sync_sql(&self.wants, &co.conn.params, &co.conn.extra);
         if !sql.is_empty() {
@@ -286,7 +324,7 @@ impl Session {
     }
 
     /// Give the server back to the pool.
-    fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         if let Some(co) = self.server.take() {
             self.cancel.set_target(None);
             self.pool.checkin(co, self.status);
@@ -309,84 +347,31 @@ impl Session {
                     Err(e) => return Exit::ServerGone(e.into()),
                     Ok(_) => if let Err(e) = self.on_server_data().await { return e },
                 },
+                d = self.ch.recv(), if self.idle() => {
+                    if let Some(d) = d {
+                        self.ch.deliver(d, &mut self.client.out);
+                        self.ch.drain_into(&mut self.client.out);
+                        if let Err(e) = self.client.flush().await {
+                            return e.into();
+                        }
+                    }
+                }
                 _ = self.shutdown.changed(), if !self.closing => {
                     self.closing = true;
                 }
             }
-        }
-    }
-
-    /// Forward every complete client frame (and streams of large ones) to the server.
-    async fn on_client_data(&mut self) -> Result<(), Exit> {
-        loop {
-            if self.client_pass > 0 {
-                let n = self.client_pass.min(self.client.buf.len());
-                if n == 0 {
-                    return Ok(());
-                }
-                self.to_server(n).await?;
-                self.client_pass -= n;
-                continue;
-            }
-            let mut run = 0;
-            while let Some(h) = framer::header(&self.client.buf[run..])? {
-                let avail = self.client.buf.len() - run;
-                if h.tag == b'X' {
-                    if run > 0 {
-                        self.to_server(run).await?;
-                    }
-                    return Err(Exit::ClientGone);
-                }
-                if avail < h.total && h.total <= STREAM_THRESHOLD {
-                    self.client.buf.reserve(h.total - avail);
-                    break;
-                }
-                self.account_client(h.tag)?;
-                if avail < h.total {
-                    self.client_pass = h.total - avail;
-                    run = self.client.buf.len();
-                    break;
-                }
-                run += h.total;
-            }
-            if run == 0 {
-                return Ok(());
-            }
-            if self.server.is_none() {
-                self.acquire().await?;
-            }
-            self.to_server(run).await?;
-            if self.client_pass == 0 {
-                return Ok(());
+            if let Some(limit) = self.ch.overflow {
+                return Exit::Overflow(limit);
             }
         }
     }
 
-    /// Book-keeping for one client message about to be forwarded.
-    fn account_client(&mut self, tag: u8) -> Result<(), Exit> {
-        match tag {
-            b'Q' | b'F' => self.pending += 1,
-            b'S' => {
-                self.pending += 1;
-                self.batch_open = false;
-            }
-            b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => self.batch_open = true,
-            b'd' | b'c' | b'f' => {}
-            other => {
-                return Err(Exit::ClientProtocol(format!(
-                    "invalid frontend message type {other}"
-                )))
-            }
-        }
-        Ok(())
-    }
-
-    /// Write the first `n` client bytes to the server, reading server output meanwhile so
-    /// that neither side can block the other.
-    async fn to_server(&mut self, n: usize) -> Result<(), Exit> {
+    /// Write `data` to the server, reading server output meanwhile so that neither side
+    /// can block the other (output past the backlog is forwarded to the client).
+    pub(crate) async fn write_server(&mut self, data: &[u8]) -> Result<(), Exit> {
         self.writing = true;
         let mut off = 0;
-        while off < n {
+        while off < data.len() {
             let Some(co) = self.server.as_mut() else {
                 return Err(Exit::ServerGone(ServerError::Closed));
             };
@@ -396,7 +381,7 @@ impl Session {
                 conn.buf.reserve(16 * 1024);
             }
             tokio::select! {
-                w = conn.wr.write(&self.client.buf[off..n]) => match w {
+                w = conn.wr.write(&data[off..]) => match w {
                     Ok(0) => return Err(Exit::ServerGone(ServerError::Closed)),
                     Ok(w) => off += w,
                     Err(e) => return Err(Exit::ServerGone(e.into())),
@@ -411,7 +396,6 @@ impl Session {
                 self.on_server_data().await?;
             }
         }
-        self.client.buf.advance(n);
         self.writing = false;
         if self
             .server
@@ -423,100 +407,24 @@ impl Session {
         Ok(())
     }
 
-    /// Forward complete server frames (and streams of large ones) to the client.
-    async fn on_server_data(&mut self) -> Result<(), Exit> {
-        loop {
-            let transaction_mode = self.transaction_mode();
-            let Some(co) = self.server.as_mut() else {
-                return Ok(());
-            };
-            let buf = &mut co.conn.buf;
-            if self.server_pass > 0 {
-                let n = self.server_pass.min(buf.len());
-                if n == 0 {
-                    return Ok(());
-                }
-                self.client
-                    .wr
-                    .write_all(&buf[..n])
-                    .await
-                    .map_err(ClientError::from)?;
-                buf.advance(n);
-                self.server_pass -= n;
-                continue;
-            }
-            let mut run = 0;
-            let mut release = false;
-            while let Some(h) = framer::header(&buf[run..])
-                .map_err(|e| Exit::ServerGone(ServerError::Protocol(e.to_string())))?
-            {
-                let avail = buf.len() - run;
-                let inspect = matches!(h.tag, b'Z' | b'S' | b'E');
-                if avail < h.total && (inspect || h.total <= STREAM_THRESHOLD) {
-                    buf.reserve(h.total - avail);
-                    break;
-                }
-                if avail < h.total {
-                    self.server_pass = h.total - avail;
-                    run = buf.len();
-                    break;
-                }
-                let body = framer::body(&buf[run..], h);
-                match h.tag {
-                    b'Z' => {
-                        self.status = body.first().copied().unwrap_or(b'I');
-                        self.pending = self.pending.saturating_sub(1);
-                    }
-                    b'S' => {
-                        if let Some((k, v)) = parse_parameter_status(body) {
-                            set_param(&mut co.conn.params, k, v);
-                            if params::is_reported(k) || get_param(&self.wants, k).is_some() {
-                                set_param(&mut self.wants, k, v);
-                            }
-                        }
-                    }
-                    b'E' => {
-                        if framer::field(body, b'V') == Some(b"FATAL") {
-                            self.server_fatal = true;
-                        }
-                    }
-                    _ => {}
-                }
-                run += h.total;
-                if h.tag == b'Z' {
-                    release = transaction_mode
-                        && !self.writing
-                        && self.status == b'I'
-                        && self.pending == 0
-                        && !self.batch_open
-                        && self.client_pass == 0
-                        && self.server_pass == 0;
-                    if release {
-                        break;
-                    }
-                }
-            }
-            if run == 0 {
-                return Ok(());
-            }
-            self.client
-                .wr
-                .write_all(&buf[..run])
-                .await
-                .map_err(ClientError::from)?;
-            buf.advance(run);
-            if release {
-                self.release();
-                return Ok(());
-            }
-        }
-    }
-
     /// Tell the client why the session ends (when it should know) and leave the server clean.
     async fn finish(mut self, exit: Exit) {
         match &exit {
             Exit::ClientGone => {}
             Exit::ClientProtocol(m) => self.client.fatal("08P01", m).await,
+            Exit::Overflow(limit) => {
+                let detail = format!(
+                    "This client had {limit} notifications queued (listener_queue_limit) and was not reading them."
+                );
+                tracing::warn!(limit, "listener disconnected: notification queue overflow");
+                self.client
+                    .fatal_detail(
+                        "54000",
+                        "too many notifications in the NOTIFY queue",
+                        Some(&detail),
+                    )
+                    .await
+            }
             Exit::Shutdown => {
                 self.client
                     .fatal(
@@ -571,9 +479,7 @@ impl Session {
             return;
         };
         self.cancel.set_target(None);
-        let in_flight =
-            self.pending > 0 || self.batch_open || self.client_pass > 0 || self.server_pass > 0;
-        if in_flight || self.server_fatal {
+        if !self.quiet() || self.server_fatal {
             tokio::spawn(co.conn.terminate());
             return;
         }

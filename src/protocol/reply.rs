@@ -4,6 +4,10 @@
 //! and (later) the replies to intercepted statements.
 
 use bytes::BytesMut;
+use pgwire::messages::data::{
+    DataRow, FieldDescription, NoData, ParameterDescription, RowDescription,
+};
+use pgwire::messages::extendedquery::{BindComplete, CloseComplete, ParseComplete};
 use pgwire::messages::response::{
     CommandComplete, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
 };
@@ -11,6 +15,11 @@ use pgwire::messages::startup::{
     Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
 };
 use pgwire::messages::Message;
+
+/// Type OID of `text`.
+pub const TEXT_OID: u32 = 25;
+/// Type OID of `void`.
+pub const VOID_OID: u32 = 2278;
 
 /// Append one pgwire message. Encoding into memory fails only past pgwire's size limits,
 /// which none of pgherald's own messages approach; such a message is dropped and logged.
@@ -124,6 +133,104 @@ pub fn auth_sasl_final(buf: &mut BytesMut, data: Vec<u8>) {
 /// NegotiateProtocolVersion: we speak 3.0 and none of the `_pq_` options given.
 pub fn negotiate_protocol_version(buf: &mut BytesMut, unsupported: Vec<String>) {
     put(buf, &NegotiateProtocolVersion::new(0, unsupported));
+}
+
+/// One result column pgherald describes itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    /// Column name.
+    pub name: &'static str,
+    /// Type OID.
+    pub type_oid: u32,
+    /// Type length (`typlen`).
+    pub type_size: i16,
+}
+
+/// The `pg_notify` result column: void, typlen 4.
+pub const PG_NOTIFY_COLUMN: Column = Column {
+    name: "pg_notify",
+    type_oid: VOID_OID,
+    type_size: 4,
+};
+
+/// The `pg_listening_channels` result column: text, typlen -1.
+pub const LISTENING_CHANNELS_COLUMN: Column = Column {
+    name: "pg_listening_channels",
+    type_oid: TEXT_OID,
+    type_size: -1,
+};
+
+/// RowDescription of one column in the given format (0 text, 1 binary).
+pub fn row_description(buf: &mut BytesMut, col: Column, format: i16) {
+    put(
+        buf,
+        &RowDescription::new(vec![FieldDescription::new(
+            col.name.to_string(),
+            0,
+            0,
+            col.type_oid,
+            col.type_size,
+            -1,
+            format,
+        )]),
+    );
+}
+
+/// DataRow of one non-NULL value.
+pub fn data_row(buf: &mut BytesMut, value: &[u8]) {
+    let mut data = BytesMut::with_capacity(4 + value.len());
+    data.extend_from_slice(&(value.len() as i32).to_be_bytes());
+    data.extend_from_slice(value);
+    put(buf, &DataRow::new(data, 1));
+}
+
+/// ParameterDescription.
+pub fn parameter_description(buf: &mut BytesMut, types: &[u32]) {
+    put(buf, &ParameterDescription::new(types.to_vec()));
+}
+
+/// NoData.
+pub fn no_data(buf: &mut BytesMut) {
+    put(buf, &NoData::new());
+}
+
+/// ParseComplete.
+pub fn parse_complete(buf: &mut BytesMut) {
+    put(buf, &ParseComplete::new());
+}
+
+/// BindComplete.
+pub fn bind_complete(buf: &mut BytesMut) {
+    put(buf, &BindComplete::new());
+}
+
+/// CloseComplete.
+pub fn close_complete(buf: &mut BytesMut) {
+    put(buf, &CloseComplete::new());
+}
+
+/// NoticeResponse with optional hint and position, as the lexer raises them.
+pub fn notice_full(
+    buf: &mut BytesMut,
+    severity: &str,
+    code: &str,
+    message: &str,
+    hint: Option<&str>,
+    position: Option<u32>,
+) {
+    let mut fields = vec![
+        (b'S', severity.to_string()),
+        (b'V', severity.to_string()),
+        (b'C', code.to_string()),
+        (b'M', message.to_string()),
+    ];
+    if let Some(h) = hint {
+        fields.push((b'H', h.to_string()));
+    }
+    if let Some(p) = position {
+        fields.push((b'P', p.to_string()));
+    }
+    put(buf, &NoticeResponse::new(fields));
 }
 
 #[cfg(test)]

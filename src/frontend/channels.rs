@@ -1,0 +1,169 @@
+//! A session's LISTEN/NOTIFY state: the actions pending in its transaction, the channels
+//! it listens on, its hub subscription and mailbox, commit, and delivery of notifications.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::txn::{ListenSet, PendingTxn};
+use crate::pubsub::{Delivery, Hub, Mailbox, Notification, Subscriber};
+
+/// The LISTEN/NOTIFY side of one client session.
+#[derive(Debug)]
+pub struct Channels {
+    hub: Arc<Hub>,
+    database: String,
+    pid: i32,
+    /// Actions of the current transaction, not yet committed.
+    pub txn: PendingTxn,
+    /// Committed channels, in the order first listened.
+    pub listens: ListenSet,
+    sub: Option<Subscriber>,
+    mailbox: Option<Mailbox>,
+    /// A LISTEN has committed in this session (NOTIFY-SPEC item 19).
+    pub ever_listened: bool,
+    /// The mailbox overflowed with this limit: the session must end with FATAL 54000.
+    pub overflow: Option<usize>,
+}
+
+impl Channels {
+    /// State for a session of `pid` in `database`.
+    pub fn new(hub: Arc<Hub>, database: String, pid: i32) -> Channels {
+        Channels {
+            hub,
+            database,
+            pid,
+            txn: PendingTxn::new(),
+            listens: ListenSet::new(),
+            sub: None,
+            mailbox: None,
+            ever_listened: false,
+            overflow: None,
+        }
+    }
+
+    /// Commit the pending actions: LISTEN/UNLISTEN take effect first, then the
+    /// notifications are published in one ordered step (items 15, 17).
+    pub fn commit(&mut self) {
+        if self.txn.is_empty() {
+            return;
+        }
+        let c = self.txn.take_commit();
+        if !c.listen_ops.is_empty() {
+            let (added, removed) = self.listens.apply(&c.listen_ops);
+            if !added.is_empty() {
+                self.ever_listened = true;
+            }
+            if self.sub.is_none() && !added.is_empty() {
+                let (sub, mailbox) = self.hub.subscriber(&self.database);
+                self.sub = Some(sub);
+                self.mailbox = Some(mailbox);
+            }
+            if let Some(sub) = &self.sub {
+                sub.update(&added, &removed);
+            }
+        }
+        if !c.notifications.is_empty() {
+            let batch: Vec<Notification> = c
+                .notifications
+                .into_iter()
+                .map(|(channel, payload)| Notification {
+                    pid: self.pid,
+                    channel: Bytes::from(channel),
+                    payload: Bytes::from(payload),
+                })
+                .collect();
+            self.hub.publish(&self.database, &batch);
+        }
+    }
+
+    /// Discard the pending actions (rollback).
+    pub fn discard(&mut self) {
+        self.txn.clear();
+    }
+
+    /// DISCARD ALL: stop listening on everything.
+    pub fn unlisten_everything(&mut self) {
+        self.listens.clear();
+        if let Some(sub) = &self.sub {
+            sub.unlisten_all();
+        }
+    }
+
+    /// Write every queued notification the session still listens to into `out`
+    /// (the channel filter applies at delivery, item 18).
+    pub fn drain_into(&mut self, out: &mut BytesMut) {
+        while let Some(d) = self.mailbox.as_mut().and_then(Mailbox::try_recv) {
+            self.deliver(d, out);
+        }
+    }
+
+    /// Handle one delivery: a frame still wanted goes to `out`; an overflow is recorded.
+    pub fn deliver(&mut self, d: Delivery, out: &mut BytesMut) {
+        match d {
+            Delivery::Frame(f) => {
+                if channel_of(&f).is_some_and(|c| self.listens.contains(c)) {
+                    out.extend_from_slice(&f);
+                }
+            }
+            Delivery::Overflow { limit } => self.overflow = Some(limit),
+        }
+    }
+
+    /// Wait for the next delivery; never resolves for a session that never listened.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        match self.mailbox.as_mut() {
+            Some(m) => m.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// True when a mailbox exists (the session has listened at some point).
+    pub fn has_mailbox(&self) -> bool {
+        self.mailbox.is_some()
+    }
+}
+
+/// The channel of an encoded NotificationResponse frame.
+fn channel_of(frame: &[u8]) -> Option<&[u8]> {
+    let rest = frame.get(9..)?;
+    let end = memchr::memchr(0, rest)?;
+    Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::txn::Action;
+
+    #[tokio::test]
+    async fn commit_applies_listens_before_publishing() {
+        let hub = Hub::new(100);
+        let mut a = Channels::new(hub.clone(), "db".into(), 7);
+        a.txn.push(Action::Notify {
+            channel: b"c".to_vec(),
+            payload: b"x".to_vec(),
+        });
+        a.txn.push(Action::Listen(b"c".to_vec()));
+        a.commit();
+        let mut out = BytesMut::new();
+        a.drain_into(&mut out);
+        assert_eq!(
+            channel_of(&out),
+            Some(&b"c"[..]),
+            "self-delivery after LISTEN in the same txn"
+        );
+        // Unlisten committed: a notification already queued is filtered at delivery.
+        let mut b = Channels::new(hub.clone(), "db".into(), 8);
+        b.txn.push(Action::Notify {
+            channel: b"c".to_vec(),
+            payload: b"y".to_vec(),
+        });
+        b.commit();
+        a.txn.push(Action::Unlisten(b"c".to_vec()));
+        a.commit();
+        let mut out = BytesMut::new();
+        a.drain_into(&mut out);
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,365 @@
+//! The extended protocol's intercepted statements and portals: Parse of LISTEN/UNLISTEN/
+//! NOTIFY/pg_notify/pg_listening_channels is answered by pgherald, and so are Bind,
+//! Describe, Execute and Close that name them. Forwarded statements that control the
+//! transaction are remembered so that their Execute carries its effect.
+
+use std::collections::HashMap;
+
+use super::intercept::Intercept;
+use super::plan::{Effect, LocalReply};
+use super::simple::effect;
+use crate::protocol::framer::cstr;
+use crate::protocol::reply::TEXT_OID;
+use crate::sql::{self, Arg, Kind};
+
+/// An intercepted prepared statement.
+#[derive(Debug, Clone)]
+pub enum Template {
+    /// A statement with no parameters.
+    Fixed(Intercept),
+    /// `SELECT pg_notify(a, b)` where either argument may be a `$n` parameter.
+    PgNotify {
+        /// Channel argument.
+        channel: Arg,
+        /// Payload argument.
+        payload: Arg,
+    },
+}
+
+impl Template {
+    fn params(&self) -> Vec<u32> {
+        let n = match self {
+            Template::Fixed(_) => 0,
+            Template::PgNotify { channel, payload } => [channel, payload]
+                .iter()
+                .map(|a| match a {
+                    Arg::Param(n) => *n as usize,
+                    Arg::Literal(_) => 0,
+                })
+                .max()
+                .unwrap_or(0),
+        };
+        vec![TEXT_OID; n]
+    }
+
+    fn column(&self) -> Option<crate::protocol::reply::Column> {
+        match self {
+            Template::Fixed(i) => i.column(),
+            Template::PgNotify { .. } => Some(crate::protocol::reply::PG_NOTIFY_COLUMN),
+        }
+    }
+}
+
+/// A portal bound to an intercepted statement.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    action: Intercept,
+    format: i16,
+}
+
+/// What pgherald does with one extended-protocol client message.
+#[derive(Debug)]
+pub enum Decision {
+    /// Forward it; the server owes the reply described by the entry.
+    Forward(super::plan::Entry),
+    /// Answer it locally.
+    Local(LocalReply),
+    /// Execute of a portal whose statement fails: make the server fail the batch too.
+    Fail(Intercept),
+    /// Malformed message: FATAL 08P01.
+    Malformed,
+}
+
+/// Intercepted statements and portals of one session.
+#[derive(Debug, Default)]
+pub struct Extended {
+    stmts: HashMap<Vec<u8>, Template>,
+    portals: HashMap<Vec<u8>, Bound>,
+    stmt_effects: HashMap<Vec<u8>, Effect>,
+    portal_effects: HashMap<Vec<u8>, Effect>,
+}
+
+fn name_of(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    cstr(body)
+}
+
+impl Extended {
+    /// Parse: intercept LISTEN & co., remember transaction control, forward the rest.
+    pub fn parse(&mut self, body: &[u8], scs: bool) -> Decision {
+        let Some((name, rest)) = name_of(body) else {
+            return Decision::Malformed;
+        };
+        let Some((query, _)) = cstr(rest) else {
+            return Decision::Malformed;
+        };
+        if !self.stmts.is_empty() {
+            self.stmts.remove(name);
+        }
+        if !self.stmt_effects.is_empty() {
+            self.stmt_effects.remove(name);
+        }
+        if sql::prefilter(query, true) {
+            if let Ok(text) = std::str::from_utf8(query) {
+                let stmts: Vec<_> = sql::classify(text, scs)
+                    .into_iter()
+                    .filter(|s| s.kind != Kind::Empty)
+                    .collect();
+                if let [only] = &stmts[..] {
+                    let template = match &only.kind {
+                        Kind::PgNotify {
+                            channel, payload, ..
+                        } => Some(Template::PgNotify {
+                            channel: channel.clone(),
+                            payload: payload.clone(),
+                        }),
+                        k => Intercept::from_kind(k).map(Template::Fixed),
+                    };
+                    if let Some(t) = template {
+                        self.stmts.insert(name.to_vec(), t);
+                        return Decision::Local(LocalReply::Parse);
+                    }
+                    let e = effect(&only.kind);
+                    if e != Effect::None {
+                        self.stmt_effects.insert(name.to_vec(), e);
+                    }
+                }
+            }
+        }
+        Decision::Forward(super::plan::Entry::Parse)
+    }
+
+    /// Bind: resolve an intercepted statement's parameters into a portal.
+    pub fn bind(&mut self, body: &[u8]) -> Decision {
+        let Some((portal, rest)) = name_of(body) else {
+            return Decision::Malformed;
+        };
+        let Some((stmt, rest)) = cstr(rest) else {
+            return Decision::Malformed;
+        };
+        if !self.portals.is_empty() {
+            self.portals.remove(portal);
+        }
+        if !self.portal_effects.is_empty() {
+            self.portal_effects.remove(portal);
+        }
+        let Some(template) = self.stmts.get(stmt) else {
+            if let Some(e) = self.stmt_effects.get(stmt) {
+                self.portal_effects.insert(portal.to_vec(), e.clone());
+            }
+            return Decision::Forward(super::plan::Entry::Bind);
+        };
+        let Some((params, format)) = bind_values(rest) else {
+            return Decision::Malformed;
+        };
+        let resolve = |a: &Arg| -> Option<Vec<u8>> {
+            match a {
+                Arg::Literal(v) => v.clone(),
+                Arg::Param(n) => params.get((*n as usize).wrapping_sub(1)).cloned().flatten(),
+            }
+        };
+        let action = match template {
+            Template::Fixed(i) => i.clone(),
+            Template::PgNotify { channel, payload } => Intercept::PgNotify {
+                channel: resolve(channel),
+                payload: resolve(payload),
+            },
+        };
+        self.portals
+            .insert(portal.to_vec(), Bound { action, format });
+        Decision::Local(LocalReply::Bind)
+    }
+
+    /// Describe of a statement ('S') or portal ('P').
+    pub fn describe(&self, body: &[u8]) -> Decision {
+        let Some((&kind, rest)) = body.split_first() else {
+            return Decision::Malformed;
+        };
+        let Some((name, _)) = cstr(rest) else {
+            return Decision::Malformed;
+        };
+        match kind {
+            b'S' => match self.stmts.get(name) {
+                Some(t) => Decision::Local(LocalReply::DescribeStatement {
+                    params: t.params(),
+                    rows: t.column(),
+                }),
+                None => Decision::Forward(super::plan::Entry::DescribeStatement),
+            },
+            _ => match self.portals.get(name) {
+                Some(b) => Decision::Local(LocalReply::DescribePortal {
+                    rows: b.action.column(),
+                    format: b.format,
+                }),
+                None => Decision::Forward(super::plan::Entry::DescribePortal),
+            },
+        }
+    }
+
+    /// Execute of a portal.
+    pub fn execute(&self, body: &[u8]) -> Decision {
+        let Some((portal, _)) = name_of(body) else {
+            return Decision::Malformed;
+        };
+        match self.portals.get(portal) {
+            Some(b) if b.action.static_error().is_some() => Decision::Fail(b.action.clone()),
+            Some(b) => Decision::Local(LocalReply::Execute {
+                action: b.action.clone(),
+                format: b.format,
+            }),
+            None => Decision::Forward(super::plan::Entry::Execute(
+                self.portal_effects
+                    .get(portal)
+                    .cloned()
+                    .unwrap_or(Effect::None),
+            )),
+        }
+    }
+
+    /// Close of a statement or portal.
+    pub fn close(&mut self, body: &[u8]) -> Decision {
+        let Some((&kind, rest)) = body.split_first() else {
+            return Decision::Malformed;
+        };
+        let Some((name, _)) = cstr(rest) else {
+            return Decision::Malformed;
+        };
+        let ours = match kind {
+            b'S' => {
+                self.stmt_effects.remove(name);
+                self.stmts.remove(name).is_some()
+            }
+            _ => {
+                self.portal_effects.remove(name);
+                self.portals.remove(name).is_some()
+            }
+        };
+        if ours {
+            Decision::Local(LocalReply::Close)
+        } else {
+            Decision::Forward(super::plan::Entry::Close)
+        }
+    }
+
+    /// DISCARD ALL or a server reset dropped every statement and portal.
+    pub fn clear(&mut self) {
+        self.stmts.clear();
+        self.portals.clear();
+        self.stmt_effects.clear();
+        self.portal_effects.clear();
+    }
+}
+
+fn take_i16(b: &[u8]) -> Option<(i16, &[u8])> {
+    Some((i16::from_be_bytes([*b.first()?, *b.get(1)?]), &b[2..]))
+}
+
+/// Parameter values (NULL = None) and the first result-column format of a Bind body
+/// (after the portal and statement names).
+fn bind_values(b: &[u8]) -> Option<(Vec<Option<Vec<u8>>>, i16)> {
+    let (nfmt, mut b) = take_i16(b)?;
+    for _ in 0..nfmt.max(0) {
+        b = take_i16(b)?.1;
+    }
+    let (nparams, mut b2) = take_i16(b)?;
+    let mut params = Vec::with_capacity(nparams.max(0) as usize);
+    for _ in 0..nparams.max(0) {
+        let len = i32::from_be_bytes(b2.get(..4)?.try_into().ok()?);
+        b2 = &b2[4..];
+        if len < 0 {
+            params.push(None);
+        } else {
+            let len = len as usize;
+            params.push(Some(b2.get(..len)?.to_vec()));
+            b2 = &b2[len..];
+        }
+    }
+    let (nres, b3) = take_i16(b2)?;
+    let format = if nres > 0 { take_i16(b3)?.0 } else { 0 };
+    Some((params, format))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_body(name: &str, q: &str) -> Vec<u8> {
+        let mut b = name.as_bytes().to_vec();
+        b.push(0);
+        b.extend_from_slice(q.as_bytes());
+        b.extend_from_slice(&[0, 0, 0]);
+        b
+    }
+
+    fn bind_body(portal: &str, stmt: &str, params: &[Option<&str>]) -> Vec<u8> {
+        let mut b = format!("{portal}\0{stmt}\0").into_bytes();
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for p in params {
+            match p {
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v.as_bytes());
+                }
+            }
+        }
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn pg_notify_with_parameters_is_intercepted() {
+        let mut x = Extended::default();
+        assert!(matches!(
+            x.parse(&parse_body("s1", "SELECT pg_notify($1, $2)"), true),
+            Decision::Local(_)
+        ));
+        match x.describe(b"Ss1\0") {
+            Decision::Local(LocalReply::DescribeStatement { params, rows }) => {
+                assert_eq!(params, vec![25, 25]);
+                assert_eq!(rows.unwrap().name, "pg_notify");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            x.bind(&bind_body("", "s1", &[Some("ch"), None])),
+            Decision::Local(_)
+        ));
+        match x.execute(b"\0\0\0\0\0") {
+            Decision::Local(LocalReply::Execute { action, format }) => {
+                assert_eq!(
+                    action,
+                    Intercept::PgNotify {
+                        channel: Some(b"ch".to_vec()),
+                        payload: None
+                    }
+                );
+                assert_eq!(format, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A NULL channel fails at Execute (item 10).
+        x.bind(&bind_body("p", "s1", &[None, Some("x")]));
+        assert!(matches!(x.execute(b"p\0\0\0\0\0"), Decision::Fail(_)));
+    }
+
+    #[test]
+    fn forwarded_statements_keep_their_effects() {
+        let mut x = Extended::default();
+        assert!(matches!(
+            x.parse(&parse_body("", "select 1"), true),
+            Decision::Forward(_)
+        ));
+        assert!(matches!(
+            x.parse(&parse_body("c", "COMMIT"), true),
+            Decision::Forward(_)
+        ));
+        x.bind(&bind_body("", "c", &[]));
+        match x.execute(b"\0\0\0\0\0") {
+            Decision::Forward(super::super::plan::Entry::Execute(Effect::Commit)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(x.close(b"Sc\0"), Decision::Forward(_)));
+    }
+}

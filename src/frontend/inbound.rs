@@ -1,0 +1,253 @@
+//! Client → server: split client frames by header, turn each into a reply-plan entry, and
+//! forward runs of frames untouched; intercepted messages are answered (or rewritten) here.
+
+use bytes::{Buf, BytesMut};
+
+use super::extended::Decision;
+use super::plan::{Entry, QueryPlan};
+use super::session::{Exit, Session, STREAM_THRESHOLD};
+use super::simple::{self, Route};
+use crate::protocol::framer;
+
+/// What to do with one client message.
+enum Inbound {
+    /// Forward it; push the entry (if any).
+    Forward(Option<Entry>),
+    /// Do not forward; push these entries (answered locally when they reach the head).
+    Local(Entry),
+    /// Send these bytes to the server instead, expecting `entry`.
+    Replace(Vec<u8>, Entry),
+    /// Drop it.
+    Drop,
+    /// Terminate.
+    Terminate,
+}
+
+/// The name of pgherald's failing placeholder statement (never created: its SQL is invalid).
+const FAIL_STATEMENT: &str = "pgherald_fail";
+
+impl Session {
+    /// Handle everything the client sent that is complete.
+    pub(crate) async fn on_client_data(&mut self) -> Result<(), Exit> {
+        let mut buf = std::mem::take(&mut self.client.buf);
+        let res = self.process_client(&mut buf).await;
+        self.client.buf = buf;
+        res
+    }
+
+    async fn process_client(&mut self, buf: &mut BytesMut) -> Result<(), Exit> {
+        loop {
+            if self.client_pass > 0 {
+                let n = self.client_pass.min(buf.len());
+                if n == 0 {
+                    return Ok(());
+                }
+                self.write_server(&buf[..n]).await?;
+                buf.advance(n);
+                self.client_pass -= n;
+                continue;
+            }
+            let mut run = 0;
+            let mut special = None;
+            while let Some(h) = framer::header(&buf[run..])? {
+                let avail = buf.len() - run;
+                if avail < h.total {
+                    if h.total > STREAM_THRESHOLD
+                        && matches!(h.tag, b'Q' | b'P' | b'B' | b'd' | b'F')
+                    {
+                        // Too large to be anything pgherald intercepts: stream it through.
+                        let entry = self.big_entry(h.tag);
+                        self.push_forwarded(entry);
+                        self.client_pass = h.total - avail;
+                        run = buf.len();
+                    } else {
+                        buf.reserve(h.total - avail);
+                    }
+                    break;
+                }
+                let body = &buf[run + framer::HEADER_LEN..run + h.total];
+                match self.decide(h.tag, body)? {
+                    Inbound::Forward(entry) => {
+                        self.push_forwarded(entry);
+                        run += h.total;
+                    }
+                    other => {
+                        special = Some((other, h.total));
+                        break;
+                    }
+                }
+            }
+            if run > 0 {
+                if self.server.is_none() {
+                    self.acquire().await?;
+                }
+                self.write_server(&buf[..run]).await?;
+                buf.advance(run);
+            }
+            let Some((what, total)) = special else {
+                if self.client_pass > 0 {
+                    continue;
+                }
+                return self.settle().await;
+            };
+            buf.advance(total);
+            match what {
+                Inbound::Local(entry) => {
+                    self.plan.push_back(entry);
+                    self.advance_locals();
+                    self.client.flush().await?;
+                }
+                Inbound::Replace(bytes, entry) => {
+                    if self.server.is_none() {
+                        self.acquire().await?;
+                    }
+                    self.batch_forwarded |= self.batch_open;
+                    self.plan.push_back(entry);
+                    self.write_server(&bytes).await?;
+                }
+                Inbound::Drop | Inbound::Forward(_) => {}
+                Inbound::Terminate => return Err(Exit::ClientGone),
+            }
+        }
+    }
+
+    /// After the client's input is handled: give a transaction-mode server back if idle.
+    async fn settle(&mut self) -> Result<(), Exit> {
+        if self.server.is_some() && self.transaction_mode() && self.idle() && !self.writing {
+            self.release();
+        }
+        Ok(())
+    }
+
+    /// CopyDone/CopyFail end a COPY FROM STDIN. The server ignored every Sync the client
+    /// sent between the COPY's Execute (or Query) and now, so they owe no ReadyForQuery.
+    fn syncs_ignored_in_copy(&mut self) {
+        let mut removed = false;
+        while let Some(i) = self
+            .plan
+            .iter()
+            .rposition(|e| matches!(e, Entry::Sync | Entry::Execute(_) | Entry::Query(_)))
+        {
+            if !matches!(self.plan[i], Entry::Sync) {
+                break;
+            }
+            self.plan.remove(i);
+            removed = true;
+        }
+        if removed {
+            self.batch_open = true;
+            self.batch_forwarded = true;
+        }
+    }
+
+    fn push_forwarded(&mut self, entry: Option<Entry>) {
+        if self.batch_open {
+            self.batch_forwarded = true;
+        }
+        if let Some(e) = entry {
+            self.plan.push_back(e);
+        }
+    }
+
+    fn big_entry(&mut self, tag: u8) -> Option<Entry> {
+        match tag {
+            b'Q' => Some(Entry::Query(QueryPlan::opaque())),
+            b'F' => Some(Entry::Function),
+            b'P' => {
+                self.batch_open = true;
+                Some(Entry::Parse)
+            }
+            b'B' => {
+                self.batch_open = true;
+                Some(Entry::Bind)
+            }
+            _ => None,
+        }
+    }
+
+    fn decide(&mut self, tag: u8, body: &[u8]) -> Result<Inbound, Exit> {
+        tracing::trace!(tag = %(tag as char), plan = self.plan.len(), "client message");
+        let extended = |d: Decision| -> Result<Inbound, Exit> {
+            match d {
+                Decision::Forward(e) => Ok(Inbound::Forward(Some(e))),
+                Decision::Local(r) => Ok(Inbound::Local(Entry::Local(r))),
+                Decision::Fail(action) => {
+                    let mut out = BytesMut::new();
+                    postgres_protocol::message::frontend::parse(FAIL_STATEMENT, "!", [], &mut out)
+                        .map_err(|e| Exit::ClientProtocol(e.to_string()))?;
+                    Ok(Inbound::Replace(
+                        out.to_vec(),
+                        Entry::InjectedFailure(action),
+                    ))
+                }
+                Decision::Malformed => Err(Exit::ClientProtocol(format!("invalid message format"))),
+            }
+        };
+        Ok(match tag {
+            b'Q' => {
+                let sql = framer::cstr(body).map(|(s, _)| s).unwrap_or(body);
+                match simple::route(sql, &self.ch, self.status, self.scs()) {
+                    Route::Forward => Inbound::Forward(Some(Entry::Query(QueryPlan::opaque()))),
+                    Route::Tracked(plan) => Inbound::Forward(Some(Entry::Query(plan))),
+                    Route::Local(q) => Inbound::Local(Entry::LocalQuery(q)),
+                    Route::Rewrite(text, plan) => {
+                        let mut out = BytesMut::new();
+                        postgres_protocol::message::frontend::query(&text, &mut out)
+                            .map_err(|e| Exit::ClientProtocol(e.to_string()))?;
+                        Inbound::Replace(out.to_vec(), Entry::Query(plan))
+                    }
+                }
+            }
+            b'P' => {
+                self.batch_open = true;
+                let scs = self.scs();
+                extended(self.ext.parse(body, scs))?
+            }
+            b'B' => {
+                self.batch_open = true;
+                extended(self.ext.bind(body))?
+            }
+            b'D' => {
+                self.batch_open = true;
+                extended(self.ext.describe(body))?
+            }
+            b'E' => {
+                self.batch_open = true;
+                extended(self.ext.execute(body))?
+            }
+            b'C' => {
+                self.batch_open = true;
+                extended(self.ext.close(body))?
+            }
+            b'H' => {
+                if self.batch_forwarded && self.server.is_some() {
+                    Inbound::Forward(None)
+                } else {
+                    Inbound::Drop
+                }
+            }
+            b'S' => {
+                let forwarded = self.batch_forwarded;
+                self.batch_open = false;
+                self.batch_forwarded = false;
+                if forwarded {
+                    Inbound::Forward(Some(Entry::Sync))
+                } else {
+                    Inbound::Local(Entry::Local(super::plan::LocalReply::Sync))
+                }
+            }
+            b'F' => Inbound::Forward(Some(Entry::Function)),
+            b'd' => Inbound::Forward(None),
+            b'c' | b'f' => {
+                self.syncs_ignored_in_copy();
+                Inbound::Forward(None)
+            }
+            b'X' => Inbound::Terminate,
+            other => {
+                return Err(Exit::ClientProtocol(format!(
+                    "invalid frontend message type {other}"
+                )))
+            }
+        })
+    }
+}

@@ -1,0 +1,220 @@
+//! The intercepted statements themselves: LISTEN, UNLISTEN, NOTIFY, standalone pg_notify
+//! and pg_listening_channels — their errors and the replies pgherald writes for them.
+
+use bytes::BytesMut;
+
+use super::channels::Channels;
+use super::txn::Action;
+use crate::protocol::reply::{self, Severity, LISTENING_CHANNELS_COLUMN, PG_NOTIFY_COLUMN};
+use crate::sql::{Arg, Kind};
+
+/// Largest payload Postgres accepts, in bytes (NOTIFY-SPEC item 8).
+pub const MAX_PAYLOAD: usize = 7999;
+/// Longest channel name `pg_notify` accepts, in bytes (item 7).
+pub const MAX_CHANNEL: usize = 63;
+
+/// An intercepted statement with its arguments resolved, ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intercept {
+    /// LISTEN channel.
+    Listen(Vec<u8>),
+    /// UNLISTEN channel.
+    Unlisten(Vec<u8>),
+    /// UNLISTEN *.
+    UnlistenAll,
+    /// NOTIFY channel, payload.
+    Notify {
+        /// Channel bytes.
+        channel: Vec<u8>,
+        /// Payload bytes.
+        payload: Vec<u8>,
+    },
+    /// SELECT pg_notify(channel, payload); None is NULL.
+    PgNotify {
+        /// Channel argument.
+        channel: Option<Vec<u8>>,
+        /// Payload argument.
+        payload: Option<Vec<u8>>,
+    },
+    /// SELECT pg_listening_channels().
+    ListeningChannels,
+}
+
+/// An error pgherald raises for an intercepted statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// SQLSTATE.
+    pub code: &'static str,
+    /// Message.
+    pub message: &'static str,
+}
+
+const ABORTED: Failure = Failure {
+    code: "25P02",
+    message: "current transaction is aborted, commands ignored until end of transaction block",
+};
+
+impl Intercept {
+    /// The intercept for a classified statement; None for statements that are forwarded
+    /// (including pg_notify with `$n` parameters, which only the extended protocol binds).
+    pub fn from_kind(kind: &Kind) -> Option<Intercept> {
+        Some(match kind {
+            Kind::Listen { channel, .. } => Intercept::Listen(channel.clone()),
+            Kind::Unlisten { channel, .. } => Intercept::Unlisten(channel.clone()),
+            Kind::UnlistenAll => Intercept::UnlistenAll,
+            Kind::Notify {
+                channel, payload, ..
+            } => Intercept::Notify {
+                channel: channel.clone(),
+                payload: payload.clone(),
+            },
+            Kind::PgNotify {
+                channel: Arg::Literal(c),
+                payload: Arg::Literal(p),
+                ..
+            } => Intercept::PgNotify {
+                channel: c.clone(),
+                payload: p.clone(),
+            },
+            Kind::ListeningChannels => Intercept::ListeningChannels,
+            _ => return None,
+        })
+    }
+
+    /// The error this statement raises whatever the transaction state (items 8, 9, 7).
+    pub fn static_error(&self) -> Option<Failure> {
+        let too_long = Failure {
+            code: "22023",
+            message: "payload string too long",
+        };
+        match self {
+            Intercept::Notify { payload, .. } if payload.len() > MAX_PAYLOAD => Some(too_long),
+            Intercept::PgNotify { channel, payload } => match channel.as_deref() {
+                None | Some([]) => Some(Failure {
+                    code: "22023",
+                    message: "channel name cannot be empty",
+                }),
+                Some(c) if c.len() > MAX_CHANNEL => Some(Failure {
+                    code: "22023",
+                    message: "channel name too long",
+                }),
+                _ if payload.as_ref().is_some_and(|p| p.len() > MAX_PAYLOAD) => Some(too_long),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The column this statement returns, if it returns rows.
+    pub fn column(&self) -> Option<reply::Column> {
+        match self {
+            Intercept::PgNotify { .. } => Some(PG_NOTIFY_COLUMN),
+            Intercept::ListeningChannels => Some(LISTENING_CHANNELS_COLUMN),
+            _ => None,
+        }
+    }
+
+    /// Run the statement in transaction state `status` and write its reply to `out`
+    /// (`describe_rows`: a simple Query also writes the RowDescription). Returns false if
+    /// it raised an error (already written).
+    pub fn run(
+        &self,
+        ch: &mut Channels,
+        status: u8,
+        describe_rows: bool,
+        format: i16,
+        out: &mut BytesMut,
+    ) -> bool {
+        if status == b'E' {
+            write_failure(out, &ABORTED);
+            return false;
+        }
+        if describe_rows {
+            if let Some(col) = self.column() {
+                reply::row_description(out, col, format);
+            }
+        }
+        if let Some(f) = self.static_error() {
+            write_failure(out, &f);
+            return false;
+        }
+        match self {
+            Intercept::Listen(c) => {
+                ch.txn.push(Action::Listen(c.clone()));
+                reply::command_complete(out, "LISTEN");
+            }
+            Intercept::Unlisten(c) => {
+                ch.txn.push(Action::Unlisten(c.clone()));
+                reply::command_complete(out, "UNLISTEN");
+            }
+            Intercept::UnlistenAll => {
+                ch.txn.push(Action::UnlistenAll);
+                reply::command_complete(out, "UNLISTEN");
+            }
+            Intercept::Notify { channel, payload } => {
+                ch.txn.push(Action::Notify {
+                    channel: channel.clone(),
+                    payload: payload.clone(),
+                });
+                reply::command_complete(out, "NOTIFY");
+            }
+            Intercept::PgNotify { channel, payload } => {
+                ch.txn.push(Action::Notify {
+                    channel: channel.clone().unwrap_or_default(),
+                    payload: payload.clone().unwrap_or_default(),
+                });
+                reply::data_row(out, b"");
+                reply::command_complete(out, "SELECT 1");
+            }
+            Intercept::ListeningChannels => {
+                let mut n = 0;
+                for c in ch.listens.iter() {
+                    reply::data_row(out, c);
+                    n += 1;
+                }
+                reply::command_complete(out, &format!("SELECT {n}"));
+            }
+        }
+        true
+    }
+}
+
+/// Write an ERROR for a failure.
+pub fn write_failure(out: &mut BytesMut, f: &Failure) {
+    reply::error(out, Severity::Error, f.code, f.message, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_errors_follow_the_spec() {
+        let n = |p: usize| Intercept::Notify {
+            channel: b"c".to_vec(),
+            payload: vec![b'x'; p],
+        };
+        assert_eq!(n(7999).static_error(), None);
+        assert_eq!(
+            n(8000).static_error().unwrap().message,
+            "payload string too long"
+        );
+        let pg = |c: Option<&[u8]>| Intercept::PgNotify {
+            channel: c.map(<[u8]>::to_vec),
+            payload: None,
+        };
+        assert_eq!(
+            pg(None).static_error().unwrap().message,
+            "channel name cannot be empty"
+        );
+        assert_eq!(
+            pg(Some(b"")).static_error().unwrap().message,
+            "channel name cannot be empty"
+        );
+        assert_eq!(
+            pg(Some(&[b'a'; 64])).static_error().unwrap().message,
+            "channel name too long"
+        );
+        assert_eq!(pg(Some(&[b'a'; 63])).static_error(), None);
+    }
+}

@@ -1,0 +1,467 @@
+//! Server → client: split server frames by header, match each against the head of the
+//! reply plan, forward runs untouched, swallow placeholder replies and write pgherald's own
+//! replies and notifications at exactly the places Postgres would.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+use super::intercept::{write_failure, Failure};
+use super::plan::{Effect, Entry, LocalReply, Step};
+use super::session::{Exit, Session, STREAM_THRESHOLD};
+use crate::backend::conn::{get_param, parse_parameter_status, set_param};
+use crate::error::{ClientError, ServerError};
+use crate::frontend::params;
+use crate::protocol::framer;
+use crate::protocol::reply;
+
+/// What to do with one server message. pgherald's own bytes for the client, if any, are
+/// in `client.out` and go where the variant says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    /// Forward it.
+    Pass,
+    /// Drop it; pgherald's bytes take its place.
+    Swallow,
+    /// pgherald's bytes first (before any ParameterStatus run right before it), then it.
+    Before,
+    /// It first, then pgherald's bytes.
+    After,
+}
+
+const PREPARE_REFUSED: Failure = Failure {
+    code: "0A000",
+    message: "cannot PREPARE a transaction that has executed LISTEN, UNLISTEN, or NOTIFY",
+};
+
+impl Session {
+    /// Handle everything the server sent that is complete.
+    pub(crate) async fn on_server_data(&mut self) -> Result<(), Exit> {
+        let Some(co) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let mut buf = std::mem::take(&mut co.conn.buf);
+        let res = self.process_server(&mut buf).await;
+        if let Some(co) = self.server.as_mut() {
+            co.conn.buf = buf;
+        }
+        if res? && self.transaction_mode() && self.idle() && !self.writing {
+            self.release();
+        }
+        Ok(())
+    }
+
+    async fn to_client(&mut self, bytes: &[u8]) -> Result<(), Exit> {
+        if !bytes.is_empty() {
+            self.client
+                .wr
+                .write_all(bytes)
+                .await
+                .map_err(ClientError::from)?;
+        }
+        Ok(())
+    }
+
+    /// Returns true when a ReadyForQuery left the session idle (the server may go back).
+    async fn process_server(&mut self, buf: &mut BytesMut) -> Result<bool, Exit> {
+        let bad = |e: framer::FrameError| Exit::ServerGone(ServerError::Protocol(e.to_string()));
+        loop {
+            if self.server_pass > 0 {
+                let n = self.server_pass.min(buf.len());
+                if n == 0 {
+                    return Ok(false);
+                }
+                self.to_client(&buf[..n]).await?;
+                buf.advance(n);
+                self.server_pass -= n;
+                continue;
+            }
+            let mut run = 0;
+            let mut s_run: Option<usize> = None;
+            let mut action = None;
+            while let Some(h) = framer::header(&buf[run..]).map_err(bad)? {
+                let avail = buf.len() - run;
+                if avail < h.total {
+                    if h.total > STREAM_THRESHOLD && matches!(h.tag, b'D' | b'd') {
+                        self.server_pass = h.total - avail;
+                        run = buf.len();
+                        s_run = None;
+                    } else {
+                        buf.reserve(h.total - avail);
+                    }
+                    break;
+                }
+                let body = &buf[run + framer::HEADER_LEN..run + h.total];
+                match self.route_server(h.tag, body)? {
+                    Act::Pass => {
+                        if h.tag == b'S' {
+                            s_run.get_or_insert(run);
+                        } else {
+                            s_run = None;
+                        }
+                        run += h.total;
+                    }
+                    act => {
+                        action = Some((act, h.tag, h.total));
+                        break;
+                    }
+                }
+            }
+            let Some((act, tag, total)) = action else {
+                // Hold a trailing run of ParameterStatus back until we know what follows it:
+                // notifications must precede it when a ReadyForQuery comes next (item 24).
+                let upto = s_run.unwrap_or(run);
+                self.to_client(&buf[..upto]).await?;
+                buf.advance(upto);
+                return Ok(false);
+            };
+            let ours = std::mem::take(&mut self.client.out);
+            match act {
+                Act::Swallow => {
+                    self.to_client(&buf[..run]).await?;
+                    self.to_client(&ours).await?;
+                    buf.advance(run + total);
+                }
+                Act::Before => {
+                    let split = s_run.unwrap_or(run);
+                    self.to_client(&buf[..split]).await?;
+                    self.to_client(&ours).await?;
+                    self.to_client(&buf[split..run + total]).await?;
+                    buf.advance(run + total);
+                }
+                Act::After | Act::Pass => {
+                    self.to_client(&buf[..run + total]).await?;
+                    self.to_client(&ours).await?;
+                    buf.advance(run + total);
+                }
+            }
+            self.client.out = ours;
+            self.client.out.clear();
+            self.advance_locals();
+            self.client.flush().await?;
+            if tag == b'Z' && self.idle() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Match one complete server message against the plan.
+    fn route_server(&mut self, tag: u8, body: &[u8]) -> Result<Act, Exit> {
+        tracing::trace!(tag = %(tag as char), head = ?self.plan.front().map(std::mem::discriminant), "server message");
+        match tag {
+            b'N' | b'A' => return Ok(Act::Pass),
+            b'S' => {
+                if let Some((k, v)) = parse_parameter_status(body) {
+                    if let Some(co) = self.server.as_mut() {
+                        set_param(&mut co.conn.params, k, v);
+                    }
+                    if params::is_reported(k) || get_param(&self.wants, k).is_some() {
+                        set_param(&mut self.wants, k, v);
+                    }
+                }
+                return Ok(Act::Pass);
+            }
+            b'E' => {
+                if framer::field(body, b'V') == Some(b"FATAL") {
+                    self.server_fatal = true;
+                }
+                if self.live == b'T' {
+                    self.live = b'E';
+                }
+            }
+            _ => {}
+        }
+        let Some(head) = self.plan.front_mut() else {
+            return Ok(Act::Pass);
+        };
+        let act = match head {
+            Entry::Query(_) => return self.route_query(tag, body),
+            Entry::Function => match tag {
+                b'Z' => {
+                    self.plan.pop_front();
+                    self.finish_transaction(z_status(body), false);
+                    Act::Before
+                }
+                _ => Act::Pass,
+            },
+            Entry::Parse | Entry::Bind | Entry::Close => match tag {
+                b'1' | b'2' | b'3' => self.pop(Act::Pass),
+                b'E' => self.batch_error(Act::Pass),
+                _ => Act::Pass,
+            },
+            Entry::DescribeStatement => match tag {
+                b'T' | b'n' => self.pop(Act::Pass),
+                b'E' => self.batch_error(Act::Pass),
+                _ => Act::Pass,
+            },
+            Entry::DescribePortal => match tag {
+                b'T' | b'n' => self.pop(Act::Pass),
+                b'E' => self.batch_error(Act::Pass),
+                _ => Act::Pass,
+            },
+            Entry::Execute(effect) => match tag {
+                b'C' => {
+                    let effect = std::mem::replace(effect, Effect::None);
+                    self.apply_effect(&effect, body);
+                    self.pop(Act::Pass)
+                }
+                b'I' | b's' => self.pop(Act::Pass),
+                b'E' => self.batch_error(Act::Pass),
+                _ => Act::Pass,
+            },
+            Entry::InjectedFailure(action) => match tag {
+                b'E' => {
+                    if let Some(f) = action.static_error() {
+                        write_failure(&mut self.client.out, &f);
+                    }
+                    self.local_error = true;
+                    self.batch_error(Act::Swallow)
+                }
+                _ => Act::Pass,
+            },
+            Entry::Sync => match tag {
+                b'Z' => {
+                    self.plan.pop_front();
+                    let failed = self.batch_failed;
+                    self.batch_failed = false;
+                    self.local_error = false;
+                    self.finish_transaction(z_status(body), failed);
+                    Act::Before
+                }
+                b'E' => {
+                    self.batch_failed = true;
+                    if self.local_error {
+                        Act::Swallow
+                    } else {
+                        Act::Pass
+                    }
+                }
+                _ => Act::Pass,
+            },
+            Entry::Local(_) | Entry::LocalQuery(_) => Act::Pass,
+        };
+        Ok(act)
+    }
+
+    /// The head entry is answered: pop it, and let pgherald's own replies behind it follow.
+    fn pop(&mut self, act: Act) -> Act {
+        self.plan.pop_front();
+        if act == Act::Pass && self.plan.front().is_some_and(Entry::is_local) {
+            Act::After
+        } else {
+            act
+        }
+    }
+
+    /// An error in an extended batch: the server skips everything up to Sync, and so do
+    /// pgherald's own replies. A second error for a batch pgherald already failed is dropped.
+    fn batch_error(&mut self, act: Act) -> Act {
+        let act = if self.local_error && act == Act::Pass {
+            Act::Swallow
+        } else {
+            act
+        };
+        self.batch_failed = true;
+        while self
+            .plan
+            .front()
+            .is_some_and(|e| !matches!(e, Entry::Sync | Entry::Local(LocalReply::Sync)))
+        {
+            self.plan.pop_front();
+        }
+        if act == Act::Pass && self.plan.front().is_some_and(Entry::is_local) {
+            Act::After
+        } else {
+            act
+        }
+    }
+
+    fn route_query(&mut self, tag: u8, body: &[u8]) -> Result<Act, Exit> {
+        let Some(Entry::Query(q)) = self.plan.front_mut() else {
+            return Ok(Act::Pass);
+        };
+        let preamble = q.preamble.take();
+        let had_preamble = preamble.is_some();
+        if let Some(p) = preamble {
+            self.client.out.extend_from_slice(&p);
+        }
+        let act = match tag {
+            b'Z' => {
+                let failed = q.failed;
+                self.plan.pop_front();
+                self.finish_transaction(z_status(body), failed);
+                Act::Before
+            }
+            b'E' => {
+                q.failed = true;
+                let step = q.steps.pop_front();
+                q.steps.clear();
+                match step {
+                    Some(Step::Failing(i)) if framer::field(body, b'C') == Some(b"22012") => {
+                        i.run(&mut self.ch, b'I', true, 0, &mut self.client.out);
+                        Act::Swallow
+                    }
+                    _ => Act::Pass,
+                }
+            }
+            b'C' => match q.steps.pop_front() {
+                Some(Step::Forward(effect)) => {
+                    self.apply_effect(&effect, body);
+                    Act::Pass
+                }
+                Some(Step::Placeholder(i)) => {
+                    let live = self.live;
+                    i.run(&mut self.ch, live, true, 0, &mut self.client.out);
+                    Act::Swallow
+                }
+                Some(Step::PrepareRefused) => {
+                    q.failed = true;
+                    q.steps.clear();
+                    self.ch.discard();
+                    self.live = b'I';
+                    write_failure(&mut self.client.out, &PREPARE_REFUSED);
+                    Act::Swallow
+                }
+                Some(other @ Step::Failing(_)) => {
+                    q.steps.push_front(other);
+                    Act::Pass
+                }
+                None => Act::Pass,
+            },
+            b'T' | b'D'
+                if matches!(
+                    q.steps.front(),
+                    Some(Step::Placeholder(_) | Step::Failing(_))
+                ) =>
+            {
+                Act::Swallow
+            }
+            _ => Act::Pass,
+        };
+        Ok(if had_preamble && act == Act::Pass {
+            Act::Before
+        } else {
+            act
+        })
+    }
+
+    /// A forwarded statement completed with tag `body`: apply its transaction effect.
+    fn apply_effect(&mut self, effect: &Effect, body: &[u8]) {
+        match effect {
+            Effect::None => {}
+            Effect::Commit => {
+                if body.starts_with(b"COMMIT") {
+                    self.ch.commit();
+                } else {
+                    self.ch.discard();
+                }
+                self.live = b'I';
+            }
+            Effect::Rollback => {
+                self.ch.discard();
+                self.live = b'I';
+            }
+            Effect::Savepoint(n) => self.ch.txn.savepoint(n),
+            Effect::Release(n) => {
+                self.ch.txn.release(n);
+            }
+            Effect::RollbackTo(n) => {
+                if !self.ch.txn.rollback_to(n) {
+                    self.ch.discard();
+                }
+                self.live = b'T';
+            }
+            Effect::DiscardAll => {
+                self.ch.unlisten_everything();
+                self.ext.clear();
+            }
+        }
+    }
+
+    /// A ReadyForQuery ends a Query or batch: commit or discard what an implicit
+    /// transaction left pending, and queue notifications to precede the `Z` (items 22–26).
+    fn finish_transaction(&mut self, status: u8, failed: bool) {
+        self.status = status;
+        self.live = status;
+        if status == b'I' {
+            if failed {
+                self.ch.discard();
+            } else {
+                self.ch.commit();
+            }
+            self.ch.drain_into(&mut self.client.out);
+        }
+    }
+
+    /// Run pgherald's own replies that have reached the head of the plan.
+    pub(crate) fn advance_locals(&mut self) {
+        while self.plan.front().is_some_and(Entry::is_local) {
+            let Some(entry) = self.plan.pop_front() else {
+                return;
+            };
+            match entry {
+                Entry::LocalQuery(q) => {
+                    if let Some(p) = q.preamble {
+                        self.client.out.extend_from_slice(&p);
+                    }
+                    let status = self.status;
+                    let mut failed = false;
+                    for i in &q.stmts {
+                        if !i.run(&mut self.ch, status, true, 0, &mut self.client.out) {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    self.local_ready(status, failed);
+                }
+                Entry::Local(LocalReply::Sync) => {
+                    let failed = self.batch_failed;
+                    self.batch_failed = false;
+                    self.local_error = false;
+                    let status = self.live;
+                    self.local_ready(status, failed);
+                }
+                Entry::Local(_) if self.batch_failed => {}
+                Entry::Local(r) => self.local_reply(r),
+                _ => {}
+            }
+        }
+    }
+
+    fn local_ready(&mut self, status: u8, failed: bool) {
+        self.finish_transaction(status, failed);
+        reply::ready_for_query(&mut self.client.out, status);
+    }
+
+    fn local_reply(&mut self, r: LocalReply) {
+        let out = &mut self.client.out;
+        match r {
+            LocalReply::Parse => reply::parse_complete(out),
+            LocalReply::Bind => reply::bind_complete(out),
+            LocalReply::Close => reply::close_complete(out),
+            LocalReply::DescribeStatement { params, rows } => {
+                reply::parameter_description(out, &params);
+                match rows {
+                    Some(c) => reply::row_description(out, c, 0),
+                    None => reply::no_data(out),
+                }
+            }
+            LocalReply::DescribePortal { rows, format } => match rows {
+                Some(c) => reply::row_description(out, c, format),
+                None => reply::no_data(out),
+            },
+            LocalReply::Execute { action, format } => {
+                let live = self.live;
+                if !action.run(&mut self.ch, live, false, format, out) {
+                    self.local_error = true;
+                    self.batch_error(Act::Swallow);
+                }
+            }
+            LocalReply::Sync => {}
+        }
+    }
+}
+
+/// The transaction status byte of a ReadyForQuery body.
+fn z_status(body: &[u8]) -> u8 {
+    body.first().copied().unwrap_or(b'I')
+}

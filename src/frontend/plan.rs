@@ -1,0 +1,146 @@
+//! The reply plan: a FIFO with one entry per client message sent to the server (what the
+//! server owes for it) and one per message pgherald answers itself. Server replies are
+//! matched against the head in order; pgherald's own replies are written when their entry
+//! reaches the head, so the client sees every reply in the order it asked.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+
+use super::intercept::Intercept;
+
+/// What a forwarded statement does to the pending LISTEN/NOTIFY state once the server
+/// confirms it with CommandComplete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing.
+    None,
+    /// COMMIT/END: `C('COMMIT')` commits, `C('ROLLBACK')` (aborted block) discards.
+    Commit,
+    /// ROLLBACK/ABORT: discards.
+    Rollback,
+    /// SAVEPOINT name.
+    Savepoint(Vec<u8>),
+    /// RELEASE [SAVEPOINT] name.
+    Release(Vec<u8>),
+    /// ROLLBACK TO [SAVEPOINT] name.
+    RollbackTo(Vec<u8>),
+    /// DISCARD ALL: every listen of the session ends.
+    DiscardAll,
+}
+
+/// One statement of a forwarded simple Query.
+#[derive(Debug)]
+pub enum Step {
+    /// A statement of the client's, passed through; its effect applies at its `C`.
+    Forward(Effect),
+    /// An intercepted statement whose placeholder (`SELECT`) runs on the server; the
+    /// placeholder's reply is swallowed and the statement's own reply written instead.
+    Placeholder(Intercept),
+    /// An intercepted statement that fails: its placeholder (`SELECT 1/0`) fails on the
+    /// server so the server's transaction state follows; its error replaces the server's.
+    Failing(Intercept),
+    /// `PREPARE TRANSACTION` after LISTEN/UNLISTEN/NOTIFY: the placeholder `ROLLBACK`
+    /// ends the server's transaction; the client gets 0A000.
+    PrepareRefused,
+}
+
+/// The plan of one forwarded simple Query.
+#[derive(Debug, Default)]
+pub struct QueryPlan {
+    /// Statements still to answer, in order. Empty: pass everything through to `Z`.
+    pub steps: VecDeque<Step>,
+    /// Notices the lexer raises before any statement runs (identifier truncation and such).
+    pub preamble: Option<BytesMut>,
+    /// A statement failed: at `Z(I)` the implicit transaction's actions are discarded.
+    pub failed: bool,
+    /// The head step's placeholder reply has started (T/D seen).
+    pub in_step: bool,
+}
+
+impl QueryPlan {
+    /// A Query pgherald does not need to follow statement by statement.
+    pub fn opaque() -> QueryPlan {
+        QueryPlan::default()
+    }
+}
+
+/// A simple Query answered entirely by pgherald.
+#[derive(Debug)]
+pub struct LocalQuery {
+    /// Lexer notices written first.
+    pub preamble: Option<BytesMut>,
+    /// The statements, in order.
+    pub stmts: Vec<Intercept>,
+}
+
+/// pgherald's own reply to one intercepted extended-protocol message.
+#[derive(Debug)]
+pub enum LocalReply {
+    /// ParseComplete.
+    Parse,
+    /// BindComplete.
+    Bind,
+    /// CloseComplete.
+    Close,
+    /// Describe of an intercepted statement: ParameterDescription then RowDescription/NoData.
+    DescribeStatement {
+        /// Parameter type OIDs.
+        params: Vec<u32>,
+        /// The statement returns a row (pg_notify, pg_listening_channels).
+        rows: Option<crate::protocol::reply::Column>,
+    },
+    /// Describe of an intercepted portal: RowDescription/NoData.
+    DescribePortal {
+        /// Result column, if any.
+        rows: Option<crate::protocol::reply::Column>,
+        /// Result format of that column.
+        format: i16,
+    },
+    /// Execute of an intercepted portal.
+    Execute {
+        /// What to run.
+        action: Intercept,
+        /// Result format (for pg_notify / pg_listening_channels rows).
+        format: i16,
+    },
+    /// Sync of a batch that sent nothing to the server.
+    Sync,
+}
+
+/// What the server owes for one forwarded client message, or a reply pgherald makes itself.
+#[derive(Debug)]
+pub enum Entry {
+    /// Simple Query: replies up to and including `Z`.
+    Query(QueryPlan),
+    /// A simple Query pgherald answers itself.
+    LocalQuery(LocalQuery),
+    /// FunctionCall: replies up to and including `Z`.
+    Function,
+    /// Parse: `1` (or an error).
+    Parse,
+    /// Bind: `2`.
+    Bind,
+    /// Close: `3`.
+    Close,
+    /// Describe of a statement: `t` then `T`/`n`.
+    DescribeStatement,
+    /// Describe of a portal: `T`/`n`.
+    DescribePortal,
+    /// Execute: rows, then `C`, `I` or `s`; its effect applies at `C`.
+    Execute(Effect),
+    /// Sync: `Z`.
+    Sync,
+    /// A failing placeholder pgherald sent (Parse of invalid SQL) so that the server fails
+    /// the batch as Postgres would; its error is replaced with this one.
+    InjectedFailure(Intercept),
+    /// pgherald's reply to an intercepted extended message.
+    Local(LocalReply),
+}
+
+impl Entry {
+    /// True for entries answered by pgherald without the server.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Entry::Local(_) | Entry::LocalQuery(_))
+    }
+}
