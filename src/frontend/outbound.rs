@@ -68,7 +68,7 @@ impl Session {
             if self.server_pass > 0 {
                 let n = self.server_pass.min(buf.len());
                 if n == 0 {
-                    return Ok(false);
+                    return Ok(self.idle());
                 }
                 self.to_client(&buf[..n]).await?;
                 buf.advance(n);
@@ -112,7 +112,7 @@ impl Session {
                 let upto = s_run.unwrap_or(run);
                 self.to_client(&buf[..upto]).await?;
                 buf.advance(upto);
-                return Ok(false);
+                return Ok(self.idle());
             };
             let ours = std::mem::take(&mut self.client.out);
             match act {
@@ -179,7 +179,7 @@ impl Session {
                 b'Z' => {
                     self.plan.pop_front();
                     self.finish_transaction(z_status(body), false);
-                    Act::Before
+                    self.z_act()
                 }
                 _ => Act::Pass,
             },
@@ -225,7 +225,7 @@ impl Session {
                     self.batch_failed = false;
                     self.local_error = false;
                     self.finish_transaction(z_status(body), failed);
-                    Act::Before
+                    self.z_act()
                 }
                 b'E' => {
                     self.batch_failed = true;
@@ -240,6 +240,18 @@ impl Session {
             Entry::Local(_) | Entry::LocalQuery(_) => Act::Pass,
         };
         Ok(act)
+    }
+
+    /// How to pass a ReadyForQuery: notifications (and a Query's preamble) go before it,
+    /// pgherald's replies queued behind it after it; otherwise it joins the current run.
+    fn z_act(&self) -> Act {
+        if !self.client.out.is_empty() {
+            Act::Before
+        } else if self.plan.front().is_some_and(Entry::is_local) {
+            Act::After
+        } else {
+            Act::Pass
+        }
     }
 
     /// The head entry is answered: pop it, and let pgherald's own replies behind it follow.
@@ -289,7 +301,7 @@ impl Session {
                 let failed = q.failed;
                 self.plan.pop_front();
                 self.finish_transaction(z_status(body), failed);
-                Act::Before
+                self.z_act()
             }
             b'E' => {
                 q.failed = true;
