@@ -97,6 +97,10 @@ pub struct Config {
     pub shutdown_timeout: f64,
     /// Notifications a listener may have queued before it is disconnected.
     pub listener_queue_limit: usize,
+    /// Relay notifications raised inside Postgres to local listeners (per-database default).
+    pub relay: bool,
+    /// Also send notifications committed through pgherald to Postgres (per-database default).
+    pub forward_notify: bool,
     /// Databases by the name clients use.
     pub databases: BTreeMap<String, DatabaseConfig>,
     /// Client authentication.
@@ -121,6 +125,10 @@ pub struct DatabaseConfig {
     pub pool_size: Option<usize>,
     /// Pool mode for this database.
     pub pool_mode: Option<PoolMode>,
+    /// Relay notifications raised inside Postgres (default: the global `relay`).
+    pub relay: Option<bool>,
+    /// Send notifications committed through pgherald to Postgres too (default: global).
+    pub forward_notify: Option<bool>,
 }
 
 /// The `[auth]` section.
@@ -149,6 +157,8 @@ impl Default for Config {
             server_reset_query: "DISCARD ALL".into(),
             shutdown_timeout: 30.0,
             listener_queue_limit: 1_000_000,
+            relay: true,
+            forward_notify: false,
             databases: BTreeMap::new(),
             auth: None,
         }
@@ -172,6 +182,10 @@ pub struct Target {
     pub pool_size: usize,
     /// Pool mode.
     pub pool_mode: PoolMode,
+    /// Relay notifications raised inside Postgres.
+    pub relay: bool,
+    /// Forward notifications committed through pgherald to Postgres.
+    pub forward_notify: bool,
 }
 
 /// Parsed `postgres://user[:password]@host[:port]` upstream URL.
@@ -390,6 +404,8 @@ impl Config {
             password,
             pool_size: entry.pool_size.unwrap_or(self.default_pool_size),
             pool_mode: entry.pool_mode.unwrap_or(self.pool_mode),
+            relay: entry.relay.unwrap_or(self.relay),
+            forward_notify: entry.forward_notify.unwrap_or(self.forward_notify),
         })
     }
 }

@@ -44,6 +44,8 @@ pub struct App {
     pub users: UserList,
     /// The LISTEN/NOTIFY hub.
     pub hub: Arc<pubsub::Hub>,
+    /// Upstream relays, one per database with local listeners.
+    pub relays: Arc<pubsub::relay::Relays>,
     /// Clients logged in or logging in.
     pub clients: AtomicUsize,
     /// Becomes true when shutdown starts.
@@ -67,8 +69,10 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         let (stop, shutdown) = watch::channel(false);
         let hub = pubsub::Hub::new(config.listener_queue_limit);
+        let relays = pubsub::relay::Relays::start(hub.clone(), timeouts.server_connect);
         let app = Arc::new(App {
             hub,
+            relays,
             config,
             timeouts,
             pools: Pools::default(),

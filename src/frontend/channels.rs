@@ -6,12 +6,15 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::txn::{ListenSet, PendingTxn};
+use crate::pubsub::relay::Relays;
 use crate::pubsub::{Delivery, Hub, Mailbox, Notification, Subscriber};
 
 /// The LISTEN/NOTIFY side of one client session.
 #[derive(Debug)]
 pub struct Channels {
     hub: Arc<Hub>,
+    /// Where committed notifications also go when the database forwards to Postgres.
+    forward: Option<Arc<Relays>>,
     database: String,
     pid: i32,
     /// Actions of the current transaction, not yet committed.
@@ -28,9 +31,15 @@ pub struct Channels {
 
 impl Channels {
     /// State for a session of `pid` in `database`.
-    pub fn new(hub: Arc<Hub>, database: String, pid: i32) -> Channels {
+    pub fn new(
+        hub: Arc<Hub>,
+        forward: Option<Arc<Relays>>,
+        database: String,
+        pid: i32,
+    ) -> Channels {
         Channels {
             hub,
+            forward,
             database,
             pid,
             txn: PendingTxn::new(),
@@ -74,6 +83,12 @@ impl Channels {
                 })
                 .collect();
             self.hub.publish(&self.database, &batch);
+            if let Some(relays) = &self.forward {
+                relays.forward(
+                    &self.database,
+                    batch.into_iter().map(|n| (n.channel, n.payload)).collect(),
+                );
+            }
         }
     }
 
@@ -139,7 +154,7 @@ mod tests {
     #[tokio::test]
     async fn commit_applies_listens_before_publishing() {
         let hub = Hub::new(100);
-        let mut a = Channels::new(hub.clone(), "db".into(), 7);
+        let mut a = Channels::new(hub.clone(), None, "db".into(), 7);
         a.txn.push(Action::Notify {
             channel: b"c".to_vec(),
             payload: b"x".to_vec(),
@@ -154,7 +169,7 @@ mod tests {
             "self-delivery after LISTEN in the same txn"
         );
         // Unlisten committed: a notification already queued is filtered at delivery.
-        let mut b = Channels::new(hub.clone(), "db".into(), 8);
+        let mut b = Channels::new(hub.clone(), None, "db".into(), 8);
         b.txn.push(Action::Notify {
             channel: b"c".to_vec(),
             payload: b"y".to_vec(),

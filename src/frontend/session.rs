@@ -28,6 +28,7 @@ use crate::frontend::plan::Entry;
 use crate::frontend::{login, params};
 use crate::protocol::framer;
 use crate::protocol::reply;
+use crate::pubsub::relay::RelaySettings;
 use crate::App;
 
 /// Frames larger than this are streamed through instead of being buffered whole.
@@ -153,8 +154,20 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
             app.timeouts.clone(),
         )
     });
+    app.relays.register(
+        &start.database,
+        RelaySettings {
+            login: pool.login.clone(),
+            relay: target.relay,
+            forward: target.forward_notify,
+        },
+    );
     let cancel = app.cancels.register();
-    let ch = Channels::new(app.hub.clone(), start.database.clone(), cancel.pid);
+    let forward = app
+        .relays
+        .forwards(&start.database)
+        .then(|| app.relays.clone());
+    let ch = Channels::new(app.hub.clone(), forward, start.database.clone(), cancel.pid);
     let mut session = Session {
         cancel,
         shutdown: app.shutdown.clone(),
@@ -319,6 +332,9 @@ impl Session {
             }
         }
         self.cancel.set_target(Some(co.conn.cancel));
+        self.app
+            .relays
+            .note_owner(co.conn.cancel.pid, self.cancel.pid);
         self.server = Some(co);
         Ok(())
     }

@@ -46,9 +46,22 @@ pub struct HubStats {
     pub overflows: u64,
 }
 
+/// A channel of a database gained its first listener or lost its last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelEvent {
+    /// Database name.
+    pub database: String,
+    /// Channel bytes.
+    pub channel: Bytes,
+    /// True: first listener arrived; false: last listener left.
+    pub active: bool,
+}
+
 /// The pub/sub hub shared by all sessions as `Arc<Hub>`.
 pub struct Hub {
     limit: usize,
+    /// Receives channel activity changes (the upstream relay), in state order per database.
+    watcher: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<ChannelEvent>>,
     databases: DashMap<String, Arc<DbHub>>,
     next_id: AtomicU64,
     published: AtomicU64,
@@ -157,6 +170,7 @@ impl Hub {
     pub fn new(listener_queue_limit: usize) -> Arc<Hub> {
         Arc::new(Hub {
             limit: listener_queue_limit.max(1),
+            watcher: std::sync::OnceLock::new(),
             databases: DashMap::new(),
             next_id: AtomicU64::new(1),
             published: AtomicU64::new(0),
@@ -237,6 +251,22 @@ impl Hub {
                     "listener notification queue full; listener will be disconnected"
                 );
             }
+        }
+    }
+
+    /// Report every channel that gains its first or loses its last listener to `tx`
+    /// (set once; later calls are ignored).
+    pub fn watch(&self, tx: tokio::sync::mpsc::UnboundedSender<ChannelEvent>) {
+        let _ = self.watcher.set(tx);
+    }
+
+    fn announce(&self, database: &str, channel: &[u8], active: bool) {
+        if let Some(tx) = self.watcher.get() {
+            let _ = tx.send(ChannelEvent {
+                database: database.to_owned(),
+                channel: Bytes::copy_from_slice(channel),
+                active,
+            });
         }
     }
 
@@ -334,7 +364,9 @@ impl Subscriber {
             None => return,
         };
         for c in channels {
-            remove_listener(&mut st.channels, &c, self.id);
+            if remove_listener(&mut st.channels, &c, self.id) {
+                self.hub.announce(&self.database, &c, false);
+            }
         }
     }
 
@@ -348,8 +380,8 @@ impl Subscriber {
         };
         for c in unlisten {
             let c = c.as_ref();
-            if mine.remove(c) {
-                remove_listener(&mut st.channels, c, self.id);
+            if mine.remove(c) && remove_listener(&mut st.channels, c, self.id) {
+                self.hub.announce(&self.database, c, false);
             }
         }
         for c in listen {
@@ -357,10 +389,11 @@ impl Subscriber {
             if !mine.contains(c) {
                 let key: Box<[u8]> = c.into();
                 mine.insert(key.clone());
-                st.channels
-                    .entry(key)
-                    .or_default()
-                    .insert(self.id, &self.shared);
+                let listeners = st.channels.entry(key).or_default();
+                if listeners.list.is_empty() {
+                    self.hub.announce(&self.database, c, true);
+                }
+                listeners.insert(self.id, &self.shared);
             }
         }
     }
@@ -374,13 +407,16 @@ impl Subscriber {
     }
 }
 
-fn remove_listener(channels: &mut HashMap<Box<[u8]>, Listeners>, channel: &[u8], id: u64) {
+/// Remove a listener; true when the channel lost its last listener.
+fn remove_listener(channels: &mut HashMap<Box<[u8]>, Listeners>, channel: &[u8], id: u64) -> bool {
     if let Some(l) = channels.get_mut(channel) {
         l.remove(id);
         if l.list.is_empty() {
             channels.remove(channel);
+            return true;
         }
     }
+    false
 }
 
 impl Drop for Subscriber {

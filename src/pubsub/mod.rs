@@ -2,8 +2,9 @@
 //! (database, channel bytes), with one commit order per database and bounded mailboxes.
 
 pub mod hub;
+pub mod relay;
 
-pub use hub::{Delivery, Hub, HubStats, Mailbox, Notification, Subscriber};
+pub use hub::{ChannelEvent, Delivery, Hub, HubStats, Mailbox, Notification, Subscriber};
 
 /// Hub unit tests (kept here so `hub.rs` stays a readable size); public API only.
 #[cfg(test)]

@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod herald;
+pub mod listen;
 pub mod postgres;
 pub mod raw;

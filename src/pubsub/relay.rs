@@ -1,0 +1,395 @@
+//! The upstream relay: for each database with local listeners, one dedicated server
+//! connection (outside the pools) that LISTENs on exactly the channels local clients listen
+//! to, and publishes what it receives into the hub — notifications raised inside Postgres by
+//! triggers, functions and clients connected to Postgres directly. With `forward_notify` it
+//! also sends the notifications committed through pgherald to Postgres, and skips its echoes.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::hub::{ChannelEvent, Hub, Notification};
+use crate::backend::conn::{Login, ServerConn};
+use crate::error::ServerError;
+use crate::protocol::framer;
+
+/// Longest pause between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Forwarded batches kept while the relay is disconnected; older ones are dropped (logged).
+const MAX_PENDING_FORWARDS: usize = 10_000;
+
+/// How a database's relay connects and what it does.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Login of the relay connection.
+    pub login: Login,
+    /// Relay notifications raised in Postgres to local listeners.
+    pub relay: bool,
+    /// Send locally committed notifications to Postgres.
+    pub forward: bool,
+}
+
+#[derive(Debug)]
+enum Command {
+    Listen(Bytes),
+    Unlisten(Bytes),
+    Forward(Vec<(Bytes, Bytes)>),
+}
+
+/// What a relay is doing, for the admin view and tests.
+#[derive(Debug, Default)]
+struct View {
+    channels: BTreeSet<Bytes>,
+    backend_pid: Option<i32>,
+}
+
+/// State shared by the registry and the relay tasks.
+#[derive(Debug)]
+struct Shared {
+    hub: Arc<Hub>,
+    /// Server backend pid → pgherald pid of the client that last held that server.
+    owners: DashMap<i32, i32>,
+    connect_timeout: Duration,
+    reconnects: AtomicU64,
+    relayed: AtomicU64,
+}
+
+/// All relays of the process.
+#[derive(Debug)]
+pub struct Relays {
+    shared: Arc<Shared>,
+    settings: DashMap<String, RelaySettings>,
+    tasks: DashMap<String, mpsc::UnboundedSender<Command>>,
+    views: DashMap<String, Arc<Mutex<View>>>,
+}
+
+fn lock(v: &Mutex<View>) -> std::sync::MutexGuard<'_, View> {
+    v.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Relays {
+    /// Create the relays and start routing the hub's channel events to them.
+    pub fn start(hub: Arc<Hub>, connect_timeout: Duration) -> Arc<Relays> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<ChannelEvent>();
+        hub.watch(tx);
+        let relays = Arc::new(Relays {
+            shared: Arc::new(Shared {
+                hub,
+                owners: DashMap::new(),
+                connect_timeout,
+                reconnects: AtomicU64::new(0),
+                relayed: AtomicU64::new(0),
+            }),
+            settings: DashMap::new(),
+            tasks: DashMap::new(),
+            views: DashMap::new(),
+        });
+        let weak = Arc::downgrade(&relays);
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                let Some(relays) = weak.upgrade() else { return };
+                let cmd = if ev.active {
+                    Command::Listen(ev.channel)
+                } else {
+                    Command::Unlisten(ev.channel)
+                };
+                relays.send(&ev.database, cmd, |s| s.relay);
+            }
+        });
+        relays
+    }
+
+    /// Remember how to reach `database` (the first registration wins).
+    pub fn register(&self, database: &str, settings: RelaySettings) {
+        if !self.settings.contains_key(database) {
+            self.settings.entry(database.to_owned()).or_insert(settings);
+        }
+    }
+
+    /// A client with pgherald pid `client_pid` now holds the server backend `server_pid`.
+    pub fn note_owner(&self, server_pid: i32, client_pid: i32) {
+        self.shared.owners.insert(server_pid, client_pid);
+    }
+
+    /// True when locally committed notifications of `database` go to Postgres too.
+    pub fn forwards(&self, database: &str) -> bool {
+        self.settings.get(database).is_some_and(|s| s.forward)
+    }
+
+    /// Send one committed transaction's notifications to Postgres (forward_notify).
+    pub fn forward(&self, database: &str, batch: Vec<(Bytes, Bytes)>) {
+        self.send(database, Command::Forward(batch), |s| s.forward);
+    }
+
+    /// Channels the relay of `database` listens on right now (the admin view).
+    pub fn listening(&self, database: &str) -> Vec<Bytes> {
+        self.views
+            .get(database)
+            .map(|v| lock(&v).channels.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Backend pid of the relay connection of `database`, while connected.
+    pub fn backend_pid(&self, database: &str) -> Option<i32> {
+        self.views.get(database).and_then(|v| lock(&v).backend_pid)
+    }
+
+    /// Relay connections lost and re-established since start.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Notifications relayed from Postgres into the hub since start.
+    pub fn relayed(&self) -> u64 {
+        self.shared.relayed.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, database: &str, cmd: Command, enabled: impl Fn(&RelaySettings) -> bool) {
+        let Some(settings) = self.settings.get(database).map(|s| s.clone()) else {
+            return;
+        };
+        if !enabled(&settings) {
+            return;
+        }
+        let tx = self
+            .tasks
+            .entry(database.to_owned())
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let task = Task {
+                    database: database.to_owned(),
+                    settings,
+                    shared: self.shared.clone(),
+                    view: self.views.entry(database.to_owned()).or_default().clone(),
+                    active: BTreeSet::new(),
+                    pending: VecDeque::new(),
+                };
+                tokio::spawn(task.run(rx));
+                tx
+            })
+            .clone();
+        let _ = tx.send(cmd);
+    }
+}
+
+/// One database's relay connection and what it should be listening on.
+struct Task {
+    database: String,
+    settings: RelaySettings,
+    shared: Arc<Shared>,
+    view: Arc<Mutex<View>>,
+    /// Channels local clients listen on (what the relay should LISTEN on).
+    active: BTreeSet<Bytes>,
+    /// Forwarded batches not yet sent.
+    pending: VecDeque<Vec<(Bytes, Bytes)>>,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut first = true;
+        loop {
+            match ServerConn::connect(&self.settings.login, self.shared.connect_timeout).await {
+                Ok(mut conn) => {
+                    if !first {
+                        self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            database = %self.database,
+                            "relay reconnected; notifications raised in Postgres while it was away may be lost"
+                        );
+                    }
+                    first = false;
+                    backoff = Duration::from_millis(100);
+                    lock(&self.view).backend_pid = Some(conn.cancel.pid);
+                    match self.serve(&mut conn, &mut rx).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::warn!(database = %self.database, "relay connection lost: {e}")
+                        }
+                    }
+                    let mut v = lock(&self.view);
+                    v.backend_pid = None;
+                    v.channels.clear();
+                }
+                Err(e) => {
+                    first = false;
+                    tracing::warn!(database = %self.database, "relay cannot connect: {e}");
+                }
+            }
+            // Keep following what local clients listen on while away.
+            let sleep = tokio::time::sleep(backoff);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    cmd = rx.recv() => match cmd {
+                        Some(c) => {
+                            self.absorb(c);
+                        }
+                        None => return,
+                    },
+                }
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Record a command's effect on the wanted state.
+    fn absorb(&mut self, cmd: Command) -> Option<String> {
+        match cmd {
+            Command::Listen(c) => {
+                if self.active.insert(c.clone()) {
+                    ident(&c).map(|q| format!("LISTEN {q};"))
+                } else {
+                    None
+                }
+            }
+            Command::Unlisten(c) => {
+                if self.active.remove(&c) {
+                    ident(&c).map(|q| format!("UNLISTEN {q};"))
+                } else {
+                    None
+                }
+            }
+            Command::Forward(batch) => {
+                if self.pending.len() >= MAX_PENDING_FORWARDS {
+                    self.pending.pop_front();
+                    tracing::warn!(database = %self.database, "relay forward queue full; oldest batch dropped");
+                }
+                self.pending.push_back(batch);
+                None
+            }
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        conn: &mut ServerConn,
+        rx: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Result<(), ServerError> {
+        let mut sql = String::from("SET application_name = 'pgherald relay';");
+        for c in &self.active {
+            if let Some(q) = ident(c) {
+                sql.push_str(&format!("LISTEN {q};"));
+            }
+        }
+        conn.run_quiet(&sql).await?;
+        lock(&self.view).channels = self.active.clone();
+        let own_pid = conn.cancel.pid;
+        loop {
+            let mut sql = String::new();
+            self.take_forwards(&mut sql);
+            if !sql.is_empty() {
+                send_query(conn, &sql).await?;
+                continue;
+            }
+            tokio::select! {
+                msg = conn.next_message() => {
+                    let (tag, body) = msg?;
+                    match tag {
+                        b'A' => self.relay(&body, own_pid),
+                        b'E' => {
+                            let text = String::from_utf8_lossy(framer::field(&body, b'M').unwrap_or_default()).into_owned();
+                            if framer::field(&body, b'V') == Some(b"FATAL") {
+                                return Err(ServerError::Protocol(text));
+                            }
+                            tracing::warn!(database = %self.database, "relay command failed: {text}");
+                        }
+                        _ => {}
+                    }
+                }
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { return Ok(()) };
+                    let mut sql = String::new();
+                    sql.extend(self.absorb(cmd));
+                    while let Ok(cmd) = rx.try_recv() {
+                        sql.extend(self.absorb(cmd));
+                    }
+                    if !sql.is_empty() {
+                        send_query(conn, &sql).await?;
+                        lock(&self.view).channels = self.active.clone();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pending forwarded batches as one Query, one transaction per pgherald commit.
+    fn take_forwards(&mut self, sql: &mut String) {
+        while let Some(batch) = self.pending.pop_front() {
+            sql.push_str("BEGIN;");
+            for (channel, payload) in &batch {
+                if let (Some(c), Ok(p)) = (ident(channel), std::str::from_utf8(payload)) {
+                    sql.push_str(&format!("NOTIFY {c}, {};", literal(p)));
+                }
+            }
+            sql.push_str("COMMIT;");
+        }
+    }
+
+    /// A notification arrived from Postgres: publish it to local listeners, unless it is
+    /// the echo of one pgherald forwarded itself.
+    fn relay(&self, body: &[u8], own_pid: i32) {
+        let Some(pid) = body
+            .get(..4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            return;
+        };
+        if pid == own_pid {
+            return;
+        }
+        let Some((channel, rest)) = framer::cstr(&body[4..]) else {
+            return;
+        };
+        let Some((payload, _)) = framer::cstr(rest) else {
+            return;
+        };
+        let pid = self.shared.owners.get(&pid).map(|p| *p).unwrap_or(pid);
+        self.shared.relayed.fetch_add(1, Ordering::Relaxed);
+        self.shared.hub.publish(
+            &self.database,
+            &[Notification {
+                pid,
+                channel: Bytes::copy_from_slice(channel),
+                payload: Bytes::copy_from_slice(payload),
+            }],
+        );
+    }
+}
+
+async fn send_query(conn: &mut ServerConn, sql: &str) -> Result<(), ServerError> {
+    let mut out = BytesMut::new();
+    postgres_protocol::message::frontend::query(sql, &mut out)?;
+    conn.wr.write_all(&out).await?;
+    Ok(())
+}
+
+/// A channel as a quoted identifier; None when it is not valid UTF-8.
+fn ident(channel: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(channel).ok()?;
+    Some(format!("\"{}\"", s.replace('"', "\"\"")))
+}
+
+/// A payload as an escaped string literal.
+fn literal(s: &str) -> String {
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(ident(b"a\"b").as_deref(), Some("\"a\"\"b\""));
+        assert_eq!(ident(&[0xff]), None);
+        assert_eq!(literal("it's \\ x"), "E'it''s \\\\ x'");
+    }
+}
