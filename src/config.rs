@@ -97,6 +97,9 @@ pub struct Config {
     pub shutdown_timeout: f64,
     /// Notifications a listener may have queued before it is disconnected.
     pub listener_queue_limit: usize,
+    /// Named statements prepared per server connection in transaction pooling (0: do not
+    /// manage named statements).
+    pub max_prepared_statements: usize,
     /// Relay notifications raised inside Postgres to local listeners (per-database default).
     pub relay: bool,
     /// Also send notifications committed through pgherald to Postgres (per-database default).
@@ -157,6 +160,7 @@ impl Default for Config {
             server_reset_query: "DISCARD ALL".into(),
             shutdown_timeout: 30.0,
             listener_queue_limit: 1_000_000,
+            max_prepared_statements: 200,
             relay: true,
             forward_notify: false,
             databases: BTreeMap::new(),

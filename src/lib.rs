@@ -46,6 +46,8 @@ pub struct App {
     pub hub: Arc<pubsub::Hub>,
     /// Upstream relays, one per database with local listeners.
     pub relays: Arc<pubsub::relay::Relays>,
+    /// Server-side names of named prepared statements (transaction pooling).
+    pub prepared: backend::prepared::Registry,
     /// Clients logged in or logging in.
     pub clients: AtomicUsize,
     /// Becomes true when shutdown starts.
@@ -79,6 +81,7 @@ impl Server {
             cancels: CancelRegistry::new(),
             auth_type,
             users,
+            prepared: Default::default(),
             clients: AtomicUsize::new(0),
             shutdown,
         });

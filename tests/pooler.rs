@@ -475,3 +475,49 @@ async fn shutdown_stops_accepting_and_returns() {
         .await
         .is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_prepared_statements_in_transaction_mode() {
+    let mut cfg = herald::config(postgres::shared(), PoolMode::Transaction, 2);
+    cfg.max_prepared_statements = 3;
+    let h = Herald::start(cfg).await;
+    let mut tasks = Vec::new();
+    for t in 0..6i64 {
+        let mut c = h.connect(SUPERUSER, None, DEFAULT_DB).await;
+        tasks.push(tokio::spawn(async move {
+            // Five statements per client against a limit of three per server: eviction and
+            // re-preparation on whichever server the client gets.
+            let mut stmts = Vec::new();
+            for k in 0..5i64 {
+                stmts.push(
+                    c.prepare(&format!("select $1::int8 * {k} + {t} as v"))
+                        .await
+                        .unwrap(),
+                );
+            }
+            for round in 0..20i64 {
+                for (k, st) in stmts.iter().enumerate() {
+                    let r = c.query(st, &[&round]).await.unwrap();
+                    assert_eq!(r[0].get::<_, i64>(0), round * k as i64 + t);
+                }
+                if round % 5 == 0 {
+                    c.simple_query("begin; select 1; commit").await.unwrap();
+                }
+            }
+            // A statement that fails to prepare reports the server's error.
+            let e = c
+                .prepare("select * from no_such_table_xyz")
+                .await
+                .unwrap_err();
+            assert_eq!(e.code().unwrap().code(), "42P01");
+            // Inside a transaction, statements work too.
+            let tx = c.transaction().await.unwrap();
+            let r = tx.query(&stmts[1], &[&10i64]).await.unwrap();
+            assert_eq!(r[0].get::<_, i64>(0), 10 + t);
+            tx.rollback().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

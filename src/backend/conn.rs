@@ -85,6 +85,8 @@ pub struct ServerConn {
     pub extra: Params,
     /// Cancel key of the backend.
     pub cancel: CancelTarget,
+    /// Named statements pgherald prepared here (transaction pooling).
+    pub prepared: super::prepared::ServerStatements,
     /// When the connection was opened.
     pub created: Instant,
     /// When it was last returned to the pool.
@@ -120,6 +122,7 @@ impl ServerConn {
             buf: BytesMut::with_capacity(16 * 1024),
             params: Vec::new(),
             extra: Vec::new(),
+            prepared: Default::default(),
             cancel: CancelTarget {
                 addr,
                 pid: 0,

@@ -3,3 +3,4 @@
 pub mod cancel;
 pub mod conn;
 pub mod pool;
+pub mod prepared;

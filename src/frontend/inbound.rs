@@ -1,7 +1,9 @@
 //! Client → server: split client frames by header, turn each into a reply-plan entry, and
 //! forward runs of frames untouched; intercepted messages are answered (or rewritten) here.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::backend::prepared::{self, Prepared};
 
 use super::extended::Decision;
 use super::plan::{Entry, QueryPlan};
@@ -17,10 +19,24 @@ enum Inbound {
     Local(Entry),
     /// Send these bytes to the server instead, expecting `entry`.
     Replace(Vec<u8>, Entry),
+    /// A named prepared statement in transaction pooling: handled with a server in hand.
+    Prepared(Named),
     /// Drop it.
     Drop,
     /// Terminate.
     Terminate,
+}
+
+/// A use of a client's named statement that must be mapped to the server's name.
+enum Named {
+    /// Parse (the whole body).
+    Parse(Vec<u8>),
+    /// Bind or Describe of statement `stmt`: send `frame` (already renamed), expect `entry`.
+    Use {
+        stmt: Prepared,
+        frame: Bytes,
+        entry: Entry,
+    },
 }
 
 /// The name of pgherald's failing placeholder statement (never created: its SQL is invalid).
@@ -105,6 +121,13 @@ impl Session {
                     self.plan.push_back(entry);
                     self.write_server(&bytes).await?;
                 }
+                Inbound::Prepared(named) => {
+                    if self.server.is_none() {
+                        self.acquire().await?;
+                    }
+                    self.batch_forwarded |= self.batch_open;
+                    self.named(named).await?;
+                }
                 Inbound::Drop | Inbound::Forward(_) => {}
                 Inbound::Terminate => return Err(Exit::ClientGone),
             }
@@ -140,6 +163,92 @@ impl Session {
         }
     }
 
+    /// Send a named-statement message under the server's names, preparing the statement on
+    /// this server first when it lacks it (evicting the least recently used past the limit).
+    async fn named(&mut self, named: Named) -> Result<(), Exit> {
+        let (stmt, then) = match named {
+            Named::Parse(body) => {
+                let Some((name, stmt)) = self.stmts.parse(&self.app.prepared, &body) else {
+                    return Err(Exit::ClientProtocol("invalid message format".into()));
+                };
+                let have = self
+                    .server
+                    .as_mut()
+                    .is_some_and(|co| co.conn.prepared.touch(stmt.id));
+                if have {
+                    self.plan
+                        .push_back(Entry::Local(super::plan::LocalReply::Parse));
+                    self.advance_locals();
+                    self.client.flush().await?;
+                    return Ok(());
+                }
+                self.prepare_on_server(&stmt, Entry::PrepareParse { id: stmt.id, name })
+                    .await?;
+                return Ok(());
+            }
+            Named::Use { stmt, frame, entry } => (stmt, (frame, entry)),
+        };
+        let have = self
+            .server
+            .as_mut()
+            .is_some_and(|co| co.conn.prepared.touch(stmt.id));
+        if !have {
+            self.prepare_on_server(&stmt, Entry::InjectedParse { id: stmt.id })
+                .await?;
+        }
+        self.plan.push_back(then.1);
+        self.write_server(&then.0).await
+    }
+
+    async fn prepare_on_server(&mut self, stmt: &Prepared, entry: Entry) -> Result<(), Exit> {
+        let max = self.app.config.max_prepared_statements;
+        let evict = self
+            .server
+            .as_mut()
+            .and_then(|co| co.conn.prepared.insert(stmt.id, max));
+        if let Some(old) = evict {
+            self.plan.push_back(Entry::InjectedClose);
+            self.write_server(&prepared::close_frame(old)).await?;
+        }
+        self.plan.push_back(entry);
+        self.write_server(&stmt.parse).await
+    }
+
+    /// In transaction pooling, a message naming a client's prepared statement.
+    fn named_use(&mut self, tag: u8, body: &[u8], d: &Decision) -> Option<Named> {
+        if !self.transaction_mode() || self.app.config.max_prepared_statements == 0 {
+            return None;
+        }
+        match (tag, d) {
+            (b'P', Decision::Forward(Entry::Parse)) => {
+                let named = body.first().is_some_and(|b| *b != 0);
+                named.then(|| Named::Parse(body.to_vec()))
+            }
+            (b'B', Decision::Forward(Entry::Bind)) if !self.stmts.is_empty() => {
+                let (_, rest) = framer::cstr(body)?;
+                let (name, _) = framer::cstr(rest)?;
+                let stmt = self.stmts.get(name)?.clone();
+                let frame = prepared::bind_frame(body, stmt.id)?;
+                Some(Named::Use {
+                    stmt,
+                    frame,
+                    entry: Entry::Bind,
+                })
+            }
+            (b'D', Decision::Forward(Entry::DescribeStatement)) if !self.stmts.is_empty() => {
+                let (name, _) = framer::cstr(body.get(1..)?)?;
+                let stmt = self.stmts.get(name)?.clone();
+                let frame = prepared::describe_frame(stmt.id);
+                Some(Named::Use {
+                    stmt,
+                    frame,
+                    entry: Entry::DescribeStatement,
+                })
+            }
+            _ => None,
+        }
+    }
+
     fn push_forwarded(&mut self, entry: Option<Entry>) {
         if self.batch_open {
             self.batch_forwarded = true;
@@ -167,7 +276,17 @@ impl Session {
 
     fn decide(&mut self, tag: u8, body: &[u8]) -> Result<Inbound, Exit> {
         tracing::trace!(tag = %(tag as char), plan = self.plan.len(), "client message");
-        let extended = |d: Decision| -> Result<Inbound, Exit> {
+        let extended = |this: &mut Self, d: Decision| -> Result<Inbound, Exit> {
+            if let Some(named) = this.named_use(tag, body, &d) {
+                return Ok(Inbound::Prepared(named));
+            }
+            if tag == b'C' && body.first() == Some(&b'S') && !this.stmts.is_empty() {
+                if let (Decision::Forward(_), Some((name, _))) = (&d, framer::cstr(&body[1..])) {
+                    if this.stmts.remove(name) {
+                        return Ok(Inbound::Local(Entry::Local(super::plan::LocalReply::Close)));
+                    }
+                }
+            }
             match d {
                 Decision::Forward(e) => Ok(Inbound::Forward(Some(e))),
                 Decision::Local(r) => Ok(Inbound::Local(Entry::Local(r))),
@@ -201,23 +320,28 @@ impl Session {
             b'P' => {
                 self.batch_open = true;
                 let scs = self.scs();
-                extended(self.ext.parse(body, scs))?
+                let d = self.ext.parse(body, scs);
+                extended(self, d)?
             }
             b'B' => {
                 self.batch_open = true;
-                extended(self.ext.bind(body))?
+                let d = self.ext.bind(body);
+                extended(self, d)?
             }
             b'D' => {
                 self.batch_open = true;
-                extended(self.ext.describe(body))?
+                let d = self.ext.describe(body);
+                extended(self, d)?
             }
             b'E' => {
                 self.batch_open = true;
-                extended(self.ext.execute(body))?
+                let d = self.ext.execute(body);
+                extended(self, d)?
             }
             b'C' => {
                 self.batch_open = true;
-                extended(self.ext.close(body))?
+                let d = self.ext.close(body);
+                extended(self, d)?
             }
             b'H' => {
                 if self.batch_forwarded && self.server.is_some() {

@@ -160,6 +160,14 @@ impl Session {
                 }
                 return Ok(Act::Pass);
             }
+            b'C' if body.first() == Some(&b'D') => {
+                if body.starts_with(b"DISCARD ALL\0") || body.starts_with(b"DEALLOCATE ALL\0") {
+                    if let Some(co) = self.server.as_mut() {
+                        co.conn.prepared.clear();
+                    }
+                    self.stmts.clear();
+                }
+            }
             b'E' => {
                 if framer::field(body, b'V') == Some(b"FATAL") {
                     self.server_fatal = true;
@@ -216,6 +224,34 @@ impl Session {
                     self.local_error = true;
                     self.batch_error(Act::Swallow)
                 }
+                _ => Act::Pass,
+            },
+            Entry::PrepareParse { id, name } => match tag {
+                b'1' => self.pop(Act::Pass),
+                b'E' => {
+                    let (id, name) = (*id, std::mem::take(name));
+                    if let Some(co) = self.server.as_mut() {
+                        co.conn.prepared.forget(id);
+                    }
+                    self.stmts.remove(&name);
+                    self.batch_error(Act::Pass)
+                }
+                _ => Act::Pass,
+            },
+            Entry::InjectedParse { id } => match tag {
+                b'1' => self.pop(Act::Swallow),
+                b'E' => {
+                    let id = *id;
+                    if let Some(co) = self.server.as_mut() {
+                        co.conn.prepared.forget(id);
+                    }
+                    self.batch_error(Act::Pass)
+                }
+                _ => Act::Pass,
+            },
+            Entry::InjectedClose => match tag {
+                b'3' => self.pop(Act::Swallow),
+                b'E' => self.batch_error(Act::Swallow),
                 _ => Act::Pass,
             },
             Entry::Sync => match tag {

@@ -131,6 +131,21 @@ pub enum Entry {
     Execute(Effect),
     /// Sync: `Z`.
     Sync,
+    /// Parse of a client's named statement under pgherald's name `id` (transaction
+    /// pooling): `1`; on error the statement is forgotten.
+    PrepareParse {
+        /// Statement number.
+        id: u64,
+        /// The client's name for it.
+        name: Vec<u8>,
+    },
+    /// A Parse pgherald sent to prepare statement `id` before using it: its `1` is swallowed.
+    InjectedParse {
+        /// Statement number.
+        id: u64,
+    },
+    /// A Close pgherald sent to evict a statement: its `3` is swallowed.
+    InjectedClose,
     /// A failing placeholder pgherald sent (Parse of invalid SQL) so that the server fails
     /// the batch as Postgres would; its error is replaced with this one.
     InjectedFailure(Intercept),

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::backend::cancel::CancelHandle;
 use crate::backend::conn::{get_param, set_param, Login, Params};
 use crate::backend::pool::{Checkout, Pool, PoolKey};
+use crate::backend::prepared::ClientStatements;
 use crate::config::PoolMode;
 use crate::error::{ClientError, PoolError, ServerError};
 use crate::frontend::channels::Channels;
@@ -190,6 +191,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
         closing: false,
         ch,
         ext: Extended::default(),
+        stmts: ClientStatements::default(),
     };
     let exit = match session.greet(start.settings).await {
         Ok(()) => session.run().await,
@@ -238,6 +240,8 @@ pub(crate) struct Session {
     pub(crate) ch: Channels,
     /// Intercepted prepared statements and portals.
     pub(crate) ext: Extended,
+    /// The client's named statements (transaction pooling).
+    pub(crate) stmts: ClientStatements,
 }
 
 impl Session {
@@ -517,6 +521,7 @@ impl Session {
                 _ => return,
             }
             co.conn.extra.clear();
+            co.conn.prepared.clear();
         }
         let _ = &self.app;
         self.pool.checkin(co, status);
