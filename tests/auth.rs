@@ -54,8 +54,7 @@ async fn refused(h: &Herald, user: &str, password: Option<&str>) {
     let e = h
         .try_connect(user, password, DEFAULT_DB)
         .await
-        .err()
-        .expect("login must fail");
+        .expect_err("login must fail");
     let db = e
         .as_db_error()
         .unwrap_or_else(|| panic!("expected an ErrorResponse, got {e:?}"));

@@ -270,8 +270,7 @@ async fn max_client_conn_refuses_with_53300() {
     let e = h
         .try_connect(SUPERUSER, None, DEFAULT_DB)
         .await
-        .err()
-        .expect("third client refused");
+        .expect_err("third client refused");
     assert_eq!(e.code().unwrap().code(), "53300");
     drop(_a);
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -299,7 +299,9 @@ impl Session {
                         Entry::InjectedFailure(action),
                     ))
                 }
-                Decision::Malformed => Err(Exit::ClientProtocol(format!("invalid message format"))),
+                Decision::Malformed => {
+                    Err(Exit::ClientProtocol("invalid message format".to_string()))
+                }
             }
         };
         Ok(match tag {

@@ -50,7 +50,7 @@ impl Session {
         Ok(())
     }
 
-    async fn to_client(&mut self, bytes: &[u8]) -> Result<(), Exit> {
+    async fn write_client(&mut self, bytes: &[u8]) -> Result<(), Exit> {
         if !bytes.is_empty() {
             self.client
                 .wr
@@ -70,7 +70,7 @@ impl Session {
                 if n == 0 {
                     return Ok(self.idle());
                 }
-                self.to_client(&buf[..n]).await?;
+                self.write_client(&buf[..n]).await?;
                 buf.advance(n);
                 self.server_pass -= n;
                 continue;
@@ -110,27 +110,27 @@ impl Session {
                 // Hold a trailing run of ParameterStatus back until we know what follows it:
                 // notifications must precede it when a ReadyForQuery comes next (item 24).
                 let upto = s_run.unwrap_or(run);
-                self.to_client(&buf[..upto]).await?;
+                self.write_client(&buf[..upto]).await?;
                 buf.advance(upto);
                 return Ok(self.idle());
             };
             let ours = std::mem::take(&mut self.client.out);
             match act {
                 Act::Swallow => {
-                    self.to_client(&buf[..run]).await?;
-                    self.to_client(&ours).await?;
+                    self.write_client(&buf[..run]).await?;
+                    self.write_client(&ours).await?;
                     buf.advance(run + total);
                 }
                 Act::Before => {
                     let split = s_run.unwrap_or(run);
-                    self.to_client(&buf[..split]).await?;
-                    self.to_client(&ours).await?;
-                    self.to_client(&buf[split..run + total]).await?;
+                    self.write_client(&buf[..split]).await?;
+                    self.write_client(&ours).await?;
+                    self.write_client(&buf[split..run + total]).await?;
                     buf.advance(run + total);
                 }
                 Act::After | Act::Pass => {
-                    self.to_client(&buf[..run + total]).await?;
-                    self.to_client(&ours).await?;
+                    self.write_client(&buf[..run + total]).await?;
+                    self.write_client(&ours).await?;
                     buf.advance(run + total);
                 }
             }
@@ -160,13 +160,12 @@ impl Session {
                 }
                 return Ok(Act::Pass);
             }
-            b'C' if body.first() == Some(&b'D') => {
-                if body.starts_with(b"DISCARD ALL\0") || body.starts_with(b"DEALLOCATE ALL\0") {
-                    if let Some(co) = self.server.as_mut() {
-                        co.conn.prepared.clear();
-                    }
-                    self.stmts.clear();
+            b'C' if body.starts_with(b"DISCARD ALL\0") || body.starts_with(b"DEALLOCATE ALL\0") => {
+                // The server dropped every prepared statement, and so did the client's view.
+                if let Some(co) = self.server.as_mut() {
+                    co.conn.prepared.clear();
                 }
+                self.stmts.clear();
             }
             b'E' => {
                 if framer::field(body, b'V') == Some(b"FATAL") {

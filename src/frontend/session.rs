@@ -523,7 +523,6 @@ impl Session {
             co.conn.extra.clear();
             co.conn.prepared.clear();
         }
-        let _ = &self.app;
         self.pool.checkin(co, status);
     }
 }

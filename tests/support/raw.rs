@@ -139,9 +139,8 @@ impl Raw {
         if !self.buf.is_empty() {
             return false;
         }
-        match tokio::time::timeout(wait, self.stream.read_buf(&mut self.buf)).await {
-            Err(_) => true,
-            Ok(_) => false,
-        }
+        tokio::time::timeout(wait, self.stream.read_buf(&mut self.buf))
+            .await
+            .is_err()
     }
 }
