@@ -109,7 +109,7 @@ impl Session {
             let Some((act, tag, total)) = action else {
                 // Hold a trailing run of ParameterStatus back until we know what follows it:
                 // notifications must precede it when a ReadyForQuery comes next (item 24).
-                let upto = s_run.unwrap_or(run);
+                let upto = if self.plan.is_empty() { run } else { s_run.unwrap_or(run) };
                 self.write_client(&buf[..upto]).await?;
                 buf.advance(upto);
                 return Ok(self.idle());
