@@ -12,6 +12,10 @@ use crate::protocol::reply::{self, Severity};
 
 /// Largest message accepted during login (passwords, SASL data).
 const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
+/// Read buffer size; an idle client keeps no more than this.
+const READ_CHUNK: usize = 4 * 1024;
+/// A read buffer that grew past this (a large message) is given back once empty.
+const SHRINK_ABOVE: usize = 64 * 1024;
 
 /// A connected client.
 #[derive(Debug)]
@@ -34,8 +38,8 @@ impl ClientIo {
         ClientIo {
             rd,
             wr,
-            buf: BytesMut::with_capacity(16 * 1024),
-            out: BytesMut::with_capacity(1024),
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            out: BytesMut::new(),
         }
     }
 
@@ -85,8 +89,14 @@ impl ClientIo {
 
     /// Read more bytes into `buf`; 0 means the client closed.
     pub async fn read_more(&mut self) -> Result<usize, ClientError> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(16 * 1024);
+        if self.buf.is_empty() && self.buf.capacity() > SHRINK_ABOVE {
+            self.buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        if self.out.is_empty() && self.out.capacity() > SHRINK_ABOVE {
+            self.out = BytesMut::new();
+        }
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
         }
         Ok(self.rd.read_buf(&mut self.buf).await?)
     }
