@@ -116,7 +116,11 @@ impl Extended {
                     };
                     if let Some(t) = template {
                         self.stmts.insert(name.to_vec(), t);
-                        return Decision::Local(LocalReply::Parse);
+                        let mut notices = bytes::BytesMut::new();
+                        super::simple::notices(&only.kind, &mut notices);
+                        return Decision::Local(LocalReply::Parse(
+                            (!notices.is_empty()).then_some(notices),
+                        ));
                     }
                     let e = effect(&only.kind);
                     if e != Effect::None {

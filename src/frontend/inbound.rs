@@ -177,7 +177,7 @@ impl Session {
                     .is_some_and(|co| co.conn.prepared.touch(stmt.id));
                 if have {
                     self.plan
-                        .push_back(Entry::Local(super::plan::LocalReply::Parse));
+                        .push_back(Entry::Local(super::plan::LocalReply::ParseKnown));
                     self.advance_locals();
                     self.client.flush().await?;
                     return Ok(());
@@ -346,7 +346,9 @@ impl Session {
                 extended(self, d)?
             }
             b'H' => {
-                if self.batch_forwarded && self.server.is_some() {
+                // Forwarded messages of this batch (sent, or about to be in this run) need the
+                // server to flush; pgherald's own replies are written at once anyway.
+                if self.batch_forwarded {
                     Inbound::Forward(None)
                 } else {
                     Inbound::Drop

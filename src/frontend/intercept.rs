@@ -49,7 +49,8 @@ pub struct Failure {
     pub message: &'static str,
 }
 
-const ABORTED: Failure = Failure {
+/// 25P02: the transaction block is aborted.
+pub const ABORTED: Failure = Failure {
     code: "25P02",
     message: "current transaction is aborted, commands ignored until end of transaction block",
 };

@@ -109,7 +109,11 @@ impl Session {
             let Some((act, tag, total)) = action else {
                 // Hold a trailing run of ParameterStatus back until we know what follows it:
                 // notifications must precede it when a ReadyForQuery comes next (item 24).
-                let upto = if self.plan.is_empty() { run } else { s_run.unwrap_or(run) };
+                let upto = if self.plan.is_empty() {
+                    run
+                } else {
+                    s_run.unwrap_or(run)
+                };
                 self.write_client(&buf[..upto]).await?;
                 buf.advance(upto);
                 return Ok(self.idle());
@@ -479,10 +483,28 @@ impl Session {
         reply::ready_for_query(&mut self.client.out, status);
     }
 
+    /// An intercepted message in an aborted transaction block: 25P02, and the batch fails.
+    fn aborted_error(&mut self) {
+        write_failure(&mut self.client.out, &super::intercept::ABORTED);
+        self.local_error = true;
+        self.batch_error(Act::Swallow);
+    }
+
     fn local_reply(&mut self, r: LocalReply) {
         let out = &mut self.client.out;
         match r {
-            LocalReply::Parse => reply::parse_complete(out),
+            LocalReply::ParseKnown => reply::parse_complete(out),
+            LocalReply::Parse(notices) => {
+                if let Some(n) = notices {
+                    out.extend_from_slice(&n);
+                }
+                if self.live == b'E' {
+                    self.aborted_error();
+                } else {
+                    reply::parse_complete(&mut self.client.out);
+                }
+            }
+            LocalReply::Bind if self.live == b'E' => self.aborted_error(),
             LocalReply::Bind => reply::bind_complete(out),
             LocalReply::Close => reply::close_complete(out),
             LocalReply::DescribeStatement { params, rows } => {

@@ -77,8 +77,10 @@ pub struct LocalQuery {
 /// pgherald's own reply to one intercepted extended-protocol message.
 #[derive(Debug)]
 pub enum LocalReply {
-    /// ParseComplete.
-    Parse,
+    /// ParseComplete of an intercepted statement, after the lexer's notices (if any).
+    Parse(Option<BytesMut>),
+    /// ParseComplete of a client's named statement the server already has.
+    ParseKnown,
     /// BindComplete.
     Bind,
     /// CloseComplete.

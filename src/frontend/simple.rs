@@ -71,12 +71,17 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
             stmts: intercepts.into_iter().flatten().collect(),
         });
     }
-    let prepare_refused = ch.txn.blocks_prepare(ch.ever_listened);
+    let mut prepare_refused = ch.txn.blocks_prepare(ch.ever_listened);
     let mut steps = VecDeque::with_capacity(stmts.len());
     let mut rewritten = String::with_capacity(text.len());
     let mut copied = 0;
     let mut any_effect = false;
     for (s, i) in stmts.iter().zip(intercepts) {
+        let counts_for_prepare = match &i {
+            Some(Intercept::Unlisten(_) | Intercept::UnlistenAll) => ch.ever_listened,
+            Some(Intercept::ListeningChannels) | None => false,
+            Some(_) => true,
+        };
         let (step, placeholder) = match i {
             Some(i) if i.static_error().is_some() => (Step::Failing(i), Some("SELECT 1/0")),
             Some(i) => (Step::Placeholder(i), Some("SELECT")),
@@ -98,6 +103,7 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
             copied = s.range.end;
         }
         steps.push_back(step);
+        prepare_refused |= counts_for_prepare;
     }
     let plan = QueryPlan {
         steps,
@@ -131,7 +137,7 @@ pub fn effect(kind: &Kind) -> Effect {
 
 /// Lexer notices of a statement (truncation, nonstandard escapes), in the order Postgres
 /// raises them.
-fn notices(kind: &Kind, out: &mut BytesMut) {
+pub(crate) fn notices(kind: &Kind, out: &mut BytesMut) {
     let (truncated, warnings) = match kind {
         Kind::Listen { truncated, .. } | Kind::Unlisten { truncated, .. } => {
             (truncated.as_ref(), &[][..])
