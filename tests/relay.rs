@@ -184,3 +184,34 @@ async fn relay_reconnects_after_termination() {
     // The listener itself stayed connected and works.
     l.client.batch_execute("SELECT 1").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_returns_only_once_the_relay_listens_upstream() {
+    let h = Herald::start(herald::config(postgres::shared(), PoolMode::Transaction, 2)).await;
+    let mut l = through(&h).await;
+    let d = direct().await;
+    for i in 0..10 {
+        // No waiting for the relay: what Postgres raises right after LISTEN returns arrives.
+        let ch = format!("relay_race_{i}");
+        l.client
+            .batch_execute(&format!("LISTEN {ch}"))
+            .await
+            .unwrap();
+        d.client
+            .batch_execute(&format!("NOTIFY {ch}, 'right after'"))
+            .await
+            .unwrap();
+        let n = l.next().await;
+        assert_eq!((n.channel(), n.payload()), (ch.as_str(), "right after"));
+    }
+    // Also when the LISTEN commits with an explicit COMMIT on the server.
+    l.client
+        .batch_execute("BEGIN; LISTEN relay_race_tx; COMMIT")
+        .await
+        .unwrap();
+    d.client
+        .batch_execute("NOTIFY relay_race_tx, 'x'")
+        .await
+        .unwrap();
+    assert_eq!(l.next().await.channel(), "relay_race_tx");
+}

@@ -27,19 +27,27 @@ pub struct Channels {
     pub ever_listened: bool,
     /// The mailbox overflowed with this limit: the session must end with FATAL 54000.
     pub overflow: Option<usize>,
+    /// Relays, to wait for their upstream LISTEN.
+    relays: Option<Arc<Relays>>,
+    /// Confirmation that the relay LISTENs upstream on newly committed channels; the
+    /// session waits for it before the client sees its LISTEN complete.
+    pub relay_wait: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Channels {
     /// State for a session of `pid` in `database`.
     pub fn new(
         hub: Arc<Hub>,
-        forward: Option<Arc<Relays>>,
+        relays: Option<Arc<Relays>>,
+        forward: bool,
         database: String,
         pid: i32,
     ) -> Channels {
         Channels {
             hub,
-            forward,
+            forward: relays.clone().filter(|_| forward),
+            relays,
+            relay_wait: None,
             database,
             pid,
             txn: PendingTxn::new(),
@@ -70,6 +78,9 @@ impl Channels {
             }
             if let Some(sub) = &self.sub {
                 sub.update(&added, &removed);
+            }
+            if !added.is_empty() {
+                self.relay_wait = self.relays.as_ref().and_then(|r| r.barrier(&self.database));
             }
         }
         if !c.notifications.is_empty() {
@@ -154,7 +165,7 @@ mod tests {
     #[tokio::test]
     async fn commit_applies_listens_before_publishing() {
         let hub = Hub::new(100);
-        let mut a = Channels::new(hub.clone(), None, "db".into(), 7);
+        let mut a = Channels::new(hub.clone(), None, false, "db".into(), 7);
         a.txn.push(Action::Notify {
             channel: b"c".to_vec(),
             payload: b"x".to_vec(),
@@ -169,7 +180,7 @@ mod tests {
             "self-delivery after LISTEN in the same txn"
         );
         // Unlisten committed: a notification already queued is filtered at delivery.
-        let mut b = Channels::new(hub.clone(), None, "db".into(), 8);
+        let mut b = Channels::new(hub.clone(), None, false, "db".into(), 8);
         b.txn.push(Action::Notify {
             channel: b"c".to_vec(),
             payload: b"y".to_vec(),

@@ -111,6 +111,7 @@ impl Session {
                 Inbound::Local(entry) => {
                     self.plan.push_back(entry);
                     self.advance_locals();
+                    self.relay_sync().await;
                     self.client.flush().await?;
                 }
                 Inbound::Replace(bytes, entry) => {

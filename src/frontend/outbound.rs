@@ -109,6 +109,7 @@ impl Session {
             let Some((act, tag, total)) = action else {
                 // Hold a trailing run of ParameterStatus back until we know what follows it:
                 // notifications must precede it when a ReadyForQuery comes next (item 24).
+                self.relay_sync().await;
                 let upto = if self.plan.is_empty() {
                     run
                 } else {
@@ -118,6 +119,7 @@ impl Session {
                 buf.advance(upto);
                 return Ok(self.idle());
             };
+            self.relay_sync().await;
             let ours = std::mem::take(&mut self.client.out);
             match act {
                 Act::Swallow => {
@@ -141,6 +143,7 @@ impl Session {
             self.client.out = ours;
             self.client.out.clear();
             self.advance_locals();
+            self.relay_sync().await;
             self.client.flush().await?;
             if tag == b'Z' && self.idle() {
                 return Ok(true);

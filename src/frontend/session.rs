@@ -164,11 +164,14 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
         },
     );
     let cancel = app.cancels.register();
-    let forward = app
-        .relays
-        .forwards(&start.database)
-        .then(|| app.relays.clone());
-    let ch = Channels::new(app.hub.clone(), forward, start.database.clone(), cancel.pid);
+    let forward = app.relays.forwards(&start.database);
+    let ch = Channels::new(
+        app.hub.clone(),
+        Some(app.relays.clone()),
+        forward,
+        start.database.clone(),
+        cancel.pid,
+    );
     let mut session = Session {
         cancel,
         shutdown: app.shutdown.clone(),
@@ -341,6 +344,19 @@ impl Session {
             .note_owner(co.conn.cancel.pid, self.cancel.pid);
         self.server = Some(co);
         Ok(())
+    }
+
+    /// Wait (bounded) until the relay LISTENs upstream on channels this session just
+    /// started listening on, so the client's LISTEN completes only after that.
+    pub(crate) async fn relay_sync(&mut self) {
+        if let Some(rx) = self.ch.relay_wait.take() {
+            if tokio::time::timeout(HOUSEKEEPING_TIMEOUT, rx)
+                .await
+                .is_err()
+            {
+                tracing::warn!("relay did not confirm LISTEN in time");
+            }
+        }
     }
 
     /// Give the server back to the pool.

@@ -57,11 +57,15 @@ pub struct ChannelEvent {
     pub active: bool,
 }
 
+/// Callback told of channel activity changes.
+pub type Watcher = Box<dyn Fn(ChannelEvent) + Send + Sync>;
+
 /// The pub/sub hub shared by all sessions as `Arc<Hub>`.
 pub struct Hub {
     limit: usize,
-    /// Receives channel activity changes (the upstream relay), in state order per database.
-    watcher: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<ChannelEvent>>,
+    /// Told of channel activity changes (the upstream relay), in state order per database;
+    /// called under the database lock, so it must not block.
+    watcher: std::sync::OnceLock<Watcher>,
     databases: DashMap<String, Arc<DbHub>>,
     next_id: AtomicU64,
     published: AtomicU64,
@@ -254,15 +258,15 @@ impl Hub {
         }
     }
 
-    /// Report every channel that gains its first or loses its last listener to `tx`
-    /// (set once; later calls are ignored).
-    pub fn watch(&self, tx: tokio::sync::mpsc::UnboundedSender<ChannelEvent>) {
-        let _ = self.watcher.set(tx);
+    /// Report every channel that gains its first or loses its last listener to `watcher`
+    /// (set once; later calls are ignored). It is called under the database lock.
+    pub fn watch(&self, watcher: Watcher) {
+        let _ = self.watcher.set(watcher);
     }
 
     fn announce(&self, database: &str, channel: &[u8], active: bool) {
-        if let Some(tx) = self.watcher.get() {
-            let _ = tx.send(ChannelEvent {
+        if let Some(w) = self.watcher.get() {
+            w(ChannelEvent {
                 database: database.to_owned(),
                 channel: Bytes::copy_from_slice(channel),
                 active,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::hub::{ChannelEvent, Hub, Notification};
 use crate::backend::conn::{Login, ServerConn};
@@ -40,6 +40,14 @@ enum Command {
     Listen(Bytes),
     Unlisten(Bytes),
     Forward(Vec<(Bytes, Bytes)>),
+    /// Answer once everything sent before it has been confirmed by the server.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// What the hub and sessions tell the relays, in one ordered stream.
+enum Event {
+    Channel(ChannelEvent),
+    Barrier(String, oneshot::Sender<()>),
 }
 
 /// What a relay is doing, for the admin view and tests.
@@ -64,6 +72,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct Relays {
     shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<Event>,
     settings: DashMap<String, RelaySettings>,
     tasks: DashMap<String, mpsc::UnboundedSender<Command>>,
     views: DashMap<String, Arc<Mutex<View>>>,
@@ -76,9 +85,13 @@ fn lock(v: &Mutex<View>) -> std::sync::MutexGuard<'_, View> {
 impl Relays {
     /// Create the relays and start routing the hub's channel events to them.
     pub fn start(hub: Arc<Hub>, connect_timeout: Duration) -> Arc<Relays> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<ChannelEvent>();
-        hub.watch(tx);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+        let watcher = tx.clone();
+        hub.watch(Box::new(move |ev| {
+            let _ = watcher.send(Event::Channel(ev));
+        }));
         let relays = Arc::new(Relays {
+            events: tx,
             shared: Arc::new(Shared {
                 hub,
                 owners: DashMap::new(),
@@ -94,12 +107,21 @@ impl Relays {
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 let Some(relays) = weak.upgrade() else { return };
-                let cmd = if ev.active {
-                    Command::Listen(ev.channel)
-                } else {
-                    Command::Unlisten(ev.channel)
-                };
-                relays.send(&ev.database, cmd, |s| s.relay);
+                match ev {
+                    Event::Channel(ev) => {
+                        let cmd = if ev.active {
+                            Command::Listen(ev.channel)
+                        } else {
+                            Command::Unlisten(ev.channel)
+                        };
+                        relays.send(&ev.database, cmd, |s| s.relay);
+                    }
+                    Event::Barrier(database, ack) => {
+                        if let Some(tx) = relays.tasks.get(&database) {
+                            let _ = tx.send(Command::Barrier(ack));
+                        }
+                    }
+                }
             }
         });
         relays
@@ -110,6 +132,20 @@ impl Relays {
         if !self.settings.contains_key(database) {
             self.settings.entry(database.to_owned()).or_insert(settings);
         }
+    }
+
+    /// A future that resolves once the relay of `database` has LISTENed upstream on every
+    /// channel announced so far (None when the database has no relay). A client's LISTEN
+    /// returns only after this, so nothing Postgres raises right after it is missed.
+    pub fn barrier(&self, database: &str) -> Option<oneshot::Receiver<()>> {
+        if !self.settings.get(database).is_some_and(|s| s.relay) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.events
+            .send(Event::Barrier(database.to_owned(), tx))
+            .ok()?;
+        Some(rx)
     }
 
     /// A client with pgherald pid `client_pid` now holds the server backend `server_pid`.
@@ -230,7 +266,9 @@ impl Task {
                     _ = &mut sleep => break,
                     cmd = rx.recv() => match cmd {
                         Some(c) => {
-                            self.absorb(c);
+                            // A barrier while away answers at once: clients are not held up.
+                            let mut acks = Vec::new();
+                            self.absorb(c, &mut acks);
                         }
                         None => return,
                     },
@@ -241,8 +279,12 @@ impl Task {
     }
 
     /// Record a command's effect on the wanted state.
-    fn absorb(&mut self, cmd: Command) -> Option<String> {
+    fn absorb(&mut self, cmd: Command, acks: &mut Vec<oneshot::Sender<()>>) -> Option<String> {
         match cmd {
+            Command::Barrier(ack) => {
+                acks.push(ack);
+                None
+            }
             Command::Listen(c) => {
                 if self.active.insert(c.clone()) {
                     ident(&c).map(|q| format!("LISTEN {q};"))
@@ -282,11 +324,14 @@ impl Task {
         conn.run_quiet(&sql).await?;
         lock(&self.view).channels = self.active.clone();
         let own_pid = conn.cancel.pid;
+        // Barrier acks per Query in flight, answered at its ReadyForQuery.
+        let mut waiting: VecDeque<Vec<oneshot::Sender<()>>> = VecDeque::new();
         loop {
             let mut sql = String::new();
             self.take_forwards(&mut sql);
             if !sql.is_empty() {
                 send_query(conn, &sql).await?;
+                waiting.push_back(Vec::new());
                 continue;
             }
             tokio::select! {
@@ -294,6 +339,11 @@ impl Task {
                     let (tag, body) = msg?;
                     match tag {
                         b'A' => self.relay(&body, own_pid),
+                        b'Z' => {
+                            for ack in waiting.pop_front().unwrap_or_default() {
+                                let _ = ack.send(());
+                            }
+                        }
                         b'E' => {
                             let text = String::from_utf8_lossy(framer::field(&body, b'M').unwrap_or_default()).into_owned();
                             if framer::field(&body, b'V') == Some(b"FATAL") {
@@ -307,13 +357,21 @@ impl Task {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return Ok(()) };
                     let mut sql = String::new();
-                    sql.extend(self.absorb(cmd));
+                    let mut acks = Vec::new();
+                    sql.extend(self.absorb(cmd, &mut acks));
                     while let Ok(cmd) = rx.try_recv() {
-                        sql.extend(self.absorb(cmd));
+                        sql.extend(self.absorb(cmd, &mut acks));
                     }
                     if !sql.is_empty() {
                         send_query(conn, &sql).await?;
                         lock(&self.view).channels = self.active.clone();
+                        waiting.push_back(acks);
+                    } else if let Some(last) = waiting.back_mut() {
+                        last.extend(acks);
+                    } else {
+                        for ack in acks {
+                            let _ = ack.send(());
+                        }
                     }
                 }
             }
