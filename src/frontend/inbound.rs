@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::backend::prepared::{self, Prepared};
 
 use super::extended::Decision;
-use super::plan::{Entry, QueryPlan};
+use super::plan::{Effect, Entry, QueryPlan};
 use super::session::{Exit, Session, STREAM_THRESHOLD};
 use super::simple::{self, Route};
 use crate::protocol::framer;
@@ -17,8 +17,8 @@ enum Inbound {
     Forward(Option<Entry>),
     /// Do not forward; push these entries (answered locally when they reach the head).
     Local(Entry),
-    /// Send these bytes to the server instead, expecting `entry`.
-    Replace(Vec<u8>, Entry),
+    /// Send these bytes to the server instead, expecting these entries.
+    Replace(Vec<u8>, Vec<Entry>),
     /// A named prepared statement in transaction pooling: handled with a server in hand.
     Prepared(Named),
     /// Drop it.
@@ -37,6 +37,40 @@ enum Named {
         frame: Bytes,
         entry: Entry,
     },
+}
+
+/// PREPARE TRANSACTION after LISTEN/UNLISTEN/NOTIFY in the extended protocol: roll the
+/// server's transaction back, then fail the batch so the server skips to Sync (item 19).
+fn refuse_prepare() -> Inbound {
+    use postgres_protocol::message::frontend;
+    let mut out = BytesMut::new();
+    let encoded = frontend::parse("", "ROLLBACK", [], &mut out)
+        .and_then(|_| {
+            frontend::bind(
+                "",
+                "",
+                [],
+                [],
+                |_: (), _| Ok(postgres_protocol::IsNull::No),
+                [],
+                &mut out,
+            )
+            .map_err(|_| std::io::Error::other("bind"))
+        })
+        .and_then(|_| frontend::execute("", 0, &mut out))
+        .and_then(|_| frontend::parse(FAIL_STATEMENT, "!", [], &mut out));
+    if encoded.is_err() {
+        return Inbound::Terminate;
+    }
+    Inbound::Replace(
+        out.to_vec(),
+        vec![
+            Entry::InjectedQuiet,
+            Entry::InjectedQuiet,
+            Entry::RefusedPrepare,
+            Entry::InjectedFailure(None),
+        ],
+    )
 }
 
 /// The name of pgherald's failing placeholder statement (never created: its SQL is invalid).
@@ -114,12 +148,12 @@ impl Session {
                     self.relay_sync().await;
                     self.client.flush().await?;
                 }
-                Inbound::Replace(bytes, entry) => {
+                Inbound::Replace(bytes, entries) => {
                     if self.server.is_none() {
                         self.acquire().await?;
                     }
                     self.batch_forwarded |= self.batch_open;
-                    self.plan.push_back(entry);
+                    self.plan.extend(entries);
                     self.write_server(&bytes).await?;
                 }
                 Inbound::Prepared(named) => {
@@ -289,6 +323,11 @@ impl Session {
                 }
             }
             match d {
+                Decision::Forward(Entry::Execute(Effect::PrepareTransaction))
+                    if this.ch.txn.blocks_prepare(this.ch.ever_listened) =>
+                {
+                    Ok(refuse_prepare())
+                }
                 Decision::Forward(e) => Ok(Inbound::Forward(Some(e))),
                 Decision::Local(r) => Ok(Inbound::Local(Entry::Local(r))),
                 Decision::Fail(action) => {
@@ -297,7 +336,7 @@ impl Session {
                         .map_err(|e| Exit::ClientProtocol(e.to_string()))?;
                     Ok(Inbound::Replace(
                         out.to_vec(),
-                        Entry::InjectedFailure(action),
+                        vec![Entry::InjectedFailure(Some(action))],
                     ))
                 }
                 Decision::Malformed => {
@@ -316,7 +355,7 @@ impl Session {
                         let mut out = BytesMut::new();
                         postgres_protocol::message::frontend::query(&text, &mut out)
                             .map_err(|e| Exit::ClientProtocol(e.to_string()))?;
-                        Inbound::Replace(out.to_vec(), Entry::Query(plan))
+                        Inbound::Replace(out.to_vec(), vec![Entry::Query(plan)])
                     }
                 }
             }

@@ -5,7 +5,7 @@
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
-use super::intercept::{write_failure, Failure};
+use super::intercept::{write_failure, Failure, Intercept};
 use super::plan::{Effect, Entry, LocalReply, Step};
 use super::session::{Exit, Session, STREAM_THRESHOLD};
 use crate::backend::conn::{get_param, parse_parameter_status, set_param};
@@ -222,9 +222,25 @@ impl Session {
                 b'E' => self.batch_error(Act::Pass),
                 _ => Act::Pass,
             },
+            Entry::InjectedQuiet => match tag {
+                b'1' | b'2' | b'3' => self.pop(Act::Swallow),
+                b'E' => self.batch_error(Act::Pass),
+                _ => Act::Pass,
+            },
+            Entry::RefusedPrepare => match tag {
+                b'C' => {
+                    self.ch.discard();
+                    self.live = b'I';
+                    write_failure(&mut self.client.out, &PREPARE_REFUSED);
+                    self.local_error = true;
+                    self.pop(Act::Swallow)
+                }
+                b'E' => self.batch_error(Act::Pass),
+                _ => Act::Pass,
+            },
             Entry::InjectedFailure(action) => match tag {
                 b'E' => {
-                    if let Some(f) = action.static_error() {
+                    if let Some(f) = action.as_ref().and_then(Intercept::static_error) {
                         write_failure(&mut self.client.out, &f);
                     }
                     self.local_error = true;
@@ -427,6 +443,10 @@ impl Session {
             Effect::DiscardAll => {
                 self.ch.unlisten_everything();
                 self.ext.clear();
+            }
+            Effect::PrepareTransaction => {
+                self.ch.discard();
+                self.live = b'I';
             }
         }
     }

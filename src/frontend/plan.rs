@@ -27,6 +27,8 @@ pub enum Effect {
     RollbackTo(Vec<u8>),
     /// DISCARD ALL: every listen of the session ends.
     DiscardAll,
+    /// PREPARE TRANSACTION (refused by pgherald after LISTEN/UNLISTEN/NOTIFY).
+    PrepareTransaction,
 }
 
 /// One statement of a forwarded simple Query.
@@ -150,7 +152,12 @@ pub enum Entry {
     InjectedClose,
     /// A failing placeholder pgherald sent (Parse of invalid SQL) so that the server fails
     /// the batch as Postgres would; its error is replaced with this one.
-    InjectedFailure(Intercept),
+    InjectedFailure(Option<Intercept>),
+    /// A message pgherald sent whose reply (`1`, `2`, `3`) is swallowed.
+    InjectedQuiet,
+    /// The ROLLBACK pgherald ran in place of a refused PREPARE TRANSACTION: at its `C` the
+    /// client gets 0A000 (NOTIFY-SPEC item 19).
+    RefusedPrepare,
     /// pgherald's reply to an intercepted extended message.
     Local(LocalReply),
 }

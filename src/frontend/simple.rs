@@ -131,6 +131,7 @@ pub fn effect(kind: &Kind) -> Effect {
         Kind::Release(n) => Effect::Release(n.clone()),
         Kind::RollbackTo(n) => Effect::RollbackTo(n.clone()),
         Kind::DiscardAll => Effect::DiscardAll,
+        Kind::PrepareTransaction => Effect::PrepareTransaction,
         _ => Effect::None,
     }
 }
