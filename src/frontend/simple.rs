@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use super::channels::Channels;
 use super::intercept::Intercept;
 use super::plan::{Effect, LocalQuery, QueryPlan, Step};
+use super::txn::{Action, PendingTxn};
 use crate::protocol::reply;
 use crate::sql::{self, Kind};
 
@@ -71,17 +72,16 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
             stmts: intercepts.into_iter().flatten().collect(),
         });
     }
-    let mut prepare_refused = ch.txn.blocks_prepare(ch.ever_listened);
+    // What a PREPARE TRANSACTION would see: the pending actions as the statements before it
+    // leave them (savepoints included), simulated on a copy.
+    let mut simulated = ch.txn.clone();
     let mut steps = VecDeque::with_capacity(stmts.len());
     let mut rewritten = String::with_capacity(text.len());
     let mut copied = 0;
     let mut any_effect = false;
     for (s, i) in stmts.iter().zip(intercepts) {
-        let counts_for_prepare = match &i {
-            Some(Intercept::Unlisten(_) | Intercept::UnlistenAll) => ch.ever_listened,
-            Some(Intercept::ListeningChannels) | None => false,
-            Some(_) => true,
-        };
+        simulate(&mut simulated, &s.kind, i.as_ref());
+        let prepare_refused = simulated.blocks_prepare(ch.ever_listened);
         let (step, placeholder) = match i {
             Some(i) if i.static_error().is_some() => (Step::Failing(i), Some("SELECT 1/0")),
             Some(i) => (Step::Placeholder(i), Some("SELECT")),
@@ -103,7 +103,6 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
             copied = s.range.end;
         }
         steps.push_back(step);
-        prepare_refused |= counts_for_prepare;
     }
     let plan = QueryPlan {
         steps,
@@ -120,6 +119,35 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
     }
     rewritten.push_str(&text[copied..]);
     Route::Rewrite(rewritten, plan)
+}
+
+/// Apply a statement to a copy of the pending actions, as it would if it succeeds.
+fn simulate(txn: &mut PendingTxn, kind: &Kind, i: Option<&Intercept>) {
+    match (i, kind) {
+        (Some(Intercept::Listen(c)), _) => txn.push(Action::Listen(c.clone())),
+        (Some(Intercept::Unlisten(c)), _) => txn.push(Action::Unlisten(c.clone())),
+        (Some(Intercept::UnlistenAll), _) => txn.push(Action::UnlistenAll),
+        (Some(Intercept::Notify { channel, payload }), _) => txn.push(Action::Notify {
+            channel: channel.clone(),
+            payload: payload.clone(),
+        }),
+        (Some(Intercept::PgNotify { channel, payload }), _) => txn.push(Action::Notify {
+            channel: channel.clone().unwrap_or_default(),
+            payload: payload.clone().unwrap_or_default(),
+        }),
+        (Some(Intercept::ListeningChannels), _) => {}
+        (None, Kind::Savepoint(n)) => txn.savepoint(n),
+        (None, Kind::Release(n)) => {
+            txn.release(n);
+        }
+        (None, Kind::RollbackTo(n)) => {
+            if !txn.rollback_to(n) {
+                txn.clear();
+            }
+        }
+        (None, Kind::Commit | Kind::Rollback) => txn.clear(),
+        _ => {}
+    }
 }
 
 /// The transaction effect of a forwarded statement.

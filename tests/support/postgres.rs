@@ -395,6 +395,7 @@ fn start_once() -> Result<TestPostgres, Failure> {
          listen_addresses = '{HOST}'\n\
          unix_socket_directories = {socket_dir}\n\
          max_connections = 300\n\
+         max_prepared_transactions = 64\n\
          shared_buffers = 128MB\n\
          fsync = off\n\
          synchronous_commit = off\n\
