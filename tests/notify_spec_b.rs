@@ -121,33 +121,33 @@ async fn b12_savepoints_extended() {
 
 fn b12_nesting_and_errors() -> Scenario {
     Scenario::new("b12 savepoint stays open, nesting, errors", 2)
-        .s(0, "LISTEN b12c")
+        .s(0, "LISTEN b12cx")
         .s(1, "BEGIN")
         .s(1, "SAVEPOINT s")
-        .s(1, "NOTIFY b12c, 'gone 1'")
+        .s(1, "NOTIFY b12cx, 'gone 1'")
         .s(1, "ROLLBACK TO s")
-        .s(1, "NOTIFY b12c, 'gone 2'")
+        .s(1, "NOTIFY b12cx, 'gone 2'")
         .s(1, "ROLLBACK TO s")
-        .s(1, "NOTIFY b12c, 'kept 1'")
+        .s(1, "NOTIFY b12cx, 'kept 1'")
         .s(1, "SAVEPOINT t")
         .s(1, "SAVEPOINT u")
-        .s(1, "NOTIFY b12c, 'gone 3'")
+        .s(1, "NOTIFY b12cx, 'gone 3'")
         .s(1, "ROLLBACK TO t")
         .s(1, "SAVEPOINT s")
-        .s(1, "NOTIFY b12c, 'kept 2'")
+        .s(1, "NOTIFY b12cx, 'kept 2'")
         .s(1, "SELECT 1/0")
-        .s(1, "NOTIFY b12c, 'refused'")
+        .s(1, "NOTIFY b12cx, 'refused'")
         .s(1, "ROLLBACK TO s")
-        .s(1, "NOTIFY b12c, 'kept 3'")
+        .s(1, "NOTIFY b12cx, 'kept 3'")
         .s(1, "SAVEPOINT \"Quoted\"")
-        .s(1, "NOTIFY b12c, 'quoted'")
+        .s(1, "NOTIFY b12cx, 'quoted'")
         .s(1, "ROLLBACK TO quoted")
         .s(1, "ROLLBACK")
         .s(1, "BEGIN")
         .s(1, "SAVEPOINT \"Quoted\"")
-        .s(1, "NOTIFY b12c, 'gone 4'")
+        .s(1, "NOTIFY b12cx, 'gone 4'")
         .s(1, "ROLLBACK TO \"Quoted\"")
-        .s(1, "NOTIFY b12c, 'kept 4'")
+        .s(1, "NOTIFY b12cx, 'kept 4'")
         .s(1, "COMMIT")
 }
 
@@ -385,17 +385,17 @@ async fn b19_prepare_transaction() {
 async fn b19_prepare_transaction_in_one_query() {
     check(
         &Scenario::new("b19 in one Query", 2)
-            .q(1, "LISTEN b19c")
-            .q(0, "BEGIN; LISTEN b19a; PREPARE TRANSACTION 'b19q7_@side@'")
+            .q(1, "LISTEN b19cq")
+            .q(0, "BEGIN; LISTEN b19aq; PREPARE TRANSACTION 'b19q7_@side@'")
             .q(
                 0,
-                "BEGIN; NOTIFY b19c, 'never'; PREPARE TRANSACTION 'b19q8_@side@'",
+                "BEGIN; NOTIFY b19cq, 'never'; PREPARE TRANSACTION 'b19q8_@side@'",
             )
             .q(0, "SELECT pg_listening_channels()")
-            .q(0, "LISTEN b19a")
+            .q(0, "LISTEN b19aq")
             .q(
                 0,
-                "BEGIN; UNLISTEN b19zz; PREPARE TRANSACTION 'b19q9_@side@'",
+                "BEGIN; UNLISTEN b19zzq; PREPARE TRANSACTION 'b19q9_@side@'",
             )
             .q(0, "SELECT pg_listening_channels()")
             .drop_prepared("b19q"),
@@ -412,15 +412,15 @@ async fn b19_prepare_transaction_extended() {
 fn b19_refused(gid: &str) -> Scenario {
     Scenario::new("b19 PREPARE TRANSACTION refused", 2)
         .drop_prepared(gid)
-        .s(1, "LISTEN b19c")
+        .s(1, "LISTEN b19cx")
         .s(0, "BEGIN")
-        .s(0, "LISTEN b19a")
+        .s(0, "LISTEN b19ax")
         .s(0, &format!("PREPARE TRANSACTION '{gid}1_@side@'"))
         .s(0, "BEGIN")
-        .s(0, "NOTIFY b19c, 'never'")
+        .s(0, "NOTIFY b19cx, 'never'")
         .s(0, &format!("PREPARE TRANSACTION '{gid}2_@side@'"))
         .s(0, "BEGIN")
-        .s(0, "SELECT pg_notify('b19c', 'never')")
+        .s(0, "SELECT pg_notify('b19cx', 'never')")
         .s(0, &format!("PREPARE TRANSACTION '{gid}3_@side@'"))
         .s(0, "SELECT pg_listening_channels()")
 }
@@ -453,14 +453,14 @@ async fn b20_aborted_block_extended() {
 
 fn b20_aborted() -> Scenario {
     Scenario::new("b20 aborted block", 2)
-        .s(1, "LISTEN b20c")
+        .s(1, "LISTEN b20cx")
         .s(0, "BEGIN")
         .s(0, "SELECT 1/0")
-        .s(0, "LISTEN b20c")
-        .s(0, "UNLISTEN b20c")
+        .s(0, "LISTEN b20cx")
+        .s(0, "UNLISTEN b20cx")
         .s(0, "UNLISTEN *")
-        .s(0, "NOTIFY b20c, 'x'")
-        .s(0, "SELECT pg_notify('b20c', 'y')")
+        .s(0, "NOTIFY b20cx, 'x'")
+        .s(0, "SELECT pg_notify('b20cx', 'y')")
         .s(0, "SELECT pg_listening_channels()")
         .s(0, "ROLLBACK")
         .s(0, "SELECT pg_listening_channels()")

@@ -126,12 +126,12 @@ fn flush(sqls: &[&str]) -> Vec<Fe> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c25_notifier_commits_at_sync() {
     check_all(vec![Scenario::new("c25 notifier commits at Sync", 2)
-        .q(0, "LISTEN c25c")
-        .ext(1, flush(&["NOTIFY c25c, 'at Sync'"]))
+        .q(0, "LISTEN c25n")
+        .ext(1, flush(&["NOTIFY c25n, 'at Sync'"]))
         .ext(1, vec![Fe::Sync])
         .ext(
             1,
-            flush(&["SELECT 1", "SELECT pg_notify('c25c', 'mixed, at Sync')"]),
+            flush(&["SELECT 1", "SELECT pg_notify('c25n', 'mixed, at Sync')"]),
         )
         .ext(1, vec![Fe::Sync])])
     .await;
@@ -143,15 +143,15 @@ async fn c25_listener_mid_batch_waits_for_sync() {
         "c25 listener mid-batch waits for Sync",
         2,
     )
-    .q(0, "LISTEN c25c")
+    .q(0, "LISTEN c25l")
     .ext(0, flush(&["SELECT 1"]))
-    .q(1, "NOTIFY c25c, 'mid-batch'")
+    .q(1, "NOTIFY c25l, 'mid-batch'")
     .ext(0, vec![Fe::Sync])
     .ext(0, vec![parse("", "SELECT 2"), Fe::Flush])
-    .q(1, "NOTIFY c25c, 'after a Parse'")
+    .q(1, "NOTIFY c25l, 'after a Parse'")
     .ext(0, vec![Fe::Sync])
     .ext(0, flush(&["UNLISTEN c25none"]))
-    .q(1, "NOTIFY c25c, 'intercepted batch'")
+    .q(1, "NOTIFY c25l, 'intercepted batch'")
     .ext(0, vec![Fe::Sync])])
     .await;
 }
@@ -163,9 +163,9 @@ async fn c25_listener_after_an_error_in_a_batch() {
         "c25 listener after an error mid-batch",
         2,
     )
-    .q(0, "LISTEN c25c")
+    .q(0, "LISTEN c25e")
     .ext(0, flush(&["SELECT 1/0"]))
-    .q(1, "NOTIFY c25c, 'failed batch'")
+    .q(1, "NOTIFY c25e, 'failed batch'")
     .ext(0, vec![bind("", "", &[]), execute(""), Fe::Sync])])
     .await;
 }
@@ -174,11 +174,11 @@ async fn c25_listener_after_an_error_in_a_batch() {
 #[ignore = "pgherald bug: after an explicit COMMIT in a batch, Postgres delivers the sender's own copy as soon as it waits for input (pgherald waits for Sync)"]
 async fn c25_explicit_commit_inside_a_batch() {
     check_all(vec![Scenario::new("c25 explicit COMMIT inside a batch", 2)
-        .q(0, "LISTEN c25c")
-        .q(1, "LISTEN c25c")
+        .q(0, "LISTEN c25x")
+        .q(1, "LISTEN c25x")
         .ext(
             1,
-            flush(&["BEGIN", "NOTIFY c25c, 'committed at once'", "COMMIT"]),
+            flush(&["BEGIN", "NOTIFY c25x, 'committed at once'", "COMMIT"]),
         )
         .ext(1, flush(&["SELECT 1"]))
         .ext(1, vec![Fe::Sync])
@@ -187,7 +187,7 @@ async fn c25_explicit_commit_inside_a_batch() {
             flush(&[
                 "BEGIN",
                 "SELECT 1",
-                "NOTIFY c25c, 'forwarded block'",
+                "NOTIFY c25x, 'forwarded block'",
                 "COMMIT",
             ]),
         )
@@ -212,10 +212,10 @@ async fn c26_sender_own_copy_comes_last() {
 async fn c26_others_get_it_at_the_commit() {
     check_all(vec![Scenario::new("c26 others get it at the COMMIT", 3)
         .q(2, "CREATE TABLE IF NOT EXISTS c26t (v int)")
-        .q(0, "LISTEN c26c")
-        .q(1, "LISTEN c26c")
+        .q(0, "LISTEN c26co")
+        .q(1, "LISTEN c26co")
         .q(2, "BEGIN; LOCK TABLE c26t IN ACCESS EXCLUSIVE MODE")
-        .q_async(0, "BEGIN; NOTIFY c26c, 'early'; COMMIT; SELECT v FROM c26t")
+        .q_async(0, "BEGIN; NOTIFY c26co, 'early'; COMMIT; SELECT v FROM c26t")
         .q(2, "COMMIT")])
     .await;
 }
