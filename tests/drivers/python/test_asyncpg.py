@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""asyncpg through pgherald: prepared queries across transactions, rollback, LISTEN/NOTIFY.
+
+Usage: test_asyncpg.py [HOST PORT USER DBNAME]   (default: $PGHOST $PGPORT $PGUSER $PGDATABASE)
+Env: DRIVER_CLIENTS (concurrent connections, default 6), DRIVER_ITERATIONS (transactions per
+connection, default 50), DRIVER_EXPECT_HOPS=1 (require that some connection ran its prepared
+statements on at least two different server backends, i.e. pooling really moved it).
+Prints each check; exits 0 only if all pass.
+"""
+import asyncio
+import os
+import sys
+import time
+
+try:
+    import asyncpg
+except ImportError as e:  # a missing driver is a failure, never a skip
+    print(f"FAIL: asyncpg is not installed for {sys.executable} ({e}); "
+          "install it with `python3 -m pip install asyncpg` (.ci/run does)", file=sys.stderr)
+    sys.exit(2)
+
+NAME = "asyncpg"
+TABLE = "drv_asyncpg"
+CHANNEL = "drv_asyncpg_ch"
+CLIENTS = int(os.environ.get("DRIVER_CLIENTS", "6"))
+ITERATIONS = int(os.environ.get("DRIVER_ITERATIONS", "50"))
+EXPECT_HOPS = os.environ.get("DRIVER_EXPECT_HOPS") == "1"
+PAYLOAD2 = "from pg_notify: h\u00e9llo \u2713"
+TIMEOUT = 10.0
+COMMAND_TIMEOUT = 30.0  # a hang fails the run instead of stalling it
+
+
+def params():
+    if len(sys.argv) == 5:
+        host, port, user, db = sys.argv[1:5]
+    elif len(sys.argv) == 1:
+        host, port, user, db = (os.environ.get(k, d) for k, d in
+                                (("PGHOST", "127.0.0.1"), ("PGPORT", "6432"),
+                                 ("PGUSER", "postgres"), ("PGDATABASE", "postgres")))
+    else:
+        sys.exit(f"usage: {sys.argv[0]} [HOST PORT USER DBNAME]")
+    return dict(host=host, port=int(port), user=user, database=db)
+
+
+PARAMS = params()
+checks = 0
+
+
+def ok(what):
+    global checks
+    checks += 1
+    print(f"ok {checks} - {NAME}: {what}", flush=True)
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    ok(what)
+
+
+async def connect():
+    return await asyncpg.connect(**PARAMS, timeout=TIMEOUT, command_timeout=COMMAND_TIMEOUT)
+
+
+async def setup():
+    c = await connect()
+    try:
+        await c.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        await c.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, client int NOT NULL, val text NOT NULL)")
+    finally:
+        await c.close()
+
+
+async def worker(k):
+    """One connection: prepare once, then ITERATIONS transactions reusing the two statements."""
+    c = await connect()
+    try:
+        insert = await c.prepare(f"INSERT INTO {TABLE} (id, client, val) VALUES ($1, $2, $3)")
+        select = await c.prepare(f"SELECT id, client, val, pg_backend_pid() AS server FROM {TABLE} WHERE id = $1")
+        seen = set()
+        for i in range(ITERATIONS):
+            rid = k * 100000 + i
+            async with c.transaction():
+                await insert.fetch(rid, k, f"v{i}")
+                row = await select.fetchrow(rid)
+                if (row["id"], row["client"], row["val"]) != (rid, k, f"v{i}"):
+                    raise AssertionError(f"client {k} txn {i}: got {tuple(row)}")
+                seen.add(row["server"])
+            # The cached path too: Connection.fetchval with arguments uses a named, cached statement.
+            n = await c.fetchval(f"SELECT count(*) FROM {TABLE} WHERE client = $1", k)
+            if n != i + 1:
+                raise AssertionError(f"client {k} txn {i}: count {n}, expected {i + 1}")
+        return seen
+    finally:
+        await c.close()
+
+
+async def prepared_across_transactions():
+    results = await asyncio.gather(*(worker(k) for k in range(CLIENTS)), return_exceptions=True)
+    errors = [f"client {k}: {type(r).__name__}: {r}" for k, r in enumerate(results) if isinstance(r, BaseException)]
+    if errors:
+        raise AssertionError("prepared-query workers failed:\n  " + "\n  ".join(errors))
+    ok(f"{CLIENTS} concurrent connections x {ITERATIONS} transactions reusing Connection.prepare() statements "
+       "(named protocol-level statements) plus cached fetchval()")
+    c = await connect()
+    try:
+        n = await c.fetchval(f"SELECT count(*) FROM {TABLE}")
+    finally:
+        await c.close()
+    check(n == CLIENTS * ITERATIONS, f"all {CLIENTS * ITERATIONS} committed rows are there (found {n})")
+    hops = max(len(s) for s in results)
+    print(f"# {NAME}: most server backends seen by one connection: {hops}", flush=True)
+    if EXPECT_HOPS:
+        check(hops >= 2, f"a connection's prepared statements ran on {hops} server backends (>= 2)")
+
+
+class Rollback(Exception):
+    pass
+
+
+async def rollback():
+    c = await connect()
+    try:
+        try:
+            async with c.transaction():
+                await c.execute(f"INSERT INTO {TABLE} (id, client, val) VALUES ($1, $2, $3)", -1, -1, "rolled back")
+                n = await c.fetchval(f"SELECT count(*) FROM {TABLE} WHERE id = $1", -1)
+                check(n == 1, "the row is visible inside its transaction")
+                raise Rollback()
+        except Rollback:
+            pass
+        n = await c.fetchval(f"SELECT count(*) FROM {TABLE} WHERE id = $1", -1)
+        check(n == 0, "after ROLLBACK the row is absent on the same connection")
+        # An explicit ROLLBACK statement as well.
+        tr = c.transaction()
+        await tr.start()
+        await c.execute(f"INSERT INTO {TABLE} (id, client, val) VALUES ($1, $2, $3)", -3, -3, "rolled back")
+        await tr.rollback()
+    finally:
+        await c.close()
+    c = await connect()
+    try:
+        n = await c.fetchval(f"SELECT count(*) FROM {TABLE} WHERE id = ANY($1::int[])", [-1, -3])
+        check(n == 0, "after ROLLBACK the rows are absent on another connection")
+    finally:
+        await c.close()
+
+
+async def notifications():
+    listener, sender = await connect(), await connect()
+    try:
+        lpid, spid = listener.get_server_pid(), sender.get_server_pid()
+        check(lpid != spid, f"listener and sender have distinct login pids ({lpid}, {spid})")
+        queue = asyncio.Queue()
+        def on_notify(conn, pid, channel, payload):
+            queue.put_nowait((channel, payload, pid))
+
+        await listener.add_listener(CHANNEL, on_notify)
+        try:
+            async with sender.transaction():
+                await sender.execute(f"NOTIFY {CHANNEL}, 'discarded'")
+                raise Rollback()
+        except Rollback:
+            pass
+        await sender.execute(f"NOTIFY {CHANNEL}, 'from NOTIFY'")
+        row = await sender.fetchrow("SELECT pg_notify($1, $2)", CHANNEL, PAYLOAD2)
+        check(row is not None and len(row) == 1, f"SELECT pg_notify($1, $2) returns one row of one column ({row!r})")
+        have = [await asyncio.wait_for(queue.get(), TIMEOUT) for _ in range(2)]
+        ok("listener received 2 notifications through add_listener()")
+        want = [(CHANNEL, "from NOTIFY", spid), (CHANNEL, PAYLOAD2, spid)]
+        check(have == want, f"channel, payload and sender pid are right: {have}")
+        await asyncio.sleep(0.5)
+        check(queue.empty(), "nothing else arrives (the rolled-back NOTIFY is discarded)")
+        await listener.remove_listener(CHANNEL, on_notify)  # sends UNLISTEN
+        await sender.execute(f"NOTIFY {CHANNEL}, 'after unlisten'")
+        await asyncio.sleep(0.5)
+        check(queue.empty(), "nothing arrives after remove_listener() (UNLISTEN)")
+    finally:
+        await listener.close()
+        await sender.close()
+
+
+async def main():
+    print(f"# {NAME} {asyncpg.__version__} against {PARAMS}", flush=True)
+    started = time.monotonic()
+    await setup()
+    await prepared_across_transactions()
+    await rollback()
+    await notifications()
+    print(f"# {NAME}: all {checks} checks passed in {time.monotonic() - started:.1f}s", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except Exception as e:  # noqa: BLE001
+        print(f"FAIL - {NAME}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
