@@ -58,8 +58,8 @@ def check(cond, what):
     ok(what)
 
 
-async def connect():
-    return await asyncpg.connect(**PARAMS, timeout=TIMEOUT, command_timeout=COMMAND_TIMEOUT)
+async def connect(**kw):
+    return await asyncpg.connect(**PARAMS, timeout=TIMEOUT, command_timeout=COMMAND_TIMEOUT, **kw)
 
 
 async def setup():
@@ -112,6 +112,32 @@ async def prepared_across_transactions():
     print(f"# {NAME}: most server backends seen by one connection: {hops}", flush=True)
     if EXPECT_HOPS:
         check(hops >= 2, f"a connection's prepared statements ran on {hops} server backends (>= 2)")
+
+
+async def unnamed_worker(k):
+    """statement_cache_size=0, the setting asyncpg recommends behind PgBouncer: every query is an
+    unnamed statement, prepared with Parse/Describe/Flush (no Sync) and then bound and executed."""
+    c = await connect(statement_cache_size=0)
+    try:
+        for i in range(ITERATIONS // 5):
+            async with c.transaction():
+                row = await c.fetchrow(f"SELECT count(*) AS n, $1::int AS k FROM {TABLE} WHERE client = $1", k)
+            if (row["n"], row["k"]) != (ITERATIONS, k):
+                raise AssertionError(f"client {k} query {i}: got {tuple(row)}")
+            n = await c.fetchval(f"SELECT count(*) FROM {TABLE} WHERE client = $1 AND val = $2", k, "v1")
+            if n != 1:
+                raise AssertionError(f"client {k} query {i}: count {n}")
+    finally:
+        await c.close()
+
+
+async def unnamed_statements():
+    results = await asyncio.gather(*(unnamed_worker(k) for k in range(CLIENTS)), return_exceptions=True)
+    errors = [f"client {k}: {type(r).__name__}: {r}" for k, r in enumerate(results) if isinstance(r, BaseException)]
+    if errors:
+        raise AssertionError("statement_cache_size=0 workers failed:\n  " + "\n  ".join(errors))
+    ok(f"{CLIENTS} concurrent connections with statement_cache_size=0 (unnamed statements, "
+       f"Parse/Describe/Flush) x {2 * (ITERATIONS // 5)} parameterized queries, half in transactions")
 
 
 class Rollback(Exception):
@@ -185,6 +211,7 @@ async def main():
     started = time.monotonic()
     await setup()
     await prepared_across_transactions()
+    await unnamed_statements()
     await rollback()
     await notifications()
     print(f"# {NAME}: all {checks} checks passed in {time.monotonic() - started:.1f}s", flush=True)
