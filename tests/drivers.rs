@@ -55,7 +55,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
 fn require(program: &str, driver: &str, install: &str) -> PathBuf {
     find_program(program).unwrap_or_else(|| {
         panic!(
-            "`{program}` is not on PATH, so the {driver} driver test cannot run: install {install} \
+            "`{program}` was not found (on PATH), so the {driver} driver test cannot run: install {install} \
              (.ci/run does). The driver suite fails rather than skips when a toolchain is missing."
         )
     })

@@ -16,7 +16,7 @@ try:
     import psycopg
 except ImportError as e:  # a missing driver is a failure, never a skip
     print(f"FAIL: psycopg is not installed for {sys.executable} ({e}); "
-          "install it with `python3 -m pip install 'psycopg[binary]'` (.ci/run does)", file=sys.stderr)
+          "install it with `python3 -m pip install -r tests/drivers/python/requirements.txt` (.ci/run does)", file=sys.stderr)
     sys.exit(2)
 
 NAME = "psycopg"
