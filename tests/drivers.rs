@@ -24,7 +24,8 @@ use support::postgres::{self, DEFAULT_DB, SUPERUSER};
 
 /// Pool mode of the suite: transaction pooling is what drivers find hardest.
 const POOL_MODE: PoolMode = PoolMode::Transaction;
-/// Server connections per pool: fewer than [`CLIENTS`].
+/// Server connections per pool: fewer than [`CLIENTS`]. The scripts' check that a prepared
+/// statement runs on every server connection (`DRIVER_POOL_SIZE`) needs exactly 2.
 const POOL_SIZE: usize = 2;
 /// Concurrent client connections each script runs the prepared-query scenario on.
 const CLIENTS: usize = 6;
@@ -87,6 +88,12 @@ async fn run_driver(
         stdout.contains("checks passed"),
         "{driver}: the script exited 0 without its closing line:\n{stdout}"
     );
+    if POOL_MODE == PoolMode::Transaction {
+        assert!(
+            stdout.contains("prepared statement ran on both server connections"),
+            "{driver}: the script did not check that a prepared statement ran on both servers:\n{stdout}"
+        );
+    }
     // pgherald served LISTEN/NOTIFY/pg_notify itself: none of this driver's NOTIFY or pg_notify
     // reached Postgres (only the relay's LISTEN on the channel may appear in its log).
     let leaked: Vec<String> = pg
@@ -112,18 +119,17 @@ fn run_script(driver: &str, mut cmd: Command, port: u16) -> Result<String, Strin
             cmd.env_remove(k); // libpq-style settings of the caller must not leak in
         }
     }
+    for k in ["DRIVER_CLIENTS", "DRIVER_ITERATIONS", "DRIVER_POOL_SIZE"] {
+        cmd.env_remove(k);
+    }
     cmd.args(["127.0.0.1", &port.to_string(), SUPERUSER, DEFAULT_DB])
         .env("DRIVER_CLIENTS", CLIENTS.to_string())
-        .env("DRIVER_ITERATIONS", ITERATIONS.to_string())
-        .env(
-            "DRIVER_EXPECT_HOPS",
-            if POOL_MODE == PoolMode::Transaction && CLIENTS > POOL_SIZE {
-                "1"
-            } else {
-                "0"
-            },
-        )
-        .stdin(Stdio::null())
+        .env("DRIVER_ITERATIONS", ITERATIONS.to_string());
+    if POOL_MODE == PoolMode::Transaction {
+        // The scripts then pin one connection's prepared statement onto each server in turn.
+        cmd.env("DRIVER_POOL_SIZE", POOL_SIZE.to_string());
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let shown = format!("{cmd:?}");

@@ -11,7 +11,10 @@
 mod support;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::join_all;
 
 use pgherald::config::PoolMode;
 use sqlx::postgres::{PgConnection, PgListener};
@@ -20,6 +23,7 @@ use support::herald::{self, Herald};
 use support::listen::{self, Listener};
 use support::postgres::{self, DEFAULT_DB, SUPERUSER};
 use tokio::io::AsyncReadExt;
+use tokio::sync::Barrier;
 use tokio_postgres::NoTls;
 
 /// Pool mode of the suite: transaction pooling is what drivers find hardest.
@@ -41,17 +45,51 @@ async fn start() -> Herald {
     Herald::start(herald::config(postgres::shared(), POOL_MODE, POOL_SIZE)).await
 }
 
-/// In transaction mode with more clients than servers, some client must have run its prepared
-/// statements on two server backends, or the scenario did not test what it claims.
-fn check_hops(driver: &str, per_client: &[HashSet<i32>]) {
+/// How many server backends each connection's prepared statements ran on (for information:
+/// with FIFO hand-over, every connection may well stay on one server).
+fn report_hops(driver: &str, per_client: &[HashSet<i32>]) {
     let hops = per_client.iter().map(HashSet::len).max().unwrap_or(0);
     println!("{driver}: most server backends seen by one connection: {hops}");
-    if POOL_MODE == PoolMode::Transaction && CLIENTS > POOL_SIZE {
-        assert!(
-            hops >= 2,
-            "{driver}: no connection ran its prepared statements on more than one server backend"
-        );
-    }
+}
+
+/// The two server pids the prepared statement ran on, the holders' two pids: it must have run
+/// on H2's server first, then on H1's.
+fn check_both_servers(driver: &str, ran_on: (i32, i32), holders: (i32, i32)) {
+    let (a, b) = ran_on;
+    let (p1, p2) = holders;
+    assert!(
+        p1 != p2 && (a, b) == (p2, p1),
+        "{driver}: the prepared statement should have run on both server connections: \
+         it ran on {a} then {b}; the holders were on {p1} and {p2}"
+    );
+    println!(
+        "{driver}: one connection's prepared statement ran on both server connections ({a}, {b})"
+    );
+}
+
+/// pgherald served LISTEN/NOTIFY/pg_notify itself: no NOTIFY or pg_notify on `channel` reached
+/// Postgres (only the relay's LISTEN/UNLISTEN of the channel may appear in its log).
+fn assert_postgres_saw_no_notify(driver: &str, channel: &str) {
+    let leaked: Vec<String> = postgres::shared()
+        .log_contents()
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("notify"))
+        .filter(|l| l.contains(channel) || l.contains("pg_notify($1"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "{driver}: Postgres received NOTIFY/pg_notify that pgherald should have served:\n{}",
+        leaked.join("\n")
+    );
+}
+
+/// The workers' results; a panicked worker task fails the test.
+fn joined<T>(tasks: Vec<Result<T, tokio::task::JoinError>>) -> Vec<T> {
+    tasks
+        .into_iter()
+        .map(|t| t.expect("worker task panicked"))
+        .collect()
 }
 
 // ---------------------------------------------------------------- tokio-postgres
@@ -96,9 +134,13 @@ async fn tp_count(c: &tokio_postgres::Client, id: i32) -> i64 {
         .get(0)
 }
 
-/// One connection: prepare two statements once, then run them in ITERATIONS transactions.
-async fn tp_worker(h: &Herald, k: i32) -> Result<HashSet<i32>, String> {
-    let mut c = tp_connect(h).await;
+/// One connection: prepare two statements once, wait until every connection has, then run
+/// them in ITERATIONS transactions.
+async fn tp_worker(
+    mut c: tokio_postgres::Client,
+    k: i32,
+    start: Arc<Barrier>,
+) -> Result<HashSet<i32>, String> {
     let e =
         |what: &str, err: tokio_postgres::Error| format!("client {k}: {what}: {}", tp_error(&err));
     let insert = c
@@ -109,6 +151,7 @@ async fn tp_worker(h: &Herald, k: i32) -> Result<HashSet<i32>, String> {
         .prepare("SELECT id, client, val, pg_backend_pid() FROM drv_tokio WHERE id = $1")
         .await
         .map_err(|err| e("prepare select", err))?;
+    start.wait().await;
     let mut seen = HashSet::new();
     for i in 0..ITERATIONS as i32 {
         let id = k * 100_000 + i;
@@ -131,6 +174,37 @@ async fn tp_worker(h: &Herald, k: i32) -> Result<HashSet<i32>, String> {
     Ok(seen)
 }
 
+/// Pool of two: X runs its prepared statement while H1 holds one server in a transaction, then
+/// while H2 holds the other, so the statement must run on both servers.
+async fn tp_prepared_on_both_servers(h: &Herald) {
+    assert_eq!(POOL_SIZE, 2, "pinning onto each server needs a pool of 2");
+    let (mut x, mut h1, mut h2) = (
+        tp_connect(h).await,
+        tp_connect(h).await,
+        tp_connect(h).await,
+    );
+    let q = x
+        .prepare("SELECT pg_backend_pid(), count(*) FROM drv_tokio WHERE client = $1")
+        .await
+        .unwrap();
+    x.query_one(&q, &[&0i32]).await.unwrap();
+    let pid = "SELECT pg_backend_pid()";
+    let t1 = h1.transaction().await.unwrap();
+    let p1: i32 = t1.query_one(pid, &[]).await.unwrap().get(0); // H1 holds one server
+    let tx = x.transaction().await.unwrap();
+    let r1 = tx.query_one(&q, &[&0i32]).await.unwrap(); // so X gets the other
+    tx.commit().await.unwrap();
+    let t2 = h2.transaction().await.unwrap();
+    let p2: i32 = t2.query_one(pid, &[]).await.unwrap().get(0); // H2 holds that other one
+    t1.commit().await.unwrap();
+    let tx = x.transaction().await.unwrap();
+    let r2 = tx.query_one(&q, &[&0i32]).await.unwrap(); // so X gets H1's
+    tx.commit().await.unwrap();
+    t2.commit().await.unwrap();
+    assert_eq!(r1.get::<_, i64>(1), ITERATIONS as i64);
+    check_both_servers("tokio-postgres", (r1.get(0), r2.get(0)), (p1, p2));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_postgres_through_pgherald() {
     let h = start().await;
@@ -144,8 +218,13 @@ async fn tokio_postgres_through_pgherald() {
         .unwrap();
 
     // A parameterized prepared query repeated across many transactions, CLIENTS at once.
-    let workers: Vec<_> = (0..CLIENTS as i32).map(|k| tp_worker(&h, k)).collect();
-    let results = futures_util::future::join_all(workers).await;
+    let clients = join_all((0..CLIENTS).map(|_| tp_connect(&h))).await;
+    let start = Arc::new(Barrier::new(CLIENTS));
+    let workers = clients
+        .into_iter()
+        .zip(0..)
+        .map(|(c, k)| tokio::spawn(tp_worker(c, k, start.clone())));
+    let results = joined(join_all(workers).await);
     let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(
         errors.is_empty(),
@@ -162,7 +241,10 @@ async fn tokio_postgres_through_pgherald() {
         "every committed row is there"
     );
     let seen: Vec<HashSet<i32>> = results.into_iter().map(Result::unwrap).collect();
-    check_hops("tokio-postgres", &seen);
+    report_hops("tokio-postgres", &seen);
+    if POOL_MODE == PoolMode::Transaction {
+        tp_prepared_on_both_servers(&h).await;
+    }
 
     // A transaction rolled back.
     let mut c = tp_connect(&h).await;
@@ -238,6 +320,7 @@ async fn tokio_postgres_through_pgherald() {
         .await
         .unwrap();
     assert!(l.nothing_within(QUIET).await, "nothing after UNLISTEN");
+    assert_postgres_saw_no_notify("tokio-postgres", "drv_tokio_ch");
 }
 
 // ---------------------------------------------------------------- sqlx
@@ -249,13 +332,16 @@ fn sqlx_url(h: &Herald) -> String {
     )
 }
 
-/// One connection: ITERATIONS transactions of two bound queries (sqlx prepares them as named
-/// statements on first use and reuses them from its per-connection statement cache).
-async fn sqlx_worker(url: &str, k: i32) -> Result<HashSet<i32>, String> {
+/// One connection: once every connection is there, ITERATIONS transactions of two bound
+/// queries (sqlx prepares them as named statements on first use and reuses them from its
+/// per-connection statement cache).
+async fn sqlx_worker(
+    mut c: PgConnection,
+    k: i32,
+    start: Arc<Barrier>,
+) -> Result<HashSet<i32>, String> {
     let e = |what: &str, err: sqlx::Error| format!("client {k}: {what}: {err}");
-    let mut c = PgConnection::connect(url)
-        .await
-        .map_err(|err| e("connect", err))?;
+    start.wait().await;
     let mut seen = HashSet::new();
     for i in 0..ITERATIONS as i32 {
         let id = k * 100_000 + i;
@@ -314,6 +400,40 @@ async fn sqlx_own_pid(l: &mut PgListener, channel: &str) -> u32 {
     n.process_id()
 }
 
+/// The server pid and client 0's row count, through a cached (named) statement.
+async fn sqlx_server_and_count(c: &mut PgConnection) -> (i32, i64) {
+    sqlx::query_as("SELECT pg_backend_pid(), count(*) FROM drv_sqlx WHERE client = $1")
+        .bind(0i32)
+        .fetch_one(c)
+        .await
+        .expect("the cached statement")
+}
+
+/// Pool of two: X runs its cached statement while H1 holds one server in a transaction, then
+/// while H2 holds the other, so the statement must run on both servers.
+async fn sqlx_prepared_on_both_servers(url: &str) {
+    assert_eq!(POOL_SIZE, 2, "pinning onto each server needs a pool of 2");
+    let mut x = PgConnection::connect(url).await.unwrap();
+    let mut h1 = PgConnection::connect(url).await.unwrap();
+    let mut h2 = PgConnection::connect(url).await.unwrap();
+    sqlx_server_and_count(&mut x).await; // now in x's statement cache
+    let pid = "SELECT pg_backend_pid()";
+    let mut t1 = h1.begin().await.unwrap();
+    let p1: i32 = sqlx::query_scalar(pid).fetch_one(&mut *t1).await.unwrap(); // H1 holds one server
+    let mut tx = x.begin().await.unwrap();
+    let r1 = sqlx_server_and_count(&mut tx).await; // so X gets the other
+    tx.commit().await.unwrap();
+    let mut t2 = h2.begin().await.unwrap();
+    let p2: i32 = sqlx::query_scalar(pid).fetch_one(&mut *t2).await.unwrap(); // H2 holds that other one
+    t1.commit().await.unwrap();
+    let mut tx = x.begin().await.unwrap();
+    let r2 = sqlx_server_and_count(&mut tx).await; // so X gets H1's
+    tx.commit().await.unwrap();
+    t2.commit().await.unwrap();
+    assert_eq!(r1.1, ITERATIONS as i64);
+    check_both_servers("sqlx", (r1.0, r2.0), (p1, p2));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlx_through_pgherald() {
     let h = start().await;
@@ -328,8 +448,13 @@ async fn sqlx_through_pgherald() {
     .unwrap();
 
     // A parameterized prepared query repeated across many transactions, CLIENTS at once.
-    let workers: Vec<_> = (0..CLIENTS as i32).map(|k| sqlx_worker(&url, k)).collect();
-    let results = futures_util::future::join_all(workers).await;
+    let clients = join_all((0..CLIENTS).map(|_| PgConnection::connect(&url))).await;
+    let start = Arc::new(Barrier::new(CLIENTS));
+    let workers = clients.into_iter().zip(0..).map(|(c, k)| {
+        let c = c.expect("sqlx connects");
+        tokio::spawn(sqlx_worker(c, k, start.clone()))
+    });
+    let results = joined(join_all(workers).await);
     let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(
         errors.is_empty(),
@@ -345,7 +470,10 @@ async fn sqlx_through_pgherald() {
         "every committed row is there"
     );
     let seen: Vec<HashSet<i32>> = results.into_iter().map(Result::unwrap).collect();
-    check_hops("sqlx", &seen);
+    report_hops("sqlx", &seen);
+    if POOL_MODE == PoolMode::Transaction {
+        sqlx_prepared_on_both_servers(&url).await;
+    }
 
     // A transaction rolled back.
     let mut c = PgConnection::connect(&url).await.unwrap();
@@ -440,4 +568,5 @@ async fn sqlx_through_pgherald() {
         tokio::time::timeout(QUIET, l.recv()).await.is_err(),
         "nothing after UNLISTEN"
     );
+    assert_postgres_saw_no_notify("sqlx", "drv_sqlx_ch");
 }

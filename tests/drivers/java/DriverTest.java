@@ -5,8 +5,9 @@
 //   java -cp OUT:/usr/share/java/postgresql.jar DriverTest [HOST PORT USER DBNAME]
 // Default connection parameters: $PGHOST $PGPORT $PGUSER $PGDATABASE.
 // Env: DRIVER_CLIENTS (concurrent connections, default 6), DRIVER_ITERATIONS (transactions per
-// connection, default 50), DRIVER_EXPECT_HOPS=1 (require that some connection ran its prepared
-// statements on at least two different server backends, i.e. pooling really moved it).
+// connection, default 50), DRIVER_POOL_SIZE=2 (the server is pgherald in transaction mode with
+// exactly two server connections: also pin a prepared statement onto each of them in turn and
+// check that it ran on both).
 // Prints each check; exits 0 only if all pass.
 
 import java.sql.Connection;
@@ -20,9 +21,11 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Properties;
 import java.util.Set;
+import java.util.concurrent.CyclicBarrier;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
 
 import org.postgresql.PGConnection;
 import org.postgresql.PGNotification;
@@ -35,7 +38,7 @@ public final class DriverTest {
     static final String PAYLOAD2 = "from pg_notify: h\u00e9llo \u2713";
     static final int CLIENTS = intEnv("DRIVER_CLIENTS", 6);
     static final int ITERATIONS = intEnv("DRIVER_ITERATIONS", 50);
-    static final boolean EXPECT_HOPS = "1".equals(System.getenv("DRIVER_EXPECT_HOPS"));
+    static final String POOL_SIZE = System.getenv("DRIVER_POOL_SIZE");
     static final int TIMEOUT_MS = 10000;
 
     static String url;
@@ -81,7 +84,7 @@ public final class DriverTest {
     }
 
     /** One connection: ITERATIONS transactions reusing two PreparedStatements. */
-    static Set<Integer> worker(int k) throws SQLException {
+    static Set<Integer> worker(int k, CyclicBarrier start) throws Exception {
         Set<Integer> seen = new HashSet<>();
         try (Connection c = connect();
                 PreparedStatement insert = c.prepareStatement(
@@ -89,6 +92,7 @@ public final class DriverTest {
                 PreparedStatement select = c.prepareStatement(
                         "SELECT id, client, val, pg_backend_pid() FROM " + TABLE + " WHERE id = ?")) {
             c.setAutoCommit(false);
+            start.await(30, TimeUnit.SECONDS); // every connection is open before any transaction starts
             int threshold = insert.unwrap(PGStatement.class).getPrepareThreshold();
             if (threshold <= 0 || threshold >= ITERATIONS) {
                 throw new AssertionError("prepareThreshold " + threshold + ": statements would never be server-prepared");
@@ -120,9 +124,10 @@ public final class DriverTest {
     static void preparedAcrossTransactions() throws Exception {
         ExecutorService pool = Executors.newFixedThreadPool(CLIENTS);
         List<Future<Set<Integer>>> futures = new ArrayList<>();
+        CyclicBarrier start = new CyclicBarrier(CLIENTS);
         for (int k = 0; k < CLIENTS; k++) {
             final int kk = k;
-            futures.add(pool.submit(() -> worker(kk)));
+            futures.add(pool.submit(() -> worker(kk, start)));
         }
         List<String> errors = new ArrayList<>();
         int hops = 0;
@@ -146,9 +151,63 @@ public final class DriverTest {
             check(n == CLIENTS * ITERATIONS, "all " + CLIENTS * ITERATIONS + " committed rows are there (found " + n + ")");
         }
         System.out.println("# " + NAME + ": most server backends seen by one connection: " + hops);
-        if (EXPECT_HOPS) {
-            check(hops >= 2, "a connection's prepared statements ran on " + hops + " server backends (>= 2)");
+    }
+
+    static int pid(Connection c) throws SQLException {
+        try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery("SELECT pg_backend_pid()")) {
+            rs.next();
+            return rs.getInt(1);
         }
+    }
+
+    static int[] serverAndCount(PreparedStatement p) throws SQLException {
+        try (ResultSet rs = p.executeQuery()) {
+            rs.next();
+            return new int[] {rs.getInt(1), rs.getInt(2)};
+        }
+    }
+
+    /**
+     * Pool of two: X runs its server-prepared statement while H1 holds one server in a
+     * transaction, then while H2 holds the other, so the statement must run on both servers.
+     */
+    static void preparedOnBothServers() throws SQLException {
+        if (POOL_SIZE == null) {
+            System.out.println("# " + NAME + ": DRIVER_POOL_SIZE unset: not pinning a statement onto each server");
+            return;
+        }
+        if (!POOL_SIZE.equals("2")) {
+            throw new AssertionError("DRIVER_POOL_SIZE=" + POOL_SIZE + ": only a pool of 2 is supported");
+        }
+        int p1, p2;
+        int[] r1, r2;
+        try (Connection x = connect(); Connection h1 = connect(); Connection h2 = connect();
+                PreparedStatement q = x.prepareStatement(
+                        "SELECT pg_backend_pid(), count(*) FROM " + TABLE + " WHERE client = ?")) {
+            x.setAutoCommit(false);
+            h1.setAutoCommit(false);
+            h2.setAutoCommit(false);
+            q.setInt(1, 0);
+            int threshold = q.unwrap(PGStatement.class).getPrepareThreshold();
+            for (int i = 0; i <= threshold; i++) {
+                serverAndCount(q);
+                x.commit();
+            }
+            if (!q.unwrap(PGStatement.class).isUseServerPrepare()) {
+                throw new AssertionError("the statement did not become server-prepared");
+            }
+            p1 = pid(h1); // H1 holds one server
+            r1 = serverAndCount(q); // so X gets the other
+            x.commit();
+            p2 = pid(h2); // H2 holds that other one
+            h1.commit();
+            r2 = serverAndCount(q); // so X gets H1's
+            x.commit();
+            h2.commit();
+        }
+        check(r1[1] == ITERATIONS && p1 != p2 && r1[0] == p2 && r2[0] == p1,
+                "one connection's prepared statement ran on both server connections (server pids "
+                        + r1[0] + " then " + r2[0] + "; holders on " + p1 + " and " + p2 + ")");
     }
 
     static int count(Connection c, int id) throws SQLException {
@@ -266,6 +325,7 @@ public final class DriverTest {
         try {
             setup();
             preparedAcrossTransactions();
+            preparedOnBothServers();
             rollback();
             notifications();
         } catch (Throwable e) {

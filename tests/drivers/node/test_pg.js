@@ -3,8 +3,9 @@
 //
 // Usage: node test_pg.js [HOST PORT USER DBNAME]   (default: $PGHOST $PGPORT $PGUSER $PGDATABASE)
 // Env: DRIVER_CLIENTS (concurrent connections, default 6), DRIVER_ITERATIONS (transactions per
-// connection, default 50), DRIVER_EXPECT_HOPS=1 (require that some connection ran its prepared
-// statements on at least two different server backends, i.e. pooling really moved it).
+// connection, default 50), DRIVER_POOL_SIZE=2 (the server is pgherald in transaction mode with
+// exactly two server connections: also pin a prepared statement onto each of them in turn and
+// check that it ran on both).
 // Prints each check; exits 0 only if all pass.
 'use strict';
 
@@ -23,7 +24,7 @@ const TABLE = 'drv_node';
 const CHANNEL = 'drv_node_ch';
 const CLIENTS = parseInt(process.env.DRIVER_CLIENTS || '6', 10);
 const ITERATIONS = parseInt(process.env.DRIVER_ITERATIONS || '50', 10);
-const EXPECT_HOPS = process.env.DRIVER_EXPECT_HOPS === '1';
+const POOL_SIZE = process.env.DRIVER_POOL_SIZE;
 const PAYLOAD2 = 'from pg_notify: h\u00e9llo \u2713';
 const TIMEOUT_MS = 10000;
 
@@ -79,8 +80,7 @@ async function setup() {
 
 // One connection: ITERATIONS transactions, each running two named prepared statements
 // (Parse once with the name, then only Bind/Execute on later runs).
-async function worker(k) {
-  const c = await connect();
+async function worker(c, k) {
   try {
     const seen = new Set();
     for (let i = 0; i < ITERATIONS; i++) {
@@ -115,7 +115,8 @@ async function worker(k) {
 }
 
 async function preparedAcrossTransactions() {
-  const results = await Promise.allSettled([...Array(CLIENTS).keys()].map(worker));
+  const conns = await Promise.all([...Array(CLIENTS).keys()].map(() => connect())); // all connected first
+  const results = await Promise.allSettled(conns.map((c, k) => worker(c, k)));
   const errors = results
     .map((r, k) => (r.status === 'rejected' ? `client ${k}: ${r.reason && r.reason.stack || r.reason}` : null))
     .filter((e) => e);
@@ -132,7 +133,44 @@ async function preparedAcrossTransactions() {
   check(n === CLIENTS * ITERATIONS, `all ${CLIENTS * ITERATIONS} committed rows are there (found ${n})`);
   const hops = Math.max(...results.map((r) => r.value.size));
   console.log(`# ${NAME}: most server backends seen by one connection: ${hops}`);
-  if (EXPECT_HOPS) check(hops >= 2, `a connection's prepared statements ran on ${hops} server backends (>= 2)`);
+}
+
+// Pool of two: X runs its named statement while H1 holds one server in a transaction, then
+// while H2 holds the other, so the statement must run on both servers.
+async function preparedOnBothServers() {
+  if (POOL_SIZE === undefined) {
+    console.log(`# ${NAME}: DRIVER_POOL_SIZE unset: not pinning a statement onto each server`);
+    return;
+  }
+  if (POOL_SIZE !== '2') throw new Error(`DRIVER_POOL_SIZE=${POOL_SIZE}: only a pool of 2 is supported`);
+  const [x, h1, h2] = await Promise.all([connect(), connect(), connect()]);
+  const q = {
+    name: 'drv_hop',
+    text: `SELECT pg_backend_pid() AS server, count(*)::int AS n FROM ${TABLE} WHERE client = $1`,
+    values: [0],
+  };
+  const pid = async (c) => (await c.query('SELECT pg_backend_pid() AS p')).rows[0].p;
+  let p1, p2, r1, r2;
+  try {
+    await x.query(q);
+    await h1.query('BEGIN');
+    p1 = await pid(h1); // H1 holds one server
+    await x.query('BEGIN');
+    r1 = (await x.query(q)).rows[0]; // so X gets the other
+    await x.query('COMMIT');
+    await h2.query('BEGIN');
+    p2 = await pid(h2); // H2 holds that other one
+    await h1.query('COMMIT');
+    await x.query('BEGIN');
+    r2 = (await x.query(q)).rows[0]; // so X gets H1's
+    await x.query('COMMIT');
+    await h2.query('COMMIT');
+  } finally {
+    await Promise.all([x.end(), h1.end(), h2.end()]);
+  }
+  check(r1.n === ITERATIONS && p1 !== p2 && r1.server === p2 && r2.server === p1,
+    `one connection's prepared statement ran on both server connections ` +
+    `(server pids ${r1.server} then ${r2.server}; holders on ${p1} and ${p2})`);
 }
 
 async function countId(c, ids) {
@@ -209,6 +247,7 @@ async function main() {
   const started = Date.now();
   await setup();
   await preparedAcrossTransactions();
+  await preparedOnBothServers();
   await rollback();
   await notifications();
   console.log(`# ${NAME}: all ${checks} checks passed in ${((Date.now() - started) / 1000).toFixed(1)}s`);

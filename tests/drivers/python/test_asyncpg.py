@@ -3,8 +3,9 @@
 
 Usage: test_asyncpg.py [HOST PORT USER DBNAME]   (default: $PGHOST $PGPORT $PGUSER $PGDATABASE)
 Env: DRIVER_CLIENTS (concurrent connections, default 6), DRIVER_ITERATIONS (transactions per
-connection, default 50), DRIVER_EXPECT_HOPS=1 (require that some connection ran its prepared
-statements on at least two different server backends, i.e. pooling really moved it).
+connection, default 50), DRIVER_POOL_SIZE=2 (the server is pgherald in transaction mode with
+exactly two server connections: also pin a prepared statement onto each of them in turn and
+check that it ran on both).
 Prints each check; exits 0 only if all pass.
 """
 import asyncio
@@ -24,7 +25,7 @@ TABLE = "drv_asyncpg"
 CHANNEL = "drv_asyncpg_ch"
 CLIENTS = int(os.environ.get("DRIVER_CLIENTS", "6"))
 ITERATIONS = int(os.environ.get("DRIVER_ITERATIONS", "50"))
-EXPECT_HOPS = os.environ.get("DRIVER_EXPECT_HOPS") == "1"
+POOL_SIZE = os.environ.get("DRIVER_POOL_SIZE")
 PAYLOAD2 = "from pg_notify: h\u00e9llo \u2713"
 TIMEOUT = 10.0
 COMMAND_TIMEOUT = 30.0  # a hang fails the run instead of stalling it
@@ -71,9 +72,8 @@ async def setup():
         await c.close()
 
 
-async def worker(k):
+async def worker(c, k):
     """One connection: prepare once, then ITERATIONS transactions reusing the two statements."""
-    c = await connect()
     try:
         insert = await c.prepare(f"INSERT INTO {TABLE} (id, client, val) VALUES ($1, $2, $3)")
         select = await c.prepare(f"SELECT id, client, val, pg_backend_pid() AS server FROM {TABLE} WHERE id = $1")
@@ -96,7 +96,8 @@ async def worker(k):
 
 
 async def prepared_across_transactions():
-    results = await asyncio.gather(*(worker(k) for k in range(CLIENTS)), return_exceptions=True)
+    conns = await asyncio.gather(*(connect() for _ in range(CLIENTS)))  # all connected first
+    results = await asyncio.gather(*(worker(c, k) for k, c in enumerate(conns)), return_exceptions=True)
     errors = [f"client {k}: {type(r).__name__}: {r}" for k, r in enumerate(results) if isinstance(r, BaseException)]
     if errors:
         raise AssertionError("prepared-query workers failed:\n  " + "\n  ".join(errors))
@@ -110,8 +111,38 @@ async def prepared_across_transactions():
     check(n == CLIENTS * ITERATIONS, f"all {CLIENTS * ITERATIONS} committed rows are there (found {n})")
     hops = max(len(s) for s in results)
     print(f"# {NAME}: most server backends seen by one connection: {hops}", flush=True)
-    if EXPECT_HOPS:
-        check(hops >= 2, f"a connection's prepared statements ran on {hops} server backends (>= 2)")
+
+
+async def prepared_on_both_servers():
+    """Pool of two: X runs its prepared statement while H1 holds one server in a transaction,
+    then while H2 holds the other, so the statement must run on both servers."""
+    if POOL_SIZE is None:
+        print(f"# {NAME}: DRIVER_POOL_SIZE unset: not pinning a statement onto each server", flush=True)
+        return
+    if POOL_SIZE != "2":
+        raise AssertionError(f"DRIVER_POOL_SIZE={POOL_SIZE}: only a pool of 2 is supported")
+    x, h1, h2 = await asyncio.gather(connect(), connect(), connect())
+    try:
+        stmt = await x.prepare(f"SELECT pg_backend_pid() AS server, count(*) AS n FROM {TABLE} WHERE client = $1")
+        await stmt.fetchrow(0)
+        t1 = h1.transaction()
+        await t1.start()
+        p1 = await h1.fetchval("SELECT pg_backend_pid()")  # H1 holds one server
+        async with x.transaction():
+            r1 = await stmt.fetchrow(0)  # so X gets the other
+        t2 = h2.transaction()
+        await t2.start()
+        p2 = await h2.fetchval("SELECT pg_backend_pid()")  # H2 holds that other one
+        await t1.commit()
+        async with x.transaction():
+            r2 = await stmt.fetchrow(0)  # so X gets H1's
+        await t2.commit()
+    finally:
+        await asyncio.gather(x.close(), h1.close(), h2.close())
+    a, b = r1["server"], r2["server"]
+    check(r1["n"] == ITERATIONS and p1 != p2 and (a, b) == (p2, p1),
+          f"one connection's prepared statement ran on both server connections "
+          f"(server pids {a} then {b}; holders on {p1} and {p2})")
 
 
 async def unnamed_worker(k):
@@ -211,6 +242,7 @@ async def main():
     started = time.monotonic()
     await setup()
     await prepared_across_transactions()
+    await prepared_on_both_servers()
     await unnamed_statements()
     await rollback()
     await notifications()

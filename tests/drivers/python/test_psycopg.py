@@ -3,8 +3,9 @@
 
 Usage: test_psycopg.py [HOST PORT USER DBNAME]   (default: $PGHOST $PGPORT $PGUSER $PGDATABASE)
 Env: DRIVER_CLIENTS (concurrent connections, default 6), DRIVER_ITERATIONS (transactions per
-connection, default 50), DRIVER_EXPECT_HOPS=1 (require that some connection ran its prepared
-statements on at least two different server backends, i.e. pooling really moved it).
+connection, default 50), DRIVER_POOL_SIZE=2 (the server is pgherald in transaction mode with
+exactly two server connections: also pin a prepared statement onto each of them in turn and
+check that it ran on both).
 Prints each check; exits 0 only if all pass.
 """
 import os
@@ -24,7 +25,7 @@ TABLE = "drv_psycopg"
 CHANNEL = "drv_psycopg_ch"
 CLIENTS = int(os.environ.get("DRIVER_CLIENTS", "6"))
 ITERATIONS = int(os.environ.get("DRIVER_ITERATIONS", "50"))
-EXPECT_HOPS = os.environ.get("DRIVER_EXPECT_HOPS") == "1"
+POOL_SIZE = os.environ.get("DRIVER_POOL_SIZE")
 PAYLOAD2 = "from pg_notify: h\u00e9llo \u2713"
 
 
@@ -67,10 +68,12 @@ def setup():
         c.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, client int NOT NULL, val text NOT NULL)")
 
 
-def worker(k, servers, errors):
-    """One connection: ITERATIONS transactions, each an INSERT and a SELECT with parameters."""
+def worker(k, servers, errors, start):
+    """One connection: once all are connected, ITERATIONS transactions, each an INSERT and a
+    SELECT with parameters."""
     try:
         with connect() as c:  # autocommit off: psycopg opens a transaction at the first statement
+            start.wait(timeout=30)
             global THRESHOLD
             THRESHOLD = c.prepare_threshold
             if THRESHOLD is None or THRESHOLD >= ITERATIONS:
@@ -93,7 +96,8 @@ def worker(k, servers, errors):
 
 def prepared_across_transactions():
     servers, errors = {}, []
-    threads = [threading.Thread(target=worker, args=(k, servers, errors)) for k in range(CLIENTS)]
+    start = threading.Barrier(CLIENTS)
+    threads = [threading.Thread(target=worker, args=(k, servers, errors, start)) for k in range(CLIENTS)]
     for t in threads:
         t.start()
     for t in threads:
@@ -107,8 +111,32 @@ def prepared_across_transactions():
     check(n == CLIENTS * ITERATIONS, f"all {CLIENTS * ITERATIONS} committed rows are there (found {n})")
     hops = max(len(s) for s in servers.values())
     print(f"# {NAME}: most server backends seen by one connection: {hops}", flush=True)
-    if EXPECT_HOPS:
-        check(hops >= 2, f"a connection's prepared statements ran on {hops} server backends (>= 2)")
+
+
+def prepared_on_both_servers():
+    """Pool of two: X runs its prepared statement while H1 holds one server in a transaction,
+    then while H2 holds the other, so the statement must run on both servers."""
+    if POOL_SIZE is None:
+        print(f"# {NAME}: DRIVER_POOL_SIZE unset: not pinning a statement onto each server", flush=True)
+        return
+    if POOL_SIZE != "2":
+        raise AssertionError(f"DRIVER_POOL_SIZE={POOL_SIZE}: only a pool of 2 is supported")
+    q = f"SELECT pg_backend_pid(), count(*) FROM {TABLE} WHERE client = %s"
+    with connect() as x, connect() as h1, connect() as h2:
+        for _ in range(x.prepare_threshold + 1):  # past the threshold: a named statement
+            x.execute(q, (0,))
+            x.commit()
+        p1 = h1.execute("SELECT pg_backend_pid()").fetchone()[0]  # H1 holds one server
+        a, n = x.execute(q, (0,)).fetchone()  # so X gets the other
+        x.commit()
+        p2 = h2.execute("SELECT pg_backend_pid()").fetchone()[0]  # H2 holds that other one
+        h1.commit()
+        b, _ = x.execute(q, (0,)).fetchone()  # so X gets H1's
+        x.commit()
+        h2.commit()
+    check(n == ITERATIONS and p1 != p2 and (a, b) == (p2, p1),
+          f"one connection's prepared statement ran on both server connections "
+          f"(server pids {a} then {b}; holders on {p1} and {p2})")
 
 
 def rollback():
@@ -156,6 +184,7 @@ def main():
     started = time.monotonic()
     setup()
     prepared_across_transactions()
+    prepared_on_both_servers()
     rollback()
     notifications()
     print(f"# {NAME}: all {checks} checks passed in {time.monotonic() - started:.1f}s", flush=True)
