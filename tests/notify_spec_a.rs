@@ -227,9 +227,12 @@ async fn a6_channel_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a7_identifier_length() {
     check_all(vec![
-        a7_truncation().proto(Proto::Simple),
+        a7_truncation("a7").proto(Proto::Simple),
         Scenario::new("a7 notice precedes a multi-statement Query", 1)
-            .q(0, &format!("SELECT 1; LISTEN {}; SELECT 2", a7_names().0))
+            .q(
+                0,
+                &format!("SELECT 1; LISTEN {}; SELECT 2", a7_names("a7").0),
+            )
             .q(0, "SELECT pg_listening_channels()"),
     ])
     .await;
@@ -237,18 +240,19 @@ async fn a7_identifier_length() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a7_identifier_length_extended() {
-    check(&a7_truncation().proto(Proto::Extended)).await;
+    // Its own channels: the two tests run in parallel against the same databases.
+    check(&a7_truncation("e7").proto(Proto::Extended)).await;
 }
 
 /// Long, cut-differently, 63-byte, 64-byte, multibyte, multibyte-cut and quoted names.
-fn a7_names() -> (String, String, String, String, String, String, String) {
-    let long = format!("a7{}", "x".repeat(68));
+fn a7_names(p: &str) -> (String, String, String, String, String, String, String) {
+    let long = format!("{p}{}", "x".repeat(68));
     let long_other_tail = format!("{}{}", &long[..63], "yyyy");
     let cut = long[..63].to_string();
     let too_long = format!("{cut}x");
-    let multibyte = format!("a7{}", "é".repeat(40));
-    let mb_cut = format!("a7{}", "é".repeat(30));
-    let quoted = format!("\"A7{}\"", "Q".repeat(70));
+    let multibyte = format!("{p}{}", "é".repeat(40));
+    let mb_cut = format!("{p}{}", "é".repeat(30));
+    let quoted = format!("\"{}{}\"", p.to_uppercase(), "Q".repeat(70));
     (
         long,
         long_other_tail,
@@ -260,8 +264,8 @@ fn a7_names() -> (String, String, String, String, String, String, String) {
     )
 }
 
-fn a7_truncation() -> Scenario {
-    let (long, long_other_tail, cut, too_long, multibyte, mb_cut, quoted) = a7_names();
+fn a7_truncation(p: &str) -> Scenario {
+    let (long, long_other_tail, cut, too_long, multibyte, mb_cut, quoted) = a7_names(p);
     Scenario::new("a7 truncation", 2)
         .s(0, &format!("LISTEN {long}"))
         .s(0, &format!("LISTEN {multibyte}"))

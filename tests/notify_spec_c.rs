@@ -215,7 +215,10 @@ async fn c26_others_get_it_at_the_commit() {
         .q(0, "LISTEN c26co")
         .q(1, "LISTEN c26co")
         .q(2, "BEGIN; LOCK TABLE c26t IN ACCESS EXCLUSIVE MODE")
-        .q_async(0, "BEGIN; NOTIFY c26co, 'early'; COMMIT; SELECT v FROM c26t")
+        .q_async(
+            0,
+            "BEGIN; NOTIFY c26co, 'early'; COMMIT; SELECT v FROM c26t",
+        )
         .q(2, "COMMIT")])
     .await;
 }

@@ -407,6 +407,14 @@ impl Session {
     pub(crate) async fn write_server(&mut self, data: &[u8]) -> Result<(), Exit> {
         self.writing = true;
         let mut off = 0;
+        // Fast path: a socket with room takes the whole write at once, without a select.
+        if let Some(co) = self.server.as_mut() {
+            match co.conn.wr.try_write(data) {
+                Ok(n) => off = n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Exit::ServerGone(e.into())),
+            }
+        }
         while off < data.len() {
             let Some(co) = self.server.as_mut() else {
                 return Err(Exit::ServerGone(ServerError::Closed));
