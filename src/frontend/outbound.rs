@@ -187,6 +187,9 @@ impl Session {
         let Some(head) = self.plan.front_mut() else {
             return Ok(Act::Pass);
         };
+        if tag == b'Z' && !matches!(head, Entry::Query(_) | Entry::Function | Entry::Sync) {
+            return Ok(self.resync(body));
+        }
         let act = match head {
             Entry::Query(_) => return self.route_query(tag, body),
             Entry::Function => match tag {
@@ -310,6 +313,24 @@ impl Session {
         } else {
             Act::Pass
         }
+    }
+
+    /// A ReadyForQuery arrived while the plan still expected other replies: the plan is out
+    /// of step with the server (a reply pgherald did not foresee). Drop what the server will
+    /// never answer, up to the entry this `Z` ends, so the session recovers instead of
+    /// holding its server forever.
+    fn resync(&mut self, body: &[u8]) -> Act {
+        tracing::warn!(head = ?self.plan.front(), "reply plan out of step at ReadyForQuery; resynchronising");
+        while let Some(e) = self.plan.pop_front() {
+            if matches!(e, Entry::Query(_) | Entry::Function | Entry::Sync) {
+                break;
+            }
+        }
+        let failed = self.batch_failed;
+        self.batch_failed = false;
+        self.local_error = false;
+        self.finish_transaction(z_status(body), failed);
+        self.z_act()
     }
 
     /// The head entry is answered: pop it, and let pgherald's own replies behind it follow.
