@@ -94,20 +94,7 @@ async fn run_driver(
             "{driver}: the script did not check that a prepared statement ran on both servers:\n{stdout}"
         );
     }
-    // pgherald served LISTEN/NOTIFY/pg_notify itself: none of this driver's NOTIFY or pg_notify
-    // reached Postgres (only the relay's LISTEN on the channel may appear in its log).
-    let leaked: Vec<String> = pg
-        .log_contents()
-        .lines()
-        .filter(|l| l.to_ascii_lowercase().contains("notify"))
-        .filter(|l| l.contains(channel) || l.contains("pg_notify($1"))
-        .map(str::to_string)
-        .collect();
-    assert!(
-        leaked.is_empty(),
-        "{driver}: Postgres received NOTIFY/pg_notify that pgherald should have served:\n{}",
-        leaked.join("\n")
-    );
+    pg.assert_no_notify_reached(driver, channel);
     drop(h);
 }
 

@@ -67,23 +67,6 @@ fn check_both_servers(driver: &str, ran_on: (i32, i32), holders: (i32, i32)) {
     );
 }
 
-/// pgherald served LISTEN/NOTIFY/pg_notify itself: no NOTIFY or pg_notify on `channel` reached
-/// Postgres (only the relay's LISTEN/UNLISTEN of the channel may appear in its log).
-fn assert_postgres_saw_no_notify(driver: &str, channel: &str) {
-    let leaked: Vec<String> = postgres::shared()
-        .log_contents()
-        .lines()
-        .filter(|l| l.to_ascii_lowercase().contains("notify"))
-        .filter(|l| l.contains(channel) || l.contains("pg_notify($1"))
-        .map(str::to_string)
-        .collect();
-    assert!(
-        leaked.is_empty(),
-        "{driver}: Postgres received NOTIFY/pg_notify that pgherald should have served:\n{}",
-        leaked.join("\n")
-    );
-}
-
 /// The workers' results; a panicked worker task fails the test.
 fn joined<T>(tasks: Vec<Result<T, tokio::task::JoinError>>) -> Vec<T> {
     tasks
@@ -320,7 +303,7 @@ async fn tokio_postgres_through_pgherald() {
         .await
         .unwrap();
     assert!(l.nothing_within(QUIET).await, "nothing after UNLISTEN");
-    assert_postgres_saw_no_notify("tokio-postgres", "drv_tokio_ch");
+    postgres::shared().assert_no_notify_reached("tokio-postgres", "drv_tokio_ch");
 }
 
 // ---------------------------------------------------------------- sqlx
@@ -568,5 +551,5 @@ async fn sqlx_through_pgherald() {
         tokio::time::timeout(QUIET, l.recv()).await.is_err(),
         "nothing after UNLISTEN"
     );
-    assert_postgres_saw_no_notify("sqlx", "drv_sqlx_ch");
+    postgres::shared().assert_no_notify_reached("sqlx", "drv_sqlx_ch");
 }

@@ -23,37 +23,42 @@ fn tool(name: &str) -> Command {
     c
 }
 
+/// psql in unaligned tuples-only mode, as the superuser, to 127.0.0.1:`port`.
+fn psql(port: &str) -> Command {
+    let mut c = tool("psql");
+    c.args([
+        "-X",
+        "-A",
+        "-t",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-U",
+        SUPERUSER,
+        "-d",
+        DEFAULT_DB,
+    ]);
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_through_pgherald() {
     let h = Herald::start(herald::config(postgres::shared(), PoolMode::Transaction, 2)).await;
     let port = h.port().to_string();
     let out = tokio::task::spawn_blocking(move || {
-        run(tool("psql")
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                SUPERUSER,
-                "-d",
-                DEFAULT_DB,
-            ])
-            .args([
-                "-c",
-                "drop table if exists psql_t",
-                "-c",
-                "create table psql_t(id int primary key, note text)",
-                "-c",
-                "insert into psql_t values (1, 'one'), (2, 'two')",
-                "-c",
-                "\\d psql_t",
-                "-c",
-                "select string_agg(note, '+' order by id) from psql_t",
-            ]))
+        run(psql(&port).args([
+            "-c",
+            "drop table if exists psql_t",
+            "-c",
+            "create table psql_t(id int primary key, note text)",
+            "-c",
+            "insert into psql_t values (1, 'one'), (2, 'two')",
+            "-c",
+            "\\d psql_t",
+            "-c",
+            "select string_agg(note, '+' order by id) from psql_t",
+        ]))
     })
     .await
     .unwrap();
@@ -144,21 +149,7 @@ fn binary_serves_and_exits_0_on_sigterm() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let out = run(tool("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            SUPERUSER,
-            "-d",
-            DEFAULT_DB,
-        ])
-        .args(["-c", "select 40 + 2"]));
+    let out = run(psql(&port.to_string()).args(["-c", "select 40 + 2"]));
     assert!(out.contains("42"), "{out}");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -225,6 +225,24 @@ impl TestPostgres {
         }
     }
 
+    /// Assert that no NOTIFY or `pg_notify($1..` on `channel` reached this server (its log has
+    /// every statement); `who` names the client in the failure message. pgherald serves those
+    /// itself; only the relay's LISTEN/UNLISTEN of the channel may appear.
+    pub fn assert_no_notify_reached(&self, who: &str, channel: &str) {
+        let leaked: Vec<String> = self
+            .log_contents()
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().contains("notify"))
+            .filter(|l| l.contains(channel) || l.contains("pg_notify($1"))
+            .map(str::to_string)
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "{who}: Postgres received NOTIFY/pg_notify that pgherald should have served:\n{}",
+            leaked.join("\n")
+        );
+    }
+
     /// Path of the server log (`log_statement = all`, `log_connections = on`).
     ///
     /// Lines start with `<time> [<pid>] <user>@<db> `.
