@@ -117,6 +117,28 @@ impl Ctx {
         // This connection goes away, which frees one slot again.
         Ok(((free + 1).max(0) as u64).saturating_sub(keep))
     }
+
+    /// On the Postgres-direct target, cap `wanted` connections at what the server has free
+    /// (keeping `keep` for the tool), noting `what` in the record when it does.
+    pub async fn cap_to_server(
+        &self,
+        wanted: u64,
+        keep: u64,
+        what: &str,
+        rec: &mut Record,
+    ) -> Res<u64> {
+        if !self.is_direct {
+            return Ok(wanted);
+        }
+        let free = self.server_free_slots(keep).await?;
+        if free < wanted {
+            rec.add_note(format!(
+                "{what} capped at {free} by the server's max_connections"
+            ));
+            return Ok(free);
+        }
+        Ok(wanted)
+    }
 }
 
 /// One result: a JSON line on stdout, and a row in the suite's tables.

@@ -88,16 +88,7 @@ pub async fn run_point(ctx: &Ctx, listeners: u64, window: u64) -> Record {
 
 async fn measure(ctx: &Ctx, requested: u64, window: u64, rec: &mut Record) -> Res<()> {
     let label = format!("{} fanout listeners={requested}", ctx.target);
-    let mut n = requested;
-    if ctx.is_direct {
-        let free = ctx.server_free_slots(3).await?;
-        if free < n {
-            rec.add_note(format!(
-                "listeners capped at {free} by the server's max_connections"
-            ));
-            n = free;
-        }
-    }
+    let n = ctx.cap_to_server(requested, 3, "listeners", rec).await?;
     let shared = Arc::new(Shared {
         base: std::time::Instant::now(),
         channel: format!("fan_{}", run_id()),

@@ -43,16 +43,9 @@ async fn measure(
 ) -> Res<()> {
     let label = format!("{} pingpong idle={requested}", ctx.target);
     let run = run_id();
-    let mut idle = requested;
-    if ctx.is_direct {
-        let free = ctx.server_free_slots(4).await?;
-        if free < idle {
-            rec.add_note(format!(
-                "idle listeners capped at {free} by the server's max_connections"
-            ));
-            idle = free;
-        }
-    }
+    let idle = ctx
+        .cap_to_server(requested, 4, "idle listeners", rec)
+        .await?;
     let opened = conn::open_many(
         &ctx.url,
         idle,

@@ -91,16 +91,7 @@ async fn measure(
         ctx.target,
         rec.variant.as_deref().unwrap_or("")
     );
-    let mut clients = requested;
-    if ctx.is_direct {
-        let free = ctx.server_free_slots(2).await?;
-        if free < clients {
-            rec.add_note(format!(
-                "capped at {free} clients by the server's max_connections"
-            ));
-            clients = free;
-        }
-    }
+    let clients = ctx.cap_to_server(requested, 2, "clients", rec).await?;
     prepare(ctx).await?;
     let direct = conn::connect(&ctx.direct).await?;
     direct
