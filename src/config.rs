@@ -104,6 +104,9 @@ pub struct Config {
     pub relay: bool,
     /// Also send notifications committed through pgherald to Postgres (per-database default).
     pub forward_notify: bool,
+    /// Answer a bare BEGIN at once and send it to the server with the block's first
+    /// statement that needs one (saves a round trip per transaction).
+    pub defer_begin: bool,
     /// Databases by the name clients use.
     pub databases: BTreeMap<String, DatabaseConfig>,
     /// Client authentication.
@@ -163,6 +166,7 @@ impl Default for Config {
             max_prepared_statements: 200,
             relay: true,
             forward_notify: false,
+            defer_begin: true,
             databases: BTreeMap::new(),
             auth: None,
         }

@@ -284,6 +284,7 @@ async fn query_wait_timeout_gives_a_clear_error() {
     let h = Herald::start(cfg).await;
     let holder = h.connect(SUPERUSER, None, DEFAULT_DB).await;
     holder.simple_query("begin").await.unwrap();
+    holder.simple_query("select 1").await.unwrap();
     let waiter = h.connect(SUPERUSER, None, DEFAULT_DB).await;
     let started = Instant::now();
     let e = waiter.simple_query("select 1").await.unwrap_err();
@@ -295,6 +296,69 @@ async fn query_wait_timeout_gives_a_clear_error() {
         one(&h.connect(SUPERUSER, None, DEFAULT_DB).await, "select 5").await,
         "5"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_begin_holds_no_server_until_the_block_needs_one() {
+    let mut cfg = herald::config(postgres::shared(), PoolMode::Transaction, 1);
+    cfg.query_wait_timeout = 0.5;
+    let h = Herald::start(cfg.clone()).await;
+    let a = h.connect(SUPERUSER, None, DB1).await;
+    let b = h.connect(SUPERUSER, None, DB1).await;
+    a.simple_query("drop table if exists defer_t; create table defer_t(v int)")
+        .await
+        .unwrap();
+    // A bare BEGIN takes no server: the pool of one stays free for others.
+    a.simple_query("begin").await.unwrap();
+    assert_eq!(one(&b, "select 7").await, "7");
+    // The block's first statement takes the server, BEGIN included.
+    a.simple_query("insert into defer_t values (1)")
+        .await
+        .unwrap();
+    let e = b.simple_query("select 1").await.unwrap_err();
+    assert!(format!("{e:?}").contains("query_wait_timeout"), "{e:?}");
+    assert_eq!(one(&a, "select count(*) from defer_t").await, "1");
+    a.simple_query("rollback").await.unwrap();
+    let b = h.connect(SUPERUSER, None, DB1).await;
+    assert_eq!(one(&b, "select count(*) from defer_t").await, "0");
+    // Extended protocol inside a deferred block, then COMMIT.
+    let mut a = a;
+    let t = a.transaction().await.unwrap();
+    t.execute("insert into defer_t values ($1)", &[&2i32])
+        .await
+        .unwrap();
+    t.commit().await.unwrap();
+    assert_eq!(
+        one(&b, "select string_agg(v::text, ',') from defer_t").await,
+        "2"
+    );
+    // Blocks that never need the server end without it; spellings keep their tags.
+    for (begin, end) in [
+        ("begin", "commit"),
+        ("START TRANSACTION", "END WORK"),
+        ("begin work;", "abort"),
+    ] {
+        a.simple_query(begin).await.unwrap();
+        a.simple_query(end).await.unwrap();
+    }
+    // An error in a deferred block aborts it as on Postgres.
+    a.simple_query("begin").await.unwrap();
+    let e = a.simple_query("select 1/0").await.unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "22012");
+    let e = a.simple_query("select 1").await.unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "25P02");
+    a.simple_query("rollback").await.unwrap();
+    drop((a, b));
+    // defer_begin = false: BEGIN takes the server at once, as in PgBouncer.
+    cfg.defer_begin = false;
+    let h = Herald::start(cfg).await;
+    let a = h.connect(SUPERUSER, None, DB1).await;
+    let b = h.connect(SUPERUSER, None, DB1).await;
+    a.simple_query("begin").await.unwrap();
+    assert!(b.simple_query("select 1").await.is_err());
+    a.simple_query("commit").await.unwrap();
+    let b = h.connect(SUPERUSER, None, DB1).await;
+    assert_eq!(one(&b, "select 8").await, "8");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::backend::prepared::{self, Prepared};
 
+use super::deferred::Control;
 use super::extended::Decision;
 use super::plan::{Effect, Entry, QueryPlan};
 use super::session::{Exit, Session, STREAM_THRESHOLD};
@@ -153,6 +154,7 @@ impl Session {
                         self.acquire().await?;
                     }
                     self.batch_forwarded |= self.batch_open;
+                    self.undefer();
                     self.plan.extend(entries);
                     self.write_server(&bytes).await?;
                 }
@@ -161,6 +163,7 @@ impl Session {
                         self.acquire().await?;
                     }
                     self.batch_forwarded |= self.batch_open;
+                    self.undefer();
                     self.named(named).await?;
                 }
                 Inbound::Drop | Inbound::Forward(_) => {}
@@ -284,10 +287,39 @@ impl Session {
         }
     }
 
+    /// A deferred block's first message for the server: the server is owed its BEGIN.
+    fn undefer(&mut self) {
+        if self.deferred {
+            self.deferred = false;
+            self.owe_begin = true;
+            self.plan.push_back(Entry::HiddenBegin);
+        }
+    }
+
+    /// A bare BEGIN outside a transaction, or the COMMIT/ROLLBACK of a deferred block,
+    /// answered without the server (`deferred` module).
+    fn control(&mut self, sql: &[u8]) -> Option<Entry> {
+        if !self.app.config.defer_begin || !self.plan.is_empty() || self.batch_open {
+            return None;
+        }
+        let c = super::deferred::classify(sql)?;
+        match c {
+            Control::Begin | Control::Start if self.status == b'I' && !self.deferred => {
+                self.deferred = true;
+            }
+            Control::Commit | Control::Rollback if self.deferred => {
+                self.deferred = false;
+            }
+            _ => return None,
+        }
+        Some(Entry::Local(super::plan::LocalReply::Control(c)))
+    }
+
     fn push_forwarded(&mut self, entry: Option<Entry>) {
         if self.batch_open {
             self.batch_forwarded = true;
         }
+        self.undefer();
         if let Some(e) = entry {
             self.plan.push_back(e);
         }
@@ -347,6 +379,9 @@ impl Session {
         Ok(match tag {
             b'Q' => {
                 let sql = framer::cstr(body).map(|(s, _)| s).unwrap_or(body);
+                if let Some(local) = self.control(sql) {
+                    return Ok(Inbound::Local(local));
+                }
                 match simple::route(sql, &self.ch, self.status, self.scs()) {
                     Route::Forward => Inbound::Forward(Some(Entry::Query(QueryPlan::opaque()))),
                     Route::Tracked(plan) => Inbound::Forward(Some(Entry::Query(plan))),

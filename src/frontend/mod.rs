@@ -3,6 +3,7 @@
 
 pub mod channels;
 pub mod client;
+pub mod deferred;
 pub mod extended;
 mod inbound;
 pub mod intercept;

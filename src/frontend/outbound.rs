@@ -5,6 +5,7 @@
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
+use super::deferred::Control;
 use super::intercept::{write_failure, Failure, Intercept};
 use super::plan::{Effect, Entry, LocalReply, Step};
 use super::session::{Exit, Session, STREAM_THRESHOLD};
@@ -187,7 +188,12 @@ impl Session {
         let Some(head) = self.plan.front_mut() else {
             return Ok(Act::Pass);
         };
-        if tag == b'Z' && !matches!(head, Entry::Query(_) | Entry::Function | Entry::Sync) {
+        if tag == b'Z'
+            && !matches!(
+                head,
+                Entry::Query(_) | Entry::Function | Entry::Sync | Entry::HiddenBegin
+            )
+        {
             return Ok(self.resync(body));
         }
         let act = match head {
@@ -295,6 +301,14 @@ impl Session {
                     } else {
                         Act::Pass
                     }
+                }
+                _ => Act::Pass,
+            },
+            Entry::HiddenBegin => match tag {
+                b'C' => Act::Swallow,
+                b'Z' => {
+                    self.plan.pop_front();
+                    Act::Swallow
                 }
                 _ => Act::Pass,
             },
@@ -570,6 +584,15 @@ impl Session {
                 }
             }
             LocalReply::Sync => {}
+            LocalReply::Control(c) => {
+                reply::command_complete(&mut self.client.out, c.tag());
+                let (status, failed) = match c {
+                    Control::Begin | Control::Start => (b'T', false),
+                    Control::Commit => (b'I', false),
+                    Control::Rollback => (b'I', true),
+                };
+                self.local_ready(status, failed);
+            }
         }
     }
 }

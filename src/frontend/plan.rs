@@ -110,6 +110,8 @@ pub enum LocalReply {
     },
     /// Sync of a batch that sent nothing to the server.
     Sync,
+    /// A transaction-control Query answered for a deferred block (`deferred` module).
+    Control(super::deferred::Control),
 }
 
 /// What the server owes for one forwarded client message, or a reply pgherald makes itself.
@@ -160,6 +162,9 @@ pub enum Entry {
     RefusedPrepare,
     /// pgherald's reply to an intercepted extended message.
     Local(LocalReply),
+    /// The deferred `BEGIN` pgherald wrote ahead of a block's first forwarded message: its
+    /// `C` and `Z` are swallowed (the client had its reply already).
+    HiddenBegin,
 }
 
 impl Entry {

@@ -195,6 +195,8 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
         ch,
         ext: Extended::default(),
         stmts: ClientStatements::default(),
+        deferred: false,
+        owe_begin: false,
     };
     let exit = match session.greet(start.settings).await {
         Ok(()) => session.run().await,
@@ -245,6 +247,10 @@ pub(crate) struct Session {
     pub(crate) ext: Extended,
     /// The client's named statements (transaction pooling).
     pub(crate) stmts: ClientStatements,
+    /// The client is in a block whose BEGIN pgherald answered and the server has not seen.
+    pub(crate) deferred: bool,
+    /// The deferred BEGIN goes to the server in front of the next write.
+    pub(crate) owe_begin: bool,
 }
 
 impl Session {
@@ -403,19 +409,34 @@ impl Session {
     }
 
     /// Write `data` to the server, reading server output meanwhile so that neither side
-    /// can block the other (output past the backlog is forwarded to the client).
+    /// can block the other (output past the backlog is forwarded to the client). A deferred
+    /// BEGIN the server is owed goes first, in the same write.
     pub(crate) async fn write_server(&mut self, data: &[u8]) -> Result<(), Exit> {
+        let prefix: &[u8] = if std::mem::take(&mut self.owe_begin) {
+            super::deferred::HIDDEN_BEGIN
+        } else {
+            &[]
+        };
         self.writing = true;
+        let total = prefix.len() + data.len();
         let mut off = 0;
         // Fast path: a socket with room takes the whole write at once, without a select.
         if let Some(co) = self.server.as_mut() {
-            match co.conn.wr.try_write(data) {
+            let tried = if prefix.is_empty() {
+                co.conn.wr.try_write(data)
+            } else {
+                co.conn.wr.try_write_vectored(&[
+                    std::io::IoSlice::new(prefix),
+                    std::io::IoSlice::new(data),
+                ])
+            };
+            match tried {
                 Ok(n) => off = n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(Exit::ServerGone(e.into())),
             }
         }
-        while off < data.len() {
+        while off < total {
             let Some(co) = self.server.as_mut() else {
                 return Err(Exit::ServerGone(ServerError::Closed));
             };
@@ -424,8 +445,12 @@ impl Session {
             if room && conn.buf.capacity() - conn.buf.len() < 4096 {
                 conn.buf.reserve(16 * 1024);
             }
+            let chunk = match prefix.get(off..) {
+                Some(rest) if !rest.is_empty() => rest,
+                _ => &data[off - prefix.len()..],
+            };
             tokio::select! {
-                w = conn.wr.write(&data[off..]) => match w {
+                w = conn.wr.write(chunk) => match w {
                     Ok(0) => return Err(Exit::ServerGone(ServerError::Closed)),
                     Ok(w) => off += w,
                     Err(e) => return Err(Exit::ServerGone(e.into())),
@@ -527,7 +552,8 @@ impl Session {
             tokio::spawn(co.conn.terminate());
             return;
         }
-        let mut status = self.status;
+        // A deferred block never reached the server: it is idle.
+        let mut status = if self.deferred { b'I' } else { self.status };
         if status != b'I' {
             match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet("ROLLBACK")).await {
                 Ok(Ok(s)) => status = s,
