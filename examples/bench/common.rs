@@ -35,6 +35,9 @@ pub struct TargetArgs {
     /// Connection attempts in flight while opening many connections.
     #[arg(long, default_value_t = 32)]
     pub connect_concurrency: usize,
+    /// Process id of the pooler under test: its CPU time per operation is recorded.
+    #[arg(long)]
+    pub pooler_pid: Option<u32>,
 }
 
 /// A resolved target: parsed, loopback-checked connection configs plus run settings.
@@ -60,6 +63,8 @@ pub struct Ctx {
     pub concurrency: usize,
     /// Repetition number set by the suite.
     pub rep: Option<u32>,
+    /// The pooler's process id, for CPU accounting.
+    pub pooler_pid: Option<u32>,
 }
 
 impl Ctx {
@@ -80,6 +85,7 @@ impl Ctx {
             wait: Duration::from_millis(a.wait_ms.max(10)),
             concurrency: a.connect_concurrency.clamp(1, 1024),
             rep: None,
+            pooler_pid: a.pooler_pid,
         })
     }
 
@@ -191,6 +197,15 @@ pub struct Record {
     /// (rss_after - rss_before) / value (memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_per_conn: Option<f64>,
+    /// CPU µs per operation of the pooler process (writers, ping-pong).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_pooler_us: Option<f64>,
+    /// CPU µs per operation of all Postgres processes (writers, ping-pong).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_postgres_us: Option<f64>,
+    /// CPU µs per operation of the load tool (writers, ping-pong).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_client_us: Option<f64>,
     /// Failed operations and connections.
     pub errors: u64,
     /// Notifications that never arrived within the wait bound.
@@ -224,6 +239,15 @@ impl Record {
         self.rate = (self.seconds > 0.0).then(|| ops as f64 / self.seconds);
         self.p50_us = lat.quantile_us(0.50);
         self.p99_us = lat.quantile_us(0.99);
+    }
+
+    /// CPU µs per operation between two snapshots (call after `set_rate`).
+    pub fn set_cpu(&mut self, before: crate::cpu::Snapshot, after: crate::cpu::Snapshot) {
+        if let Some(cpu) = crate::cpu::per_op(before, after, self.ops) {
+            self.cpu_pooler_us = cpu.pooler;
+            self.cpu_postgres_us = Some(cpu.postgres);
+            self.cpu_client_us = Some(cpu.client);
+        }
     }
 
     /// The JSON line.

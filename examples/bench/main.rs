@@ -6,6 +6,7 @@
 
 mod common;
 mod conn;
+mod cpu;
 mod fanout;
 mod locks;
 mod memory;

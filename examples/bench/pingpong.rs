@@ -118,6 +118,7 @@ async fn measure(
     let mut consecutive = 0u32;
     let mut seq = 0u64;
     let start = Instant::now();
+    let cpu_before = crate::cpu::snapshot(ctx.pooler_pid);
     let deadline = start + ctx.duration;
     'run: while Instant::now() < deadline {
         seq += 1;
@@ -172,10 +173,12 @@ async fn measure(
         }
     }
     let window = start.elapsed();
+    let cpu_after = crate::cpu::snapshot(ctx.pooler_pid);
     drop(progress);
     stop.store(true, Ordering::Relaxed);
     let _ = tokio::time::timeout(ctx.wait + Duration::from_millis(200), echo).await;
     rec.set_rate(trips.load(Ordering::Relaxed), window, "round trips/s", &lat);
+    rec.set_cpu(cpu_before, cpu_after);
     rec.lost += lost.load(Ordering::Relaxed);
     rec.errors += errors + echo_errors.load(Ordering::Relaxed);
     drop(opened);

@@ -42,6 +42,8 @@ pub struct Summary {
     pub bytes: Option<f64>,
     /// Median RSS before and after (memory).
     pub rss: (Option<f64>, Option<f64>),
+    /// Median CPU µs per operation: pooler, Postgres, load tool (writers).
+    pub cpu: [Option<f64>; 3],
     /// Errors summed over repetitions.
     pub errors: u64,
     /// Lost notifications summed over repetitions.
@@ -136,6 +138,11 @@ pub fn summarize(records: &[Record]) -> BTreeMap<Key, Summary> {
                     col(&|r| r.rss_before.map(|v| v as f64)),
                     col(&|r| r.rss_after.map(|v| v as f64)),
                 ),
+                cpu: [
+                    col(&|r| r.cpu_pooler_us),
+                    col(&|r| r.cpu_postgres_us),
+                    col(&|r| r.cpu_client_us),
+                ],
                 errors: rs.iter().map(|r| r.errors).sum(),
                 lost: rs.iter().map(|r| r.lost).sum(),
                 notes,
@@ -163,6 +170,15 @@ fn format_thousands(n: u64) -> String {
         out.push(ch);
     }
     out
+}
+
+/// "pooler · Postgres · load tool" CPU µs per operation; "–" where not measured.
+fn cpu(c: &[Option<f64>; 3]) -> String {
+    if c.iter().all(Option::is_none) {
+        return "–".into();
+    }
+    let f = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0}"));
+    format!("{} · {} · {}", f(c[0]), f(c[1]), f(c[2]))
 }
 
 fn lat(us: Option<f64>) -> String {
@@ -201,7 +217,7 @@ pub fn markdown(sums: &BTreeMap<Key, Summary>) -> String {
         let (title, head) = match scenario {
             "writers" => (
                 "Writers: BEGIN; INSERT; [NOTIFY;] COMMIT",
-                "| clients | variant | target | TPS | p50 | p99 | max NOTIFY-lock waiters | samples with waiters | errors |\n|---:|---|---|---:|---:|---:|---:|---:|---:|",
+                "| clients | variant | target | TPS | p50 | p99 | max NOTIFY-lock waiters | samples with waiters | CPU µs/tx: pooler · Postgres · load tool | errors |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
             ),
             "pingpong" => (
                 "Ping-pong: notification round trips beside idle listeners",
@@ -224,7 +240,7 @@ pub fn markdown(sums: &BTreeMap<Key, Summary>) -> String {
         for ((_, variant, req, _, target), s) in rows {
             let line = match scenario {
                 "writers" => format!(
-                    "| {} | {variant} | {target} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {variant} | {target} | {} | {} | {} | {} | {} | {} | {} |",
                     used(*req, s),
                     num(s.rate),
                     lat(s.p50),
@@ -232,6 +248,7 @@ pub fn markdown(sums: &BTreeMap<Key, Summary>) -> String {
                     num(s.lock_max),
                     s.lock_share
                         .map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
+                    cpu(&s.cpu),
                     s.errors
                 ),
                 "pingpong" | "fanout" => format!(

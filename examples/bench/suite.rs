@@ -153,6 +153,7 @@ pub async fn run(a: Args) -> Res<()> {
             seconds: a.seconds,
             wait_ms: a.wait_ms,
             connect_concurrency: a.connect_concurrency,
+            pooler_pid: pid,
         })?;
         // Fail fast on a target that is not up; the suite never starts one.
         let c = conn::connect(&ctx.url)

@@ -177,6 +177,7 @@ async fn measure(
     }
 
     tokio::time::sleep_until(measure_from).await;
+    let cpu_before = crate::cpu::snapshot(ctx.pooler_pid);
     let sampler = Sampler::start(&ctx.direct).await;
     let progress = {
         let (done, errors) = (done.clone(), errors.clone());
@@ -196,6 +197,7 @@ async fn measure(
         })
     };
     tokio::time::sleep_until(deadline).await;
+    let cpu_after = crate::cpu::snapshot(ctx.pooler_pid);
     stop.store(true, Ordering::Relaxed);
     drop(progress);
     match sampler {
@@ -214,6 +216,7 @@ async fn measure(
     }
     rec.set_rate(done.load(Ordering::Relaxed), ctx.duration, "tx/s", &lat);
     rec.errors += errors.load(Ordering::Relaxed);
+    rec.set_cpu(cpu_before, cpu_after);
     if let Some(e) = first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
         rec.add_note(format!("first transaction error: {e}"));
     }
