@@ -100,7 +100,6 @@ async fn d31_scope_is_database_and_channel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgherald bug: no client_encoding conversion of channels and payloads, to or from a non-UTF8 client"]
 async fn d32_client_encoding_conversion() {
     // The server encoding is UTF8. A LATIN1 listener gets channel and payload converted;
     // a LATIN1 sender's text is converted to UTF8 (the UTF-8 bytes of "é" written by a
@@ -123,7 +122,6 @@ async fn d32_client_encoding_conversion() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgherald bug: a notification the listener's client_encoding cannot represent is sent raw (Postgres: FATAL 22P05)"]
 async fn d32_unconvertible_notification_closes_the_listener() {
     check_all(vec![Scenario::new("d32 no equivalent in LATIN1", 3)
         .q(0, "SET client_encoding = 'LATIN1'")
