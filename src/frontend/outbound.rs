@@ -257,7 +257,10 @@ impl Session {
             },
             Entry::InjectedFailure(failure) => match tag {
                 b'E' => {
-                    if aborted_before {
+                    if self.batch_failed {
+                        // pgherald already failed this batch (e.g. 25P02 at an intercepted
+                        // Parse): the server's error only keeps it in step.
+                    } else if aborted_before {
                         // An aborted block: Postgres refuses the message before looking at it.
                         write_failure(&mut self.client.out, &super::intercept::ABORTED);
                     } else if let Some(f) = failure.as_ref() {
