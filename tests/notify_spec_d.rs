@@ -7,6 +7,7 @@ mod diff;
 mod support;
 
 use diff::{both, check_all, describe_portal, execute, parse, Fe, Scenario};
+use pgherald::protocol::encoding::{SingleByte, SINGLE_BYTE};
 use support::postgres::{DB1, DB2, SUPERUSER, TRUST_USER};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,6 +233,101 @@ async fn d32_replies_in_the_client_encoding() {
         .q(0, "SELECT pg_listening_channels(); SELECT 1")
         .q(0, "SELECT 'é'; NOTIFY d32m, 'é'; SELECT 'x' || ")])
     .await;
+}
+
+/// Postgres's conversion of one byte (`dir` = "from": the byte in `enc` to UTF-8) or one
+/// code point (`dir` = "to": UTF-8 to `enc`), as hex bytes or the SQLSTATE of its error.
+const CONVERT_FN: &str = "
+CREATE OR REPLACE FUNCTION pg_temp.conv(enc text, dir text, x int) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF dir = 'from' THEN
+    RETURN encode(convert_to(convert_from(decode(lpad(to_hex(x), 2, '0'), 'hex'), enc), 'UTF8'), 'hex');
+  END IF;
+  RETURN encode(convert_to(chr(x), enc), 'hex');
+EXCEPTION WHEN others THEN RETURN sqlstate;
+END $$";
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Code points whose conversion to each single-byte encoding is compared with Postgres's:
+/// Latin, Greek, Cyrillic, Hebrew, Arabic, Thai, punctuation, currency and box drawing.
+fn sample_code_points() -> Vec<u32> {
+    [
+        (0x80, 0x600),
+        (0xe00, 0xe80),
+        (0x2000, 0x2200),
+        (0x2500, 0x25a0),
+    ]
+    .iter()
+    .flat_map(|&(a, b)| a..b)
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d32_conversion_tables_match_postgres() {
+    // Every byte of every single-byte encoding pgherald converts, and a sample of code
+    // points the other way, against the server's own conversions.
+    let c = support::postgres::shared()
+        .connect(SUPERUSER, None, support::postgres::DEFAULT_DB)
+        .await;
+    c.batch_execute(CONVERT_FN)
+        .await
+        .expect("create pg_temp.conv");
+    let points = sample_code_points();
+    let mut diffs = vec![];
+    for s in SINGLE_BYTE {
+        let rows = c
+            .query(
+                "SELECT x, pg_temp.conv($1, 'from', x) FROM generate_series(1, 255) x",
+                &[&s.name()],
+            )
+            .await
+            .expect("decode bytes");
+        for r in rows {
+            let (x, theirs): (i32, String) = (r.get(0), r.get(1));
+            let ours = match SingleByte::decode_byte(s, x as u8) {
+                Some(ch) => hex(ch.to_string().as_bytes()),
+                None => "22P05".into(),
+            };
+            if ours != theirs {
+                diffs.push(format!(
+                    "{} byte {x:#04x}: postgres {theirs}, pgherald {ours}",
+                    s.name()
+                ));
+            }
+        }
+        let cps: Vec<i32> = points.iter().map(|&p| p as i32).collect();
+        let rows = c
+            .query(
+                "SELECT x, pg_temp.conv($1, 'to', x) FROM unnest($2::int4[]) x",
+                &[&s.name(), &cps],
+            )
+            .await
+            .expect("encode code points");
+        for r in rows {
+            let (x, theirs): (i32, String) = (r.get(0), r.get(1));
+            let ch = char::from_u32(x as u32).expect("code point");
+            let ours = match s.encode_char(ch) {
+                Some(b) => hex(&[b]),
+                None => "22P05".into(),
+            };
+            if ours != theirs {
+                diffs.push(format!(
+                    "{} U+{x:04X}: postgres {theirs}, pgherald {ours}",
+                    s.name()
+                ));
+            }
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differences:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

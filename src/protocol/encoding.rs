@@ -7,7 +7,9 @@
 //! `encoding_rs` where its WHATWG tables are Postgres's, adjusted where they are not:
 //! LATIN1 is ISO-8859-1 (byte == code point, not windows-1252), LATIN5 is ISO-8859-9 (not
 //! windows-1254), the code pages leave their undefined bytes unmapped (WHATWG maps them to C1
-//! controls), and KOI8U is KOI8-U without the two KOI8-RU letters. Every other pair of
+//! controls; WIN1255 also leaves 0xCA unmapped), and KOI8U is KOI8-U without the two KOI8-RU
+//! letters. The integration test `d32_conversion_tables_match_postgres` checks every table
+//! against a real server. Every other pair of
 //! encodings (the multi-byte client encodings, a server encoding other than UTF8 that differs
 //! from the client's) is left unconverted: see [`Conversion::Unsupported`].
 
@@ -131,8 +133,9 @@ enum Source {
     Identity,
     /// The WHATWG table as it is.
     Whatwg(&'static encoding_rs::Encoding),
-    /// A code page: bytes WHATWG maps to C1 controls are undefined in Postgres.
-    CodePage(&'static encoding_rs::Encoding),
+    /// A code page: bytes WHATWG maps to C1 controls are undefined in Postgres, and so are
+    /// the bytes listed (WIN1255's 0xCA).
+    CodePage(&'static encoding_rs::Encoding, &'static [u8]),
     /// An ISO-8859 part WHATWG replaces by its code page: C1 controls at 0x80..0x9F, the
     /// code page above (LATIN5).
     IsoOverCodePage(&'static encoding_rs::Encoding),
@@ -202,16 +205,16 @@ impl SingleByte {
             Iso8859_7 => Source::Whatwg(e::ISO_8859_7),
             Iso8859_8 => Source::Whatwg(e::ISO_8859_8),
             Win866 => Source::Whatwg(e::IBM866),
-            Win874 => Source::CodePage(e::WINDOWS_874),
-            Win1250 => Source::CodePage(e::WINDOWS_1250),
-            Win1251 => Source::CodePage(e::WINDOWS_1251),
-            Win1252 => Source::CodePage(e::WINDOWS_1252),
-            Win1253 => Source::CodePage(e::WINDOWS_1253),
-            Win1254 => Source::CodePage(e::WINDOWS_1254),
-            Win1255 => Source::CodePage(e::WINDOWS_1255),
-            Win1256 => Source::CodePage(e::WINDOWS_1256),
-            Win1257 => Source::CodePage(e::WINDOWS_1257),
-            Win1258 => Source::CodePage(e::WINDOWS_1258),
+            Win874 => Source::CodePage(e::WINDOWS_874, &[]),
+            Win1250 => Source::CodePage(e::WINDOWS_1250, &[]),
+            Win1251 => Source::CodePage(e::WINDOWS_1251, &[]),
+            Win1252 => Source::CodePage(e::WINDOWS_1252, &[]),
+            Win1253 => Source::CodePage(e::WINDOWS_1253, &[]),
+            Win1254 => Source::CodePage(e::WINDOWS_1254, &[]),
+            Win1255 => Source::CodePage(e::WINDOWS_1255, &[0xca]),
+            Win1256 => Source::CodePage(e::WINDOWS_1256, &[]),
+            Win1257 => Source::CodePage(e::WINDOWS_1257, &[]),
+            Win1258 => Source::CodePage(e::WINDOWS_1258, &[]),
             Koi8r => Source::Whatwg(e::KOI8_R),
             Koi8u => Source::Koi8u,
         }
@@ -270,7 +273,8 @@ fn build(source: Source) -> Table {
         *slot = match &source {
             Source::Identity => Some(char::from(b)),
             Source::Whatwg(e) => whatwg_byte(e, b),
-            Source::CodePage(e) => whatwg_byte(e, b).filter(|c| !is_c1(*c)),
+            Source::CodePage(_, undefined) if undefined.contains(&b) => None,
+            Source::CodePage(e, _) => whatwg_byte(e, b).filter(|c| !is_c1(*c)),
             Source::IsoOverCodePage(e) if b < 0xa0 => Some(char::from(b)),
             Source::IsoOverCodePage(e) => whatwg_byte(e, b),
             Source::Koi8u if b == 0xae || b == 0xbe => whatwg_byte(encoding_rs::KOI8_R, b),
@@ -680,6 +684,8 @@ mod tests {
         assert_eq!(koi8u.decode_byte(0xa4), Some('є'));
         assert_eq!(koi8u.encode_char('ў'), None);
         assert_eq!(single("WIN1251").decode_byte(0x98), None);
+        assert_eq!(single("WIN1255").decode_byte(0xca), None);
+        assert_eq!(single("WIN1255").encode_char('\u{5ba}'), None);
         assert_eq!(single("LATIN9").decode_byte(0xa4), Some('€'));
         assert_eq!(single("WIN866").decode_byte(0x80), Some('А'));
     }
