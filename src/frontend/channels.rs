@@ -232,4 +232,27 @@ mod tests {
         a.drain_into(&mut out);
         assert!(out.is_empty());
     }
+
+    #[tokio::test]
+    async fn delivery_converts_and_stops_at_an_unconvertible_notification() {
+        use crate::protocol::encoding::SingleByte;
+        let hub = Hub::new(100);
+        let mut l = Channels::new(hub.clone(), None, false, "db".into(), 7);
+        l.conv = Conversion::Single(SingleByte::Latin1);
+        l.txn.push(Action::Listen("é".as_bytes().to_vec()));
+        l.commit();
+        let mut n = Channels::new(hub.clone(), None, false, "db".into(), 8);
+        for p in ["café", "中", "never"] {
+            n.txn.push(Action::Notify {
+                channel: "é".as_bytes().to_vec(),
+                payload: p.as_bytes().to_vec(),
+            });
+        }
+        n.commit();
+        let mut out = BytesMut::new();
+        l.drain_into(&mut out);
+        assert_eq!(&out[..], b"A\0\0\0\x0f\0\0\0\x08\xe9\0caf\xe9\0");
+        let e = l.unconvertible.take().expect("FATAL 22P05 due");
+        assert_eq!(e.sqlstate(), "22P05");
+    }
 }
