@@ -6,7 +6,8 @@
 mod diff;
 mod support;
 
-use diff::{both, check_all, Scenario};
+use diff::{both, check_all, describe_portal, execute, parse, Fe, Scenario};
+use pgherald::protocol::encoding::{SingleByte, SINGLE_BYTE};
 use support::postgres::{DB1, DB2, SUPERUSER, TRUST_USER};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +101,6 @@ async fn d31_scope_is_database_and_channel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgherald bug: no client_encoding conversion of channels and payloads, to or from a non-UTF8 client"]
 async fn d32_client_encoding_conversion() {
     // The server encoding is UTF8. A LATIN1 listener gets channel and payload converted;
     // a LATIN1 sender's text is converted to UTF8 (the UTF-8 bytes of "é" written by a
@@ -123,7 +123,6 @@ async fn d32_client_encoding_conversion() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgherald bug: a notification the listener's client_encoding cannot represent is sent raw (Postgres: FATAL 22P05)"]
 async fn d32_unconvertible_notification_closes_the_listener() {
     check_all(vec![Scenario::new("d32 no equivalent in LATIN1", 3)
         .q(0, "SET client_encoding = 'LATIN1'")
@@ -132,6 +131,203 @@ async fn d32_unconvertible_notification_closes_the_listener() {
         .q(1, "NOTIFY d32x, '中'")
         .q(1, "NOTIFY d32x, 'after'")])
     .await;
+}
+
+/// Parse (unnamed) + Bind with raw parameter bytes + Describe + Execute + Sync.
+fn pg_notify_bound(channel: &[u8], payload: &[u8]) -> Vec<Fe> {
+    vec![
+        parse("", "SELECT pg_notify($1, $2)"),
+        Fe::Bind(
+            String::new(),
+            String::new(),
+            vec![],
+            vec![Some(channel.to_vec()), Some(payload.to_vec())],
+            vec![],
+        ),
+        describe_portal(""),
+        execute(""),
+        Fe::Sync,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d32_statement_and_parameter_encoding_errors() {
+    // WIN1252 leaves 0x81 undefined (Postgres: 22P05 for the whole Query, or at Bind with
+    // the parameter as context); a NUL in a parameter is 22021 in every encoding. The
+    // scenario's text is sent as UTF-8 bytes, which a WIN1252 session reads byte by byte.
+    check_all(vec![Scenario::new("d32 WIN1252 errors and conversions", 2)
+        .q(0, "SET client_encoding = 'WIN1252'")
+        .q(1, "LISTEN d32w")
+        .q(0, "NOTIFY d32w, 'x\u{81}'")
+        .q(0, "SELECT 1; NOTIFY d32w, '\u{81}'")
+        .ext(0, pg_notify_bound(b"d32w", b"\x81"))
+        .ext(0, pg_notify_bound(b"d32w", b"a\0b"))
+        .ext(0, pg_notify_bound(b"d32w", b"\x80 \x9f"))
+        .q(0, "BEGIN")
+        .ext(0, pg_notify_bound(b"d32w", b"in a block \x80"))
+        .q(0, "SELECT 1/0")
+        .ext(0, pg_notify_bound(b"d32w", b"aborted \x81"))
+        .q(0, "ROLLBACK")
+        .q(0, "NOTIFY d32w, '€ read as WIN1252'")
+        .q(0, "LISTEN d32w")
+        .q(1, "NOTIFY d32w, 'Ÿ€‰ to WIN1252'")
+        .q(0, "RESET client_encoding")
+        .ext(0, pg_notify_bound(b"d32w", b"bad UTF-8 \xe4\xb8'"))])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d32_unconvertible_notification_in_place_of_its_frame() {
+    // Postgres converts each notification as it sends it: those before the one the listener
+    // cannot take arrive, then FATAL 22P05 where it would be (after the COMMIT's C, instead
+    // of an extended batch's Z), and the connection closes.
+    check_all(vec![
+        Scenario::new("d32 FATAL at the end of a block", 2)
+            .q(0, "SET client_encoding = 'LATIN1'")
+            .q(0, "LISTEN d32t")
+            .q(0, "BEGIN")
+            .q(1, "NOTIFY d32t, 'first é'")
+            .q(1, "NOTIFY d32t, '中'")
+            .q(1, "NOTIFY d32t, 'never'")
+            .q(0, "SELECT 1")
+            .q(0, "COMMIT"),
+        Scenario::new("d32 FATAL at Sync", 2)
+            .q(0, "SET client_encoding = 'LATIN1'")
+            .q(0, "LISTEN d32s")
+            .ext_async(
+                0,
+                vec![
+                    parse("", "SELECT 2"),
+                    diff::bind("", "", &[]),
+                    execute(""),
+                    Fe::Flush,
+                ],
+            )
+            .q(1, "NOTIFY d32s, 'ü'; NOTIFY d32s, '中'")
+            .ext(0, vec![Fe::Sync]),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d32_replies_in_the_client_encoding() {
+    // Truncation notices quote the client's identifier, pg_listening_channels() rows are
+    // converted one by one (an unconvertible one ends the statement with 22P05), and a
+    // Query mixing intercepted and forwarded statements goes to the server in the client's
+    // encoding.
+    check_all(both(|_| {
+        Scenario::new("d32 notices and rows in LATIN1", 2)
+            .s(0, "LISTEN \"d32中\"")
+            .s(0, "SET client_encoding = 'LATIN1'")
+            .s(0, "SELECT pg_listening_channels()")
+            .s(0, "UNLISTEN *")
+            .s(0, &format!("LISTEN d32é{}", "x".repeat(70)))
+            .s(1, &format!("NOTIFY d32Ã©{}", "x".repeat(70)))
+            .s(0, "SELECT pg_listening_channels()")
+    }))
+    .await;
+    check_all(vec![Scenario::new("d32 mixed Query in LATIN1", 2)
+        .q(0, "SET client_encoding = 'LATIN1'; LISTEN d32m")
+        .q(0, "SELECT 'ü' AS u; LISTEN d32ü; SELECT 'ö' AS o")
+        .q(1, "NOTIFY d32m, 'ü'; NOTIFY d32Ã¼, 'ö'")
+        .q(0, "SELECT pg_listening_channels(); SELECT 1")
+        .q(0, "SELECT 'é'; NOTIFY d32m, 'é'; SELECT 'x' || ")])
+    .await;
+}
+
+/// Postgres's conversion of one byte (`dir` = "from": the byte in `enc` to UTF-8) or one
+/// code point (`dir` = "to": UTF-8 to `enc`), as hex bytes or the SQLSTATE of its error.
+const CONVERT_FN: &str = "
+CREATE OR REPLACE FUNCTION pg_temp.conv(enc text, dir text, x int) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF dir = 'from' THEN
+    RETURN encode(convert_to(convert_from(decode(lpad(to_hex(x), 2, '0'), 'hex'), enc), 'UTF8'), 'hex');
+  END IF;
+  RETURN encode(convert_to(chr(x), enc), 'hex');
+EXCEPTION WHEN others THEN RETURN sqlstate;
+END $$";
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Code points whose conversion to each single-byte encoding is compared with Postgres's:
+/// Latin, Greek, Cyrillic, Hebrew, Arabic, Thai, punctuation, currency and box drawing.
+fn sample_code_points() -> Vec<u32> {
+    [
+        (0x80, 0x600),
+        (0xe00, 0xe80),
+        (0x2000, 0x2200),
+        (0x2500, 0x25a0),
+    ]
+    .iter()
+    .flat_map(|&(a, b)| a..b)
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d32_conversion_tables_match_postgres() {
+    // Every byte of every single-byte encoding pgherald converts, and a sample of code
+    // points the other way, against the server's own conversions.
+    let c = support::postgres::shared()
+        .connect(SUPERUSER, None, support::postgres::DEFAULT_DB)
+        .await;
+    c.batch_execute(CONVERT_FN)
+        .await
+        .expect("create pg_temp.conv");
+    let points = sample_code_points();
+    let mut diffs = vec![];
+    for s in SINGLE_BYTE {
+        let rows = c
+            .query(
+                "SELECT x, pg_temp.conv($1, 'from', x) FROM generate_series(1, 255) x",
+                &[&s.name()],
+            )
+            .await
+            .expect("decode bytes");
+        for r in rows {
+            let (x, theirs): (i32, String) = (r.get(0), r.get(1));
+            let ours = match SingleByte::decode_byte(s, x as u8) {
+                Some(ch) => hex(ch.to_string().as_bytes()),
+                None => "22P05".into(),
+            };
+            if ours != theirs {
+                diffs.push(format!(
+                    "{} byte {x:#04x}: postgres {theirs}, pgherald {ours}",
+                    s.name()
+                ));
+            }
+        }
+        let cps: Vec<i32> = points.iter().map(|&p| p as i32).collect();
+        let rows = c
+            .query(
+                "SELECT x, pg_temp.conv($1, 'to', x) FROM unnest($2::int4[]) x",
+                &[&s.name(), &cps],
+            )
+            .await
+            .expect("encode code points");
+        for r in rows {
+            let (x, theirs): (i32, String) = (r.get(0), r.get(1));
+            let ch = char::from_u32(x as u32).expect("code point");
+            let ours = match s.encode_char(ch) {
+                Some(b) => hex(&[b]),
+                None => "22P05".into(),
+            };
+            if ours != theirs {
+                diffs.push(format!(
+                    "{} U+{x:04X}: postgres {theirs}, pgherald {ours}",
+                    s.name()
+                ));
+            }
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differences:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

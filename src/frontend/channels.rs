@@ -1,11 +1,14 @@
 //! A session's LISTEN/NOTIFY state: the actions pending in its transaction, the channels
-//! it listens on, its hub subscription and mailbox, commit, and delivery of notifications.
+//! it listens on, its hub subscription and mailbox, commit, and delivery of notifications
+//! (converted to the client's encoding when it differs from the server's).
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use super::txn::{ListenSet, PendingTxn};
+use crate::protocol::encoding::{Conversion, EncodingError};
+use crate::protocol::reply;
 use crate::pubsub::relay::Relays;
 use crate::pubsub::{Delivery, Hub, Mailbox, Notification, Subscriber};
 
@@ -29,6 +32,12 @@ pub struct Channels {
     pub overflow: Option<usize>,
     /// Relays, to wait for their upstream LISTEN.
     relays: Option<Arc<Relays>>,
+    /// Between the session's client_encoding and the server encoding: what the session
+    /// takes from the client is converted to the server encoding, what it delivers back.
+    pub conv: Conversion,
+    /// A notification the client's encoding cannot represent: like Postgres, the session
+    /// ends with FATAL 22P05 in that notification's place; nothing is delivered after it.
+    pub unconvertible: Option<EncodingError>,
     /// Confirmation that the relay LISTENs upstream on newly committed channels; the
     /// session waits for it before the client sees its LISTEN complete.
     pub relay_wait: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -56,6 +65,8 @@ impl Channels {
             mailbox: None,
             ever_listened: false,
             overflow: None,
+            conv: Conversion::default(),
+            unconvertible: None,
         }
     }
 
@@ -119,17 +130,29 @@ impl Channels {
     /// Write every queued notification the session still listens to into `out`
     /// (the channel filter applies at delivery, item 18).
     pub fn drain_into(&mut self, out: &mut BytesMut) {
-        while let Some(d) = self.mailbox.as_mut().and_then(Mailbox::try_recv) {
+        while self.unconvertible.is_none() {
+            let Some(d) = self.mailbox.as_mut().and_then(Mailbox::try_recv) else {
+                return;
+            };
             self.deliver(d, out);
         }
     }
 
-    /// Handle one delivery: a frame still wanted goes to `out`; an overflow is recorded.
+    /// Handle one delivery: a frame still wanted goes to `out` (converted to the client's
+    /// encoding when needed); an overflow or an unconvertible notification is recorded.
     pub fn deliver(&mut self, d: Delivery, out: &mut BytesMut) {
+        if self.unconvertible.is_some() {
+            return;
+        }
         match d {
             Delivery::Frame(f) => {
-                if channel_of(&f).is_some_and(|c| self.listens.contains(c)) {
+                if !channel_of(&f).is_some_and(|c| self.listens.contains(c)) {
+                    return;
+                }
+                if self.conv.passes_through() {
                     out.extend_from_slice(&f);
+                } else if let Err(e) = convert_frame(&f, self.conv, out) {
+                    self.unconvertible = Some(e);
                 }
             }
             Delivery::Overflow { limit } => self.overflow = Some(limit),
@@ -148,6 +171,23 @@ impl Channels {
     pub fn has_mailbox(&self) -> bool {
         self.mailbox.is_some()
     }
+}
+
+/// Re-encode a NotificationResponse frame in the client's encoding into `out`: the channel
+/// first, then the payload, as Postgres converts them.
+fn convert_frame(frame: &[u8], conv: Conversion, out: &mut BytesMut) -> Result<(), EncodingError> {
+    let Some(pid) = frame.get(5..9).and_then(|p| <[u8; 4]>::try_from(p).ok()) else {
+        return Ok(());
+    };
+    let Some(channel) = channel_of(frame) else {
+        return Ok(());
+    };
+    let rest = &frame[9 + channel.len() + 1..];
+    let payload = rest.strip_suffix(&[0]).unwrap_or(rest);
+    let channel = conv.to_client(channel)?;
+    let payload = conv.to_client(payload)?;
+    reply::notification(out, i32::from_be_bytes(pid), &channel, &payload);
+    Ok(())
 }
 
 /// The channel of an encoded NotificationResponse frame.
@@ -191,5 +231,28 @@ mod tests {
         let mut out = BytesMut::new();
         a.drain_into(&mut out);
         assert!(out.is_empty());
+    }
+
+    #[tokio::test]
+    async fn delivery_converts_and_stops_at_an_unconvertible_notification() {
+        use crate::protocol::encoding::SingleByte;
+        let hub = Hub::new(100);
+        let mut l = Channels::new(hub.clone(), None, false, "db".into(), 7);
+        l.conv = Conversion::Single(SingleByte::Latin1);
+        l.txn.push(Action::Listen("é".as_bytes().to_vec()));
+        l.commit();
+        let mut n = Channels::new(hub.clone(), None, false, "db".into(), 8);
+        for p in ["café", "中", "never"] {
+            n.txn.push(Action::Notify {
+                channel: "é".as_bytes().to_vec(),
+                payload: p.as_bytes().to_vec(),
+            });
+        }
+        n.commit();
+        let mut out = BytesMut::new();
+        l.drain_into(&mut out);
+        assert_eq!(&out[..], b"A\0\0\0\x0f\0\0\0\x08\xe9\0caf\xe9\0");
+        let e = l.unconvertible.take().expect("FATAL 22P05 due");
+        assert_eq!(e.sqlstate(), "22P05");
     }
 }

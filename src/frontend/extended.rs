@@ -5,9 +5,10 @@
 
 use std::collections::HashMap;
 
-use super::intercept::Intercept;
+use super::intercept::{Failure, Intercept};
 use super::plan::{Effect, LocalReply};
 use super::simple::effect;
+use crate::protocol::encoding::Conversion;
 use crate::protocol::framer::cstr;
 use crate::protocol::reply::TEXT_OID;
 use crate::sql::{self, Arg, Kind};
@@ -64,8 +65,9 @@ pub enum Decision {
     Forward(super::plan::Entry),
     /// Answer it locally.
     Local(LocalReply),
-    /// Execute of a portal whose statement fails: make the server fail the batch too.
-    Fail(Intercept),
+    /// A message whose statement fails (Bind with a parameter the session's encoding rejects,
+    /// Execute of a failing statement): make the server fail the batch too.
+    Fail(Failure),
     /// Malformed message: FATAL 08P01.
     Malformed,
 }
@@ -85,7 +87,9 @@ fn name_of(body: &[u8]) -> Option<(&[u8], &[u8])> {
 
 impl Extended {
     /// Parse: intercept LISTEN & co., remember transaction control, forward the rest.
-    pub fn parse(&mut self, body: &[u8], scs: bool) -> Decision {
+    /// The statement text is taken in the server encoding (`conv`); text pgherald cannot
+    /// take that way is forwarded, for Postgres to answer.
+    pub fn parse(&mut self, body: &[u8], scs: bool, conv: Conversion) -> Decision {
         let Some((name, rest)) = name_of(body) else {
             return Decision::Malformed;
         };
@@ -99,8 +103,8 @@ impl Extended {
             self.stmt_effects.remove(name);
         }
         if sql::prefilter(query, true) {
-            if let Ok(text) = std::str::from_utf8(query) {
-                let stmts: Vec<_> = sql::classify(text, scs)
+            if let Some(text) = conv.statement_text(query) {
+                let stmts: Vec<_> = sql::classify(&text, scs)
                     .into_iter()
                     .filter(|s| s.kind != Kind::Empty)
                     .collect();
@@ -117,7 +121,7 @@ impl Extended {
                     if let Some(t) = template {
                         self.stmts.insert(name.to_vec(), t);
                         let mut notices = bytes::BytesMut::new();
-                        super::simple::notices(&only.kind, &mut notices);
+                        super::simple::notices(&only.kind, conv, &mut notices);
                         return Decision::Local(LocalReply::Parse(
                             (!notices.is_empty()).then_some(notices),
                         ));
@@ -132,8 +136,9 @@ impl Extended {
         Decision::Forward(super::plan::Entry::Parse)
     }
 
-    /// Bind: resolve an intercepted statement's parameters into a portal.
-    pub fn bind(&mut self, body: &[u8]) -> Decision {
+    /// Bind: resolve an intercepted statement's parameters into a portal. Parameter values
+    /// are converted to the server encoding (`conv`), in order, as Postgres does at Bind.
+    pub fn bind(&mut self, body: &[u8], conv: Conversion) -> Decision {
         let Some((portal, rest)) = name_of(body) else {
             return Decision::Malformed;
         };
@@ -152,9 +157,28 @@ impl Extended {
             }
             return Decision::Forward(super::plan::Entry::Bind);
         };
-        let Some((params, format)) = bind_values(rest) else {
+        let Some((mut params, format)) = bind_values(rest) else {
             return Decision::Malformed;
         };
+        for (i, p) in params.iter_mut().enumerate() {
+            let Some(v) = p.as_mut() else { continue };
+            match conv.parameter(v) {
+                Ok(std::borrow::Cow::Borrowed(_)) => {}
+                Ok(std::borrow::Cow::Owned(converted)) => *v = converted,
+                Err(e) => {
+                    let context = if portal.is_empty() {
+                        format!("unnamed portal parameter ${}", i + 1)
+                    } else {
+                        format!(
+                            "portal \"{}\" parameter ${}",
+                            String::from_utf8_lossy(portal),
+                            i + 1
+                        )
+                    };
+                    return Decision::Fail(Failure::encoding(&e, Some(context)));
+                }
+            }
+        }
         let resolve = |a: &Arg| -> Option<Vec<u8>> {
             match a {
                 Arg::Literal(v) => v.clone(),
@@ -205,11 +229,13 @@ impl Extended {
             return Decision::Malformed;
         };
         match self.portals.get(portal) {
-            Some(b) if b.action.static_error().is_some() => Decision::Fail(b.action.clone()),
-            Some(b) => Decision::Local(LocalReply::Execute {
-                action: b.action.clone(),
-                format: b.format,
-            }),
+            Some(b) => match b.action.static_error() {
+                Some(f) => Decision::Fail(f),
+                None => Decision::Local(LocalReply::Execute {
+                    action: b.action.clone(),
+                    format: b.format,
+                }),
+            },
             None => Decision::Forward(super::plan::Entry::Execute(
                 self.portal_effects
                     .get(portal)
@@ -316,7 +342,11 @@ mod tests {
     fn pg_notify_with_parameters_is_intercepted() {
         let mut x = Extended::default();
         assert!(matches!(
-            x.parse(&parse_body("s1", "SELECT pg_notify($1, $2)"), true),
+            x.parse(
+                &parse_body("s1", "SELECT pg_notify($1, $2)"),
+                true,
+                Conversion::Utf8
+            ),
             Decision::Local(_)
         ));
         match x.describe(b"Ss1\0") {
@@ -327,7 +357,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            x.bind(&bind_body("", "s1", &[Some("ch"), None])),
+            x.bind(&bind_body("", "s1", &[Some("ch"), None]), Conversion::Utf8),
             Decision::Local(_)
         ));
         match x.execute(b"\0\0\0\0\0") {
@@ -344,22 +374,66 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A NULL channel fails at Execute (item 10).
-        x.bind(&bind_body("p", "s1", &[None, Some("x")]));
+        x.bind(&bind_body("p", "s1", &[None, Some("x")]), Conversion::Utf8);
         assert!(matches!(x.execute(b"p\0\0\0\0\0"), Decision::Fail(_)));
+    }
+
+    #[test]
+    fn bind_parameters_are_converted_or_fail_as_postgres() {
+        use crate::protocol::encoding::SingleByte;
+        let latin1 = Conversion::Single(SingleByte::Latin1);
+        let mut x = Extended::default();
+        x.parse(&parse_body("s", "SELECT pg_notify($1, $2)"), true, latin1);
+        let mut body = bind_body("", "s", &[Some("c"), Some("x")]);
+        // The payload is the LATIN1 byte for "é".
+        let at = body.len() - 5;
+        body[at] = 0xe9;
+        x.bind(&body, latin1);
+        match x.execute(b"\0\0\0\0\0") {
+            Decision::Local(LocalReply::Execute { action, .. }) => assert_eq!(
+                action,
+                Intercept::PgNotify {
+                    channel: Some(b"c".to_vec()),
+                    payload: Some("é".as_bytes().to_vec())
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        body[at] = 0;
+        match x.bind(&body, latin1) {
+            Decision::Fail(f) => {
+                assert_eq!(f.code, "22021");
+                assert_eq!(
+                    f.message,
+                    "invalid byte sequence for encoding \"LATIN1\": 0x00"
+                );
+                assert_eq!(f.context.as_deref(), Some("unnamed portal parameter $2"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut named = bind_body("p", "s", &[Some("\u{7f}"), None]);
+        let at = named.len() - 9;
+        named[at] = 0xff;
+        match x.bind(&named, Conversion::Utf8) {
+            Decision::Fail(f) => {
+                assert_eq!(f.context.as_deref(), Some("portal \"p\" parameter $1"))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn forwarded_statements_keep_their_effects() {
         let mut x = Extended::default();
         assert!(matches!(
-            x.parse(&parse_body("", "select 1"), true),
+            x.parse(&parse_body("", "select 1"), true, Conversion::Utf8),
             Decision::Forward(_)
         ));
         assert!(matches!(
-            x.parse(&parse_body("c", "COMMIT"), true),
+            x.parse(&parse_body("c", "COMMIT"), true, Conversion::Utf8),
             Decision::Forward(_)
         ));
-        x.bind(&bind_body("", "c", &[]));
+        x.bind(&bind_body("", "c", &[]), Conversion::Utf8);
         match x.execute(b"\0\0\0\0\0") {
             Decision::Forward(super::super::plan::Entry::Execute(Effect::Commit)) => {}
             other => panic!("{other:?}"),

@@ -148,6 +148,7 @@ impl Session {
                     self.advance_locals();
                     self.relay_sync().await;
                     self.client.flush().await?;
+                    self.delivery_failed()?;
                 }
                 Inbound::Replace(bytes, entries) => {
                     if self.server.is_none() {
@@ -218,7 +219,7 @@ impl Session {
                         .push_back(Entry::Local(super::plan::LocalReply::ParseKnown));
                     self.advance_locals();
                     self.client.flush().await?;
-                    return Ok(());
+                    return self.delivery_failed();
                 }
                 self.prepare_on_server(&stmt, Entry::PrepareParse { id: stmt.id, name })
                     .await?;
@@ -362,13 +363,13 @@ impl Session {
                 }
                 Decision::Forward(e) => Ok(Inbound::Forward(Some(e))),
                 Decision::Local(r) => Ok(Inbound::Local(Entry::Local(r))),
-                Decision::Fail(action) => {
+                Decision::Fail(failure) => {
                     let mut out = BytesMut::new();
                     postgres_protocol::message::frontend::parse(FAIL_STATEMENT, "!", [], &mut out)
                         .map_err(|e| Exit::ClientProtocol(e.to_string()))?;
                     Ok(Inbound::Replace(
                         out.to_vec(),
-                        vec![Entry::InjectedFailure(Some(action))],
+                        vec![Entry::InjectedFailure(Some(failure))],
                     ))
                 }
                 Decision::Malformed => {
@@ -387,22 +388,27 @@ impl Session {
                     Route::Tracked(plan) => Inbound::Forward(Some(Entry::Query(plan))),
                     Route::Local(q) => Inbound::Local(Entry::LocalQuery(q)),
                     Route::Rewrite(text, plan) => {
-                        let mut out = BytesMut::new();
-                        postgres_protocol::message::frontend::query(&text, &mut out)
-                            .map_err(|e| Exit::ClientProtocol(e.to_string()))?;
-                        Inbound::Replace(out.to_vec(), vec![Entry::Query(plan)])
+                        let Ok(len) = i32::try_from(4 + text.len() + 1) else {
+                            return Err(Exit::ClientProtocol("query too long".into()));
+                        };
+                        let mut out = Vec::with_capacity(1 + 4 + text.len() + 1);
+                        out.push(b'Q');
+                        out.extend_from_slice(&len.to_be_bytes());
+                        out.extend_from_slice(&text);
+                        out.push(0);
+                        Inbound::Replace(out, vec![Entry::Query(plan)])
                     }
                 }
             }
             b'P' => {
                 self.batch_open = true;
                 let scs = self.scs();
-                let d = self.ext.parse(body, scs);
+                let d = self.ext.parse(body, scs, self.ch.conv);
                 extended(self, d)?
             }
             b'B' => {
                 self.batch_open = true;
-                let d = self.ext.bind(body);
+                let d = self.ext.bind(body, self.ch.conv);
                 extended(self, d)?
             }
             b'D' => {

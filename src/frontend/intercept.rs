@@ -1,10 +1,13 @@
 //! The intercepted statements themselves: LISTEN, UNLISTEN, NOTIFY, standalone pg_notify
 //! and pg_listening_channels — their errors and the replies pgherald writes for them.
 
+use std::borrow::Cow;
+
 use bytes::BytesMut;
 
 use super::channels::Channels;
 use super::txn::Action;
+use crate::protocol::encoding::EncodingError;
 use crate::protocol::reply::{self, Severity, LISTENING_CHANNELS_COLUMN, PG_NOTIFY_COLUMN};
 use crate::sql::{Arg, Kind};
 
@@ -46,14 +49,36 @@ pub struct Failure {
     /// SQLSTATE.
     pub code: &'static str,
     /// Message.
-    pub message: &'static str,
+    pub message: Cow<'static, str>,
+    /// Context (the `W` field), e.g. which Bind parameter failed.
+    pub context: Option<String>,
+}
+
+impl Failure {
+    /// A failure with a fixed message and no context.
+    pub const fn fixed(code: &'static str, message: &'static str) -> Failure {
+        Failure {
+            code,
+            message: Cow::Borrowed(message),
+            context: None,
+        }
+    }
+
+    /// An encoding error, with its context.
+    pub fn encoding(e: &EncodingError, context: Option<String>) -> Failure {
+        Failure {
+            code: e.sqlstate(),
+            message: Cow::Owned(e.to_string()),
+            context,
+        }
+    }
 }
 
 /// 25P02: the transaction block is aborted.
-pub const ABORTED: Failure = Failure {
-    code: "25P02",
-    message: "current transaction is aborted, commands ignored until end of transaction block",
-};
+pub const ABORTED: Failure = Failure::fixed(
+    "25P02",
+    "current transaction is aborted, commands ignored until end of transaction block",
+);
 
 impl Intercept {
     /// The intercept for a classified statement; None for statements that are forwarded
@@ -84,21 +109,14 @@ impl Intercept {
 
     /// The error this statement raises whatever the transaction state (items 8, 9, 7).
     pub fn static_error(&self) -> Option<Failure> {
-        let too_long = Failure {
-            code: "22023",
-            message: "payload string too long",
-        };
+        let too_long = Failure::fixed("22023", "payload string too long");
         match self {
             Intercept::Notify { payload, .. } if payload.len() > MAX_PAYLOAD => Some(too_long),
             Intercept::PgNotify { channel, payload } => match channel.as_deref() {
-                None | Some([]) => Some(Failure {
-                    code: "22023",
-                    message: "channel name cannot be empty",
-                }),
-                Some(c) if c.len() > MAX_CHANNEL => Some(Failure {
-                    code: "22023",
-                    message: "channel name too long",
-                }),
+                None | Some([]) => Some(Failure::fixed("22023", "channel name cannot be empty")),
+                Some(c) if c.len() > MAX_CHANNEL => {
+                    Some(Failure::fixed("22023", "channel name too long"))
+                }
                 _ if payload.as_ref().is_some_and(|p| p.len() > MAX_PAYLOAD) => Some(too_long),
                 _ => None,
             },
@@ -170,7 +188,15 @@ impl Intercept {
             Intercept::ListeningChannels => {
                 let mut n = 0;
                 for c in ch.listens.iter() {
-                    reply::data_row(out, c);
+                    // Each row is converted as it is sent: rows before one the client's
+                    // encoding cannot represent are sent, then the error.
+                    match ch.conv.to_client(c) {
+                        Ok(c) => reply::data_row(out, &c),
+                        Err(e) => {
+                            write_failure(out, &Failure::encoding(&e, None));
+                            return false;
+                        }
+                    }
                     n += 1;
                 }
                 reply::command_complete(out, &format!("SELECT {n}"));
@@ -182,7 +208,20 @@ impl Intercept {
 
 /// Write an ERROR for a failure.
 pub fn write_failure(out: &mut BytesMut, f: &Failure) {
-    reply::error(out, Severity::Error, f.code, f.message, None);
+    match &f.context {
+        None => reply::error(out, Severity::Error, f.code, &f.message, None),
+        Some(w) => reply::fields(
+            out,
+            b'E',
+            &[
+                (b'S', b"ERROR"),
+                (b'V', b"ERROR"),
+                (b'C', f.code.as_bytes()),
+                (b'M', f.message.as_bytes()),
+                (b'W', w.as_bytes()),
+            ],
+        ),
+    }
 }
 
 #[cfg(test)]

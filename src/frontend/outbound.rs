@@ -6,7 +6,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::deferred::Control;
-use super::intercept::{write_failure, Failure, Intercept};
+use super::intercept::{write_failure, Failure};
 use super::plan::{Effect, Entry, LocalReply, Step};
 use super::session::{Exit, Session, STREAM_THRESHOLD};
 use crate::backend::conn::{get_param, parse_parameter_status, set_param};
@@ -27,12 +27,15 @@ enum Act {
     Before,
     /// It first, then pgherald's bytes.
     After,
+    /// pgherald's bytes take its place (and that of a ParameterStatus run right before it),
+    /// then the session ends: a notification the client's encoding cannot represent.
+    Close,
 }
 
-const PREPARE_REFUSED: Failure = Failure {
-    code: "0A000",
-    message: "cannot PREPARE a transaction that has executed LISTEN, UNLISTEN, or NOTIFY",
-};
+const PREPARE_REFUSED: Failure = Failure::fixed(
+    "0A000",
+    "cannot PREPARE a transaction that has executed LISTEN, UNLISTEN, or NOTIFY",
+);
 
 impl Session {
     /// Handle everything the server sent that is complete.
@@ -140,12 +143,19 @@ impl Session {
                     self.write_client(&ours).await?;
                     buf.advance(run + total);
                 }
+                Act::Close => {
+                    self.write_client(&buf[..s_run.unwrap_or(run)]).await?;
+                    self.write_client(&ours).await?;
+                    buf.advance(run + total);
+                    return self.delivery_failed().map(|()| false);
+                }
             }
             self.client.out = ours;
             self.client.out.clear();
             self.advance_locals();
             self.relay_sync().await;
             self.client.flush().await?;
+            self.delivery_failed()?;
             if tag == b'Z' && self.idle() {
                 return Ok(true);
             }
@@ -155,6 +165,7 @@ impl Session {
     /// Match one complete server message against the plan.
     fn route_server(&mut self, tag: u8, body: &[u8]) -> Result<Act, Exit> {
         tracing::trace!(tag = %(tag as char), head = ?self.plan.front().map(std::mem::discriminant), "server message");
+        let aborted_before = self.live == b'E';
         match tag {
             b'N' | b'A' => return Ok(Act::Pass),
             b'S' => {
@@ -164,6 +175,9 @@ impl Session {
                     }
                     if params::is_reported(k) || get_param(&self.wants, k).is_some() {
                         set_param(&mut self.wants, k, v);
+                    }
+                    if k.eq_ignore_ascii_case("client_encoding") {
+                        self.follow_encoding();
                     }
                 }
                 return Ok(Act::Pass);
@@ -247,10 +261,16 @@ impl Session {
                 b'E' => self.batch_error(Act::Pass),
                 _ => Act::Pass,
             },
-            Entry::InjectedFailure(action) => match tag {
+            Entry::InjectedFailure(failure) => match tag {
                 b'E' => {
-                    if let Some(f) = action.as_ref().and_then(Intercept::static_error) {
-                        write_failure(&mut self.client.out, &f);
+                    if self.batch_failed {
+                        // pgherald already failed this batch (e.g. 25P02 at an intercepted
+                        // Parse): the server's error only keeps it in step.
+                    } else if aborted_before {
+                        // An aborted block: Postgres refuses the message before looking at it.
+                        write_failure(&mut self.client.out, &super::intercept::ABORTED);
+                    } else if let Some(f) = failure.as_ref() {
+                        write_failure(&mut self.client.out, f);
                     }
                     self.local_error = true;
                     self.batch_error(Act::Swallow)
@@ -320,7 +340,9 @@ impl Session {
     /// How to pass a ReadyForQuery: notifications (and a Query's preamble) go before it,
     /// pgherald's replies queued behind it after it; otherwise it joins the current run.
     fn z_act(&self) -> Act {
-        if !self.client.out.is_empty() {
+        if self.ch.unconvertible.is_some() {
+            Act::Close
+        } else if !self.client.out.is_empty() {
             Act::Before
         } else if self.plan.front().is_some_and(Entry::is_local) {
             Act::After
@@ -503,7 +525,7 @@ impl Session {
 
     /// Run pgherald's own replies that have reached the head of the plan.
     pub(crate) fn advance_locals(&mut self) {
-        while self.plan.front().is_some_and(Entry::is_local) {
+        while self.ch.unconvertible.is_none() && self.plan.front().is_some_and(Entry::is_local) {
             let Some(entry) = self.plan.pop_front() else {
                 return;
             };
@@ -538,7 +560,9 @@ impl Session {
 
     fn local_ready(&mut self, status: u8, failed: bool) {
         self.finish_transaction(status, failed);
-        reply::ready_for_query(&mut self.client.out, status);
+        if self.ch.unconvertible.is_none() {
+            reply::ready_for_query(&mut self.client.out, status);
+        }
     }
 
     /// An intercepted message in an aborted transaction block: 25P02, and the batch fails.

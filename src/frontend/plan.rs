@@ -154,7 +154,7 @@ pub enum Entry {
     InjectedClose,
     /// A failing placeholder pgherald sent (Parse of invalid SQL) so that the server fails
     /// the batch as Postgres would; its error is replaced with this one.
-    InjectedFailure(Option<Intercept>),
+    InjectedFailure(Option<super::intercept::Failure>),
     /// A message pgherald sent whose reply (`1`, `2`, `3`) is swallowed.
     InjectedQuiet,
     /// The ROLLBACK pgherald ran in place of a refused PREPARE TRANSACTION: at its `C` the

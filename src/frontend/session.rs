@@ -27,6 +27,7 @@ use crate::frontend::client::ClientIo;
 use crate::frontend::extended::Extended;
 use crate::frontend::plan::Entry;
 use crate::frontend::{login, params};
+use crate::protocol::encoding::{Conversion, EncodingError};
 use crate::protocol::framer;
 use crate::protocol::reply;
 use crate::pubsub::relay::RelaySettings;
@@ -55,6 +56,8 @@ pub(crate) enum Exit {
     Shutdown,
     /// The client's notification mailbox overflowed at this limit.
     Overflow(usize),
+    /// A notification the client's encoding cannot represent (FATAL, as in Postgres).
+    Unconvertible(EncodingError),
 }
 
 impl From<ClientError> for Exit {
@@ -180,6 +183,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
         client,
         server: None,
         wants: Params::new(),
+        server_encoding: None,
         plan: VecDeque::new(),
         batch_open: false,
         batch_forwarded: false,
@@ -215,6 +219,8 @@ pub(crate) struct Session {
     shutdown: watch::Receiver<bool>,
     /// Settings the client expects on whatever server runs its queries.
     pub(crate) wants: Params,
+    /// The server encoding, as the server reported it at login.
+    server_encoding: Option<String>,
     /// What the server (and pgherald) still owe the client, in order.
     pub(crate) plan: VecDeque<Entry>,
     /// Extended-protocol messages received since the last Sync.
@@ -269,6 +275,26 @@ impl Session {
         self.status == b'I' && self.quiet()
     }
 
+    /// Follow the client's client_encoding (login, SET, RESET): pgherald converts what it
+    /// takes from the client and what it writes to it between that and the server encoding.
+    pub(crate) fn follow_encoding(&mut self) {
+        let client = self
+            .wants
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("client_encoding"))
+            .map(|(_, v)| v.as_str());
+        self.ch.conv = Conversion::new(client, self.server_encoding.as_deref());
+    }
+
+    /// A notification could not be converted for the client: the session ends (the caller
+    /// has written everything that precedes it).
+    pub(crate) fn delivery_failed(&mut self) -> Result<(), Exit> {
+        match self.ch.unconvertible.take() {
+            Some(e) => Err(Exit::Unconvertible(e)),
+            None => Ok(()),
+        }
+    }
+
     /// The session's standard_conforming_strings.
     pub(crate) fn scs(&self) -> bool {
         get_param(&self.wants, "standard_conforming_strings") != Some("off")
@@ -317,6 +343,8 @@ impl Session {
             }
             w
         };
+        self.server_encoding = get_param(&reported, "server_encoding").map(str::to_string);
+        self.follow_encoding();
         for (k, v) in &reported {
             reply::parameter_status(&mut self.client.out, k, v);
         }
@@ -334,7 +362,8 @@ impl Session {
             let res = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(&sql)).await;
             match res {
                 Ok(Ok(_)) => {
-                    params::after_sync(&mut self.wants, &co.conn.params, &mut co.conn.extra)
+                    params::after_sync(&mut self.wants, &co.conn.params, &mut co.conn.extra);
+                    self.follow_encoding();
                 }
                 Ok(Err(e @ ServerError::Refused { .. })) => {
                     self.pool.checkin(co, b'I');
@@ -395,6 +424,9 @@ impl Session {
                         self.ch.drain_into(&mut self.client.out);
                         if let Err(e) = self.client.flush().await {
                             return e.into();
+                        }
+                        if let Err(e) = self.delivery_failed() {
+                            return e;
                         }
                     }
                 }
@@ -494,6 +526,7 @@ impl Session {
                     )
                     .await
             }
+            Exit::Unconvertible(e) => self.client.fatal(e.sqlstate(), &e.to_string()).await,
             Exit::Shutdown => {
                 self.client
                     .fatal(

@@ -9,6 +9,7 @@ use super::channels::Channels;
 use super::intercept::Intercept;
 use super::plan::{Effect, LocalQuery, QueryPlan, Step};
 use super::txn::{Action, PendingTxn};
+use crate::protocol::encoding::Conversion;
 use crate::protocol::reply;
 use crate::sql::{self, Kind};
 
@@ -19,9 +20,9 @@ pub enum Route {
     Forward,
     /// Forward unchanged, following statements for their transaction effects.
     Tracked(QueryPlan),
-    /// Forward this text instead (intercepted statements replaced by placeholders of the
-    /// same length, so positions in server errors stay right).
-    Rewrite(String, QueryPlan),
+    /// Forward this text instead, in the client's encoding (intercepted statements replaced
+    /// by placeholders of the same length, so positions in server errors stay right).
+    Rewrite(Vec<u8>, QueryPlan),
     /// Answer without the server.
     Local(LocalQuery),
 }
@@ -29,14 +30,17 @@ pub enum Route {
 /// Decide the route of a Query's SQL text.
 ///
 /// `status` is the transaction status the client last saw; `scs` the session's
-/// standard_conforming_strings.
+/// standard_conforming_strings. The text is classified in the server encoding (`ch.conv`);
+/// text that cannot be taken that way is forwarded: Postgres converts the whole Query before
+/// running any of it, so it either answers with its own error or runs the statements itself.
 pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
     if !sql::prefilter(sql, !ch.txn.is_empty()) {
         return Route::Forward;
     }
-    let Ok(text) = std::str::from_utf8(sql) else {
+    let Some(text) = ch.conv.statement_text(sql) else {
         return Route::Forward;
     };
+    let text = &*text;
     let stmts = sql::classify(text, scs);
     if stmts
         .iter()
@@ -54,7 +58,7 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
     }
     let mut preamble = BytesMut::new();
     for s in &stmts {
-        notices(&s.kind, &mut preamble);
+        notices(&s.kind, ch.conv, &mut preamble);
     }
     let preamble = (!preamble.is_empty()).then_some(preamble);
     let intercepts: Vec<Option<Intercept>> = stmts
@@ -118,7 +122,11 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
         };
     }
     rewritten.push_str(&text[copied..]);
-    Route::Rewrite(rewritten, plan)
+    // Back to the client's encoding: every character came from the client's own text.
+    match ch.conv.to_client(rewritten.as_bytes()) {
+        Ok(bytes) => Route::Rewrite(bytes.into_owned(), plan),
+        Err(_) => Route::Forward,
+    }
 }
 
 /// Apply a statement to a copy of the pending actions, as it would if it succeeds.
@@ -165,8 +173,8 @@ pub fn effect(kind: &Kind) -> Effect {
 }
 
 /// Lexer notices of a statement (truncation, nonstandard escapes), in the order Postgres
-/// raises them.
-pub(crate) fn notices(kind: &Kind, out: &mut BytesMut) {
+/// raises them, in the client's encoding.
+pub(crate) fn notices(kind: &Kind, conv: Conversion, out: &mut BytesMut) {
     let (truncated, warnings) = match kind {
         Kind::Listen { truncated, .. } | Kind::Unlisten { truncated, .. } => {
             (truncated.as_ref(), &[][..])
@@ -180,6 +188,20 @@ pub(crate) fn notices(kind: &Kind, out: &mut BytesMut) {
         _ => (None, &[][..]),
     };
     for n in truncated.into_iter().chain(warnings) {
-        reply::notice_full(out, n.severity, n.sqlstate, &n.message, n.hint, n.position);
+        match conv.to_client(n.message.as_bytes()) {
+            Ok(std::borrow::Cow::Owned(message)) => {
+                let position = n.position.map(|p| p.to_string());
+                let mut fields: Vec<(u8, &[u8])> = vec![
+                    (b'S', n.severity.as_bytes()),
+                    (b'V', n.severity.as_bytes()),
+                    (b'C', n.sqlstate.as_bytes()),
+                    (b'M', &message),
+                ];
+                fields.extend(n.hint.map(|h| (b'H', h.as_bytes())));
+                fields.extend(position.as_ref().map(|p| (b'P', p.as_bytes())));
+                reply::fields(out, b'N', &fields);
+            }
+            _ => reply::notice_full(out, n.severity, n.sqlstate, &n.message, n.hint, n.position),
+        }
     }
 }

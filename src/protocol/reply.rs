@@ -209,6 +209,35 @@ pub fn close_complete(buf: &mut BytesMut) {
     put(buf, &CloseComplete::new());
 }
 
+/// NotificationResponse (`A`) with channel and payload already in the client's encoding.
+/// Neither may contain a NUL byte (they come from text Postgres would accept).
+pub fn notification(buf: &mut BytesMut, pid: i32, channel: &[u8], payload: &[u8]) {
+    let len = 4 + 4 + channel.len() + 1 + payload.len() + 1;
+    buf.reserve(1 + len);
+    buf.extend_from_slice(b"A");
+    buf.extend_from_slice(&(len as i32).to_be_bytes());
+    buf.extend_from_slice(&pid.to_be_bytes());
+    buf.extend_from_slice(channel);
+    buf.extend_from_slice(&[0]);
+    buf.extend_from_slice(payload);
+    buf.extend_from_slice(&[0]);
+}
+
+/// ErrorResponse (`E`) or NoticeResponse (`N`) from (field code, value) pairs whose values
+/// are already in the client's encoding (for messages quoting the client's own text).
+pub fn fields(buf: &mut BytesMut, tag: u8, fields: &[(u8, &[u8])]) {
+    let len = 4 + fields.iter().map(|(_, v)| 1 + v.len() + 1).sum::<usize>() + 1;
+    buf.reserve(1 + len);
+    buf.extend_from_slice(&[tag]);
+    buf.extend_from_slice(&(len as i32).to_be_bytes());
+    for (code, value) in fields {
+        buf.extend_from_slice(&[*code]);
+        buf.extend_from_slice(value);
+        buf.extend_from_slice(&[0]);
+    }
+    buf.extend_from_slice(&[0]);
+}
+
 /// NoticeResponse with optional hint and position, as the lexer raises them.
 pub fn notice_full(
     buf: &mut BytesMut,
@@ -253,6 +282,21 @@ mod tests {
         let body = framer::body(&b, h);
         assert_eq!(framer::field(body, b'C'), Some(&b"3D000"[..]));
         assert_eq!(framer::field(body, b'S'), Some(&b"FATAL"[..]));
+    }
+
+    #[test]
+    fn notification_and_raw_fields_bytes() {
+        let mut b = BytesMut::new();
+        notification(&mut b, 0x01020304, b"ch", b"caf\xe9");
+        assert_eq!(&b[..], b"A\0\0\0\x10\x01\x02\x03\x04ch\0caf\xe9\0");
+        let mut b = BytesMut::new();
+        fields(&mut b, b'N', &[(b'S', b"NOTICE"), (b'M', b"x\xe9")]);
+        let h = framer::header(&b).unwrap().unwrap();
+        assert_eq!((h.tag, h.total), (b'N', b.len()));
+        assert_eq!(
+            framer::field(framer::body(&b, h), b'M'),
+            Some(&b"x\xe9"[..])
+        );
     }
 
     #[test]
