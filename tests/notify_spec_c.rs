@@ -157,7 +157,6 @@ async fn c25_listener_mid_batch_waits_for_sync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgherald bug: after an error in a batch no transaction is open, and Postgres delivers at once (pgherald waits for Sync)"]
 async fn c25_listener_after_an_error_in_a_batch() {
     check_all(vec![Scenario::new(
         "c25 listener after an error mid-batch",
@@ -171,7 +170,6 @@ async fn c25_listener_after_an_error_in_a_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgherald bug: after an explicit COMMIT in a batch, Postgres delivers the sender's own copy as soon as it waits for input (pgherald waits for Sync)"]
 async fn c25_explicit_commit_inside_a_batch() {
     check_all(vec![Scenario::new("c25 explicit COMMIT inside a batch", 2)
         .q(0, "LISTEN c25x")
@@ -193,6 +191,60 @@ async fn c25_explicit_commit_inside_a_batch() {
         )
         .ext(1, vec![Fe::Sync])])
     .await;
+}
+
+/// `msgs` (ending with Flush, no Sync) on c0, which listens on c25w; c1 commits a
+/// notification while c0 waits; then c0 sends Sync and ends whatever block is left open.
+fn probe(sc: Scenario, label: &str, msgs: Vec<Fe>) -> Scenario {
+    sc.ext(0, msgs)
+        .q(1, &format!("NOTIFY c25w, '{label}'"))
+        .ext(0, vec![Fe::Sync])
+        .q(0, "ROLLBACK")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c25_batch_without_sync_delivers_outside_transactions() {
+    let sc = Scenario::new("c25 when a batch without Sync delivers", 2)
+        .q(1, "CREATE TABLE IF NOT EXISTS c25p (id int PRIMARY KEY)")
+        .q(
+            1,
+            "CREATE TABLE IF NOT EXISTS c25f (p int REFERENCES c25p DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .q(0, "LISTEN c25w");
+    let sc = probe(sc, "error in a block", flush(&["BEGIN", "SELECT 1/0"]));
+    let sc = probe(sc, "block committed", flush(&["BEGIN", "COMMIT"]));
+    let sc = probe(sc, "block rolled back", flush(&["BEGIN", "ROLLBACK"]));
+    let sc = probe(sc, "ROLLBACK without a block", flush(&["ROLLBACK"]));
+    let sc = probe(sc, "statement after COMMIT", flush(&["COMMIT", "SELECT 1"]));
+    let sc = probe(
+        sc,
+        "failed COMMIT",
+        flush(&["BEGIN", "INSERT INTO c25f VALUES (1)", "COMMIT"]),
+    );
+    let sc = probe(sc, "chained block", flush(&["BEGIN", "COMMIT AND CHAIN"]));
+    let sc = probe(
+        sc,
+        "own notification rolled back",
+        flush(&["BEGIN", "NOTIFY c25w, 'never'", "ROLLBACK"]),
+    );
+    let sc = probe(
+        sc,
+        "Close only",
+        vec![Fe::Close(b'S', "nope".into()), Fe::Flush],
+    );
+    let sc = probe(sc, "Parse error", vec![parse("", "SELEC 1"), Fe::Flush]);
+    let sc = sc.ext(0, vec![parse("c25s", "SELECT 1"), Fe::Sync]);
+    let sc = probe(
+        sc,
+        "Describe of a statement",
+        vec![Fe::Describe(b'S', "c25s".into()), Fe::Flush],
+    );
+    let sc = sc
+        .ext(0, flush(&["SELECT 1/0"]))
+        .ext(0, vec![bind("", "", &[]), execute(""), Fe::Flush])
+        .q(1, "NOTIFY c25w, 'messages skipped after an error'")
+        .ext(0, vec![Fe::Sync]);
+    check_all(vec![sc]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,7 +47,7 @@ impl Session {
         if res? && self.transaction_mode() && self.idle() && !self.writing {
             self.release();
         }
-        Ok(())
+        self.deliver_pending().await
     }
 
     async fn write_client(&mut self, bytes: &[u8]) -> Result<(), Exit> {
@@ -181,6 +181,8 @@ impl Session {
                 if self.live == b'T' {
                     self.live = b'E';
                 }
+                // An error ends an implicit transaction (a block only aborts).
+                self.implicit = false;
             }
             _ => {}
         }
@@ -189,6 +191,9 @@ impl Session {
         };
         if tag == b'Z' && !matches!(head, Entry::Query(_) | Entry::Function | Entry::Sync) {
             return Ok(self.resync(body));
+        }
+        if head.opens_transaction() && self.live == b'I' {
+            self.implicit = true;
         }
         let act = match head {
             Entry::Query(_) => return self.route_query(tag, body),
@@ -222,7 +227,14 @@ impl Session {
                     self.pop(Act::Pass)
                 }
                 b'I' | b's' => self.pop(Act::Pass),
-                b'E' => self.batch_error(Act::Pass),
+                b'E' => {
+                    if effect.ends_transaction() {
+                        // A failed COMMIT (or ROLLBACK, PREPARE) still ends the transaction.
+                        self.ch.discard();
+                        self.live = b'I';
+                    }
+                    self.batch_error(Act::Pass)
+                }
                 _ => Act::Pass,
             },
             Entry::InjectedQuiet => match tag {
@@ -234,6 +246,7 @@ impl Session {
                 b'C' => {
                     self.ch.discard();
                     self.live = b'I';
+                    self.implicit = false;
                     write_failure(&mut self.client.out, &PREPARE_REFUSED);
                     self.local_error = true;
                     self.pop(Act::Swallow)
@@ -325,6 +338,7 @@ impl Session {
             if matches!(e, Entry::Query(_) | Entry::Function | Entry::Sync) {
                 break;
             }
+            self.unanswered(e);
         }
         let failed = self.batch_failed;
         self.batch_failed = false;
@@ -352,12 +366,15 @@ impl Session {
             act
         };
         self.batch_failed = true;
+        self.implicit = false;
         while self
             .plan
             .front()
             .is_some_and(|e| !matches!(e, Entry::Sync | Entry::Local(LocalReply::Sync)))
         {
-            self.plan.pop_front();
+            if let Some(e) = self.plan.pop_front() {
+                self.unanswered(e);
+            }
         }
         if act == Act::Pass && self.plan.front().is_some_and(Entry::is_local) {
             Act::After
@@ -439,18 +456,15 @@ impl Session {
     fn apply_effect(&mut self, effect: &Effect, body: &[u8]) {
         match effect {
             Effect::None => {}
-            Effect::Commit => {
+            Effect::Begin => self.live = b'T',
+            Effect::Commit | Effect::CommitChain => {
                 if body.starts_with(b"COMMIT") {
                     self.ch.commit();
                 } else {
                     self.ch.discard();
                 }
-                self.live = b'I';
             }
-            Effect::Rollback => {
-                self.ch.discard();
-                self.live = b'I';
-            }
+            Effect::Rollback | Effect::RollbackChain => self.ch.discard(),
             Effect::Savepoint(n) => self.ch.txn.savepoint(n),
             Effect::Release(n) => {
                 self.ch.txn.release(n);
@@ -465,10 +479,31 @@ impl Session {
                 self.ch.unlisten_everything();
                 self.ext.clear();
             }
-            Effect::PrepareTransaction => {
-                self.ch.discard();
+            Effect::PrepareTransaction => self.ch.discard(),
+        }
+        match effect {
+            Effect::CommitChain | Effect::RollbackChain => self.live = b'T',
+            e if e.ends_transaction() => {
                 self.live = b'I';
+                self.implicit = false;
             }
+            _ => {}
+        }
+    }
+
+    /// An entry the server will never answer (its batch failed, or the plan resynchronised):
+    /// a statement pgherald prepared on the server under its own name does not exist there.
+    fn unanswered(&mut self, e: Entry) {
+        let id = match e {
+            Entry::PrepareParse { id, name } => {
+                self.stmts.remove(&name);
+                id
+            }
+            Entry::InjectedParse { id } => id,
+            _ => return,
+        };
+        if let Some(co) = self.server.as_mut() {
+            co.conn.prepared.forget(id);
         }
     }
 
@@ -477,6 +512,7 @@ impl Session {
     fn finish_transaction(&mut self, status: u8, failed: bool) {
         self.status = status;
         self.live = status;
+        self.implicit = false;
         if status == b'I' {
             if failed {
                 self.ch.discard();
@@ -535,6 +571,10 @@ impl Session {
     }
 
     fn local_reply(&mut self, r: LocalReply) {
+        if !matches!(r, LocalReply::Close | LocalReply::Sync) && self.live == b'I' {
+            // As in Postgres, an extended-protocol message opens an implicit transaction.
+            self.implicit = true;
+        }
         let out = &mut self.client.out;
         match r {
             LocalReply::ParseKnown => reply::parse_complete(out),

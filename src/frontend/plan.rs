@@ -15,10 +15,16 @@ use super::intercept::Intercept;
 pub enum Effect {
     /// Nothing.
     None,
+    /// BEGIN / START TRANSACTION: a transaction block is open.
+    Begin,
     /// COMMIT/END: `C('COMMIT')` commits, `C('ROLLBACK')` (aborted block) discards.
     Commit,
     /// ROLLBACK/ABORT: discards.
     Rollback,
+    /// COMMIT AND CHAIN: as `Commit`, and a new transaction block is open.
+    CommitChain,
+    /// ROLLBACK AND CHAIN: discards, and a new transaction block is open.
+    RollbackChain,
     /// SAVEPOINT name.
     Savepoint(Vec<u8>),
     /// RELEASE [SAVEPOINT] name.
@@ -29,6 +35,20 @@ pub enum Effect {
     DiscardAll,
     /// PREPARE TRANSACTION (refused by pgherald after LISTEN/UNLISTEN/NOTIFY).
     PrepareTransaction,
+}
+
+impl Effect {
+    /// The statement ends the transaction (block or implicit) when it completes or fails.
+    pub fn ends_transaction(&self) -> bool {
+        matches!(
+            self,
+            Effect::Commit
+                | Effect::Rollback
+                | Effect::CommitChain
+                | Effect::RollbackChain
+                | Effect::PrepareTransaction
+        )
+    }
 }
 
 /// One statement of a forwarded simple Query.
@@ -166,5 +186,19 @@ impl Entry {
     /// True for entries answered by pgherald without the server.
     pub fn is_local(&self) -> bool {
         matches!(self, Entry::Local(_) | Entry::LocalQuery(_))
+    }
+
+    /// The client message behind this entry opens an implicit transaction on Postgres when
+    /// none is open (Parse, Bind, Describe, Execute; not Close, Sync or pgherald's own).
+    pub fn opens_transaction(&self) -> bool {
+        matches!(
+            self,
+            Entry::Parse
+                | Entry::Bind
+                | Entry::DescribeStatement
+                | Entry::DescribePortal
+                | Entry::Execute(_)
+                | Entry::PrepareParse { .. }
+        )
     }
 }

@@ -145,7 +145,9 @@ fn simulate(txn: &mut PendingTxn, kind: &Kind, i: Option<&Intercept>) {
                 txn.clear();
             }
         }
-        (None, Kind::Commit | Kind::Rollback) => txn.clear(),
+        (None, Kind::Commit | Kind::Rollback | Kind::CommitChain | Kind::RollbackChain) => {
+            txn.clear()
+        }
         _ => {}
     }
 }
@@ -153,8 +155,11 @@ fn simulate(txn: &mut PendingTxn, kind: &Kind, i: Option<&Intercept>) {
 /// The transaction effect of a forwarded statement.
 pub fn effect(kind: &Kind) -> Effect {
     match kind {
+        Kind::Begin => Effect::Begin,
         Kind::Commit => Effect::Commit,
         Kind::Rollback => Effect::Rollback,
+        Kind::CommitChain => Effect::CommitChain,
+        Kind::RollbackChain => Effect::RollbackChain,
         Kind::Savepoint(n) => Effect::Savepoint(n.clone()),
         Kind::Release(n) => Effect::Release(n.clone()),
         Kind::RollbackTo(n) => Effect::RollbackTo(n.clone()),
