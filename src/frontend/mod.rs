@@ -4,6 +4,7 @@
 pub mod channels;
 pub mod client;
 pub mod extended;
+mod hold;
 mod inbound;
 pub mod intercept;
 pub mod listener;

@@ -3,13 +3,12 @@
 //! replies and notifications at exactly the places Postgres would.
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 use super::intercept::{write_failure, Failure, Intercept};
 use super::plan::{Effect, Entry, LocalReply, Step};
 use super::session::{Exit, Session, STREAM_THRESHOLD};
 use crate::backend::conn::{get_param, parse_parameter_status, set_param};
-use crate::error::{ClientError, ServerError};
+use crate::error::ServerError;
 use crate::frontend::params;
 use crate::protocol::framer;
 use crate::protocol::reply;
@@ -17,7 +16,7 @@ use crate::protocol::reply;
 /// What to do with one server message. pgherald's own bytes for the client, if any, are
 /// in `client.out` and go where the variant says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Act {
+pub(super) enum Act {
     /// Forward it.
     Pass,
     /// Drop it; pgherald's bytes take its place.
@@ -48,17 +47,6 @@ impl Session {
             self.release();
         }
         self.deliver_pending().await
-    }
-
-    async fn write_client(&mut self, bytes: &[u8]) -> Result<(), Exit> {
-        if !bytes.is_empty() {
-            self.client
-                .wr
-                .write_all(bytes)
-                .await
-                .map_err(ClientError::from)?;
-        }
-        Ok(())
     }
 
     /// Returns true when a ReadyForQuery left the session idle (the server may go back).
@@ -121,25 +109,26 @@ impl Session {
             };
             self.relay_sync().await;
             let ours = std::mem::take(&mut self.client.out);
+            let split = match act {
+                Act::Before => s_run.unwrap_or(run),
+                _ => run,
+            };
+            // What precedes this message belongs to earlier replies; a hold starts here.
+            self.write_client(&buf[..split]).await?;
+            self.start_hold();
             match act {
-                Act::Swallow => {
-                    self.write_client(&buf[..run]).await?;
-                    self.write_client(&ours).await?;
-                    buf.advance(run + total);
-                }
+                Act::Swallow => self.write_client(&ours).await?,
                 Act::Before => {
-                    let split = s_run.unwrap_or(run);
-                    self.write_client(&buf[..split]).await?;
                     self.write_client(&ours).await?;
                     self.write_client(&buf[split..run + total]).await?;
-                    buf.advance(run + total);
                 }
                 Act::After | Act::Pass => {
-                    self.write_client(&buf[..run + total]).await?;
+                    self.write_client(&buf[split..run + total]).await?;
                     self.write_client(&ours).await?;
-                    buf.advance(run + total);
                 }
             }
+            buf.advance(run + total);
+            self.release_hold().await?;
             self.client.out = ours;
             self.client.out.clear();
             self.advance_locals();
@@ -151,8 +140,20 @@ impl Session {
         }
     }
 
-    /// Match one complete server message against the plan.
+    /// Route one complete server message; the replies of a Query with fillers are held.
     fn route_server(&mut self, tag: u8, body: &[u8]) -> Result<Act, Exit> {
+        let filled = self.hold.active()
+            || matches!(self.plan.front(), Some(Entry::Query(q)) if !q.fillers.is_empty());
+        let act = self.route_plan(tag, body)?;
+        Ok(if filled {
+            self.held(tag, body, act)
+        } else {
+            act
+        })
+    }
+
+    /// Match one complete server message against the plan.
+    fn route_plan(&mut self, tag: u8, body: &[u8]) -> Result<Act, Exit> {
         tracing::trace!(tag = %(tag as char), head = ?self.plan.front().map(std::mem::discriminant), "server message");
         match tag {
             b'N' | b'A' => return Ok(Act::Pass),
@@ -433,12 +434,13 @@ impl Session {
                     q.steps.push_front(other);
                     Act::Pass
                 }
+                Some(Step::Filler) => Act::Swallow,
                 None => Act::Pass,
             },
             b'T' | b'D'
                 if matches!(
                     q.steps.front(),
-                    Some(Step::Placeholder(_) | Step::Failing(_))
+                    Some(Step::Placeholder(_) | Step::Failing(_) | Step::Filler)
                 ) =>
             {
                 Act::Swallow

@@ -65,6 +65,9 @@ pub enum Step {
     /// `PREPARE TRANSACTION` after LISTEN/UNLISTEN/NOTIFY: the placeholder `ROLLBACK`
     /// ends the server's transaction; the client gets 0A000.
     PrepareRefused,
+    /// The filler pgherald inserted after a COMMIT (`simple::FILLER`): its whole reply is
+    /// swallowed.
+    Filler,
 }
 
 /// The plan of one forwarded simple Query.
@@ -78,6 +81,9 @@ pub struct QueryPlan {
     pub failed: bool,
     /// The head step's placeholder reply has started (T/D seen).
     pub in_step: bool,
+    /// Character offsets (0-based, in the text sent) where a filler starts; the client's
+    /// replies are held and error positions mapped back while this is not empty.
+    pub fillers: Vec<u32>,
 }
 
 impl QueryPlan {

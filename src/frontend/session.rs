@@ -25,6 +25,7 @@ use crate::error::{ClientError, PoolError, ServerError};
 use crate::frontend::channels::Channels;
 use crate::frontend::client::ClientIo;
 use crate::frontend::extended::Extended;
+use crate::frontend::hold::Hold;
 use crate::frontend::plan::Entry;
 use crate::frontend::{login, params};
 use crate::protocol::framer;
@@ -188,6 +189,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
         status: b'I',
         live: b'I',
         implicit: false,
+        hold: Hold::default(),
         client_pass: 0,
         server_pass: 0,
         writing: false,
@@ -233,6 +235,8 @@ pub(crate) struct Session {
     /// Postgres would have an implicit transaction open: an extended-protocol message was
     /// answered outside any block, and no Sync, error or COMMIT/ROLLBACK ended it since.
     pub(crate) implicit: bool,
+    /// Replies held back while a Query with fillers runs.
+    pub(crate) hold: Hold,
     /// Bytes of a large client frame still to stream to the server.
     pub(crate) client_pass: usize,
     /// Bytes of a large server frame still to stream to the client.

@@ -12,6 +12,17 @@ use super::txn::{Action, PendingTxn};
 use crate::protocol::reply;
 use crate::sql::{self, Kind};
 
+/// Inserted right after a COMMIT (before its `;`) that ends a transaction with pending
+/// LISTEN/UNLISTEN/NOTIFY when a statement of the client's follows in the same Query.
+/// Postgres sends a Query's replies only when it ends (or fills 8 kB, or raises a notice),
+/// so without it pgherald would see the COMMIT, and publish its notifications, only when
+/// the whole Query is done. `SHOW ALL` answers some 30 kB, which makes the server flush
+/// what precedes it; it takes no snapshot, changes no state and cannot fail, and in a
+/// multi-statement Query the statements after a COMMIT run in one implicit block with or
+/// without it. pgherald swallows its reply, holds the client's replies as Postgres would
+/// have buffered them (`hold.rs`) and maps error positions back to the client's text.
+pub const FILLER: &str = ";SHOW ALL";
+
 /// What to do with one Query message.
 #[derive(Debug)]
 pub enum Route {
@@ -61,7 +72,6 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
         .iter()
         .map(|s| Intercept::from_kind(&s.kind))
         .collect();
-    let any_intercept = intercepts.iter().any(Option::is_some);
     let any_error = intercepts
         .iter()
         .flatten()
@@ -76,10 +86,14 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
     // leave them (savepoints included), simulated on a copy.
     let mut simulated = ch.txn.clone();
     let mut steps = VecDeque::with_capacity(stmts.len());
-    let mut rewritten = String::with_capacity(text.len());
-    let mut copied = 0;
+    let mut placeholders = Vec::with_capacity(stmts.len());
+    // Statements that commit pending actions (a filler may follow them).
+    let mut commits = Vec::new();
     let mut any_effect = false;
-    for (s, i) in stmts.iter().zip(intercepts) {
+    for (n, (s, i)) in stmts.iter().zip(intercepts).enumerate() {
+        if simulated.len() > 0 && matches!(s.kind, Kind::Commit | Kind::CommitChain) {
+            commits.push(n);
+        }
         simulate(&mut simulated, &s.kind, i.as_ref());
         let prepare_refused = simulated.blocks_prepare(ch.ever_listened);
         let (step, placeholder) = match i {
@@ -94,7 +108,30 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
                 (Step::Forward(e), None)
             }
         };
-        if let Some(p) = placeholder {
+        steps.push_back(step);
+        placeholders.push(placeholder);
+    }
+    // A COMMIT followed by a statement of the client's that may take long gets a filler, so
+    // that the commit is seen (and published) at once, as Postgres publishes it.
+    let last_forward = steps.iter().rposition(|s| matches!(s, Step::Forward(_)));
+    commits.retain(|&n| last_forward.is_some_and(|f| f > n));
+    if placeholders.iter().all(Option::is_none) && commits.is_empty() {
+        let plan = QueryPlan {
+            steps,
+            preamble,
+            ..QueryPlan::default()
+        };
+        return if any_effect || !ch.txn.is_empty() || plan.preamble.is_some() {
+            Route::Tracked(plan)
+        } else {
+            Route::Forward
+        };
+    }
+    let mut rewritten = String::with_capacity(text.len() + commits.len() * FILLER.len());
+    let mut fillers = Vec::with_capacity(commits.len());
+    let mut copied = 0;
+    for (n, s) in stmts.iter().enumerate() {
+        if let Some(p) = placeholders[n] {
             let original = &text[s.range.clone()];
             rewritten.push_str(&text[copied..s.range.start]);
             rewritten.push_str(p);
@@ -102,22 +139,24 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
             rewritten.extend(std::iter::repeat_n(' ', pad));
             copied = s.range.end;
         }
-        steps.push_back(step);
+        if commits.contains(&n) {
+            rewritten.push_str(&text[copied..s.range.end]);
+            copied = s.range.end;
+            fillers.push(rewritten.chars().count() as u32);
+            rewritten.push_str(FILLER);
+        }
+    }
+    rewritten.push_str(&text[copied..]);
+    // The filler's reply follows its COMMIT's.
+    for &n in commits.iter().rev() {
+        steps.insert(n + 1, Step::Filler);
     }
     let plan = QueryPlan {
         steps,
         preamble,
-        failed: false,
-        in_step: false,
+        fillers,
+        ..QueryPlan::default()
     };
-    if !any_intercept && copied == 0 {
-        return if any_effect || !ch.txn.is_empty() || plan.preamble.is_some() {
-            Route::Tracked(plan)
-        } else {
-            Route::Forward
-        };
-    }
-    rewritten.push_str(&text[copied..]);
     Route::Rewrite(rewritten, plan)
 }
 
