@@ -227,3 +227,93 @@ pub(crate) fn notices(kind: &Kind, out: &mut BytesMut) {
         reply::notice_full(out, n.severity, n.sqlstate, &n.message, n.hint, n.position);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::txn::Action;
+    use crate::pubsub::Hub;
+
+    fn channels() -> Channels {
+        Channels::new(Hub::new(100), None, false, "db".into(), 1)
+    }
+
+    fn rewrite(sql: &str, ch: &Channels) -> (String, QueryPlan) {
+        match route(sql.as_bytes(), ch, b'I', true) {
+            Route::Rewrite(text, plan) => (text, plan),
+            other => panic!("{sql:?}: {other:?}"),
+        }
+    }
+
+    fn kinds(plan: &QueryPlan) -> Vec<&'static str> {
+        plan.steps
+            .iter()
+            .map(|s| match s {
+                Step::Forward(Effect::None) => "forward",
+                Step::Forward(Effect::Commit) => "commit",
+                Step::Forward(_) => "effect",
+                Step::Placeholder(_) => "placeholder",
+                Step::Failing(_) => "failing",
+                Step::PrepareRefused => "refused",
+                Step::Filler => "filler",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_commit_with_a_statement_after_it_gets_a_filler() {
+        let ch = channels();
+        let (text, plan) = rewrite("BEGIN; NOTIFY c, 'x'; COMMIT; SELECT 1", &ch);
+        assert_eq!(text, "BEGIN; SELECT       ; COMMIT;SHOW ALL; SELECT 1");
+        assert_eq!(plan.fillers, vec![28]);
+        assert_eq!(
+            kinds(&plan),
+            ["effect", "placeholder", "commit", "filler", "forward"]
+        );
+        // Two commits, each followed by a statement of the client's: two fillers, the
+        // second's offset counting the first.
+        let (text, plan) = rewrite("NOTIFY a; END; LISTEN b; COMMIT AND CHAIN; SELECT 1", &ch);
+        assert_eq!(
+            text,
+            "SELECT  ; END;SHOW ALL; SELECT  ; COMMIT AND CHAIN;SHOW ALL; SELECT 1"
+        );
+        assert_eq!(plan.fillers, vec![13, 50]);
+        assert_eq!(
+            kinds(&plan),
+            [
+                "placeholder",
+                "commit",
+                "filler",
+                "placeholder",
+                "effect",
+                "filler",
+                "forward"
+            ]
+        );
+    }
+
+    #[test]
+    fn no_filler_without_pending_actions_or_a_statement_after() {
+        let ch = channels();
+        assert!(matches!(
+            route(b"COMMIT; SELECT 1", &ch, b'T', true),
+            Route::Forward
+        ));
+        let (text, plan) = rewrite("BEGIN; NOTIFY c; COMMIT; NOTIFY d", &ch);
+        assert!(!text.contains("SHOW ALL") && plan.fillers.is_empty());
+        let (text, plan) = rewrite("BEGIN; NOTIFY c; ROLLBACK; SELECT 1", &ch);
+        assert!(!text.contains("SHOW ALL") && plan.fillers.is_empty());
+        let (text, _) = rewrite("BEGIN; NOTIFY c; COMMIT;", &ch);
+        assert!(!text.contains("SHOW ALL"));
+    }
+
+    #[test]
+    fn actions_pending_from_earlier_queries_count() {
+        let mut ch = channels();
+        ch.txn.push(Action::Listen(b"c".to_vec()));
+        let (text, plan) = rewrite("COMMIT; SELECT 1", &ch);
+        assert_eq!(text, "COMMIT;SHOW ALL; SELECT 1");
+        assert_eq!(plan.fillers, vec![6]);
+        assert_eq!(kinds(&plan), ["commit", "filler", "forward"]);
+    }
+}
