@@ -66,6 +66,43 @@ async fn b11_delivered_at_commit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b11_and_chain() {
+    check_protocols(|_| {
+        Scenario::new(
+            "b11 COMMIT AND CHAIN commits, ROLLBACK AND CHAIN discards",
+            2,
+        )
+        .s(0, "LISTEN b11h")
+        .s(1, "LISTEN b11h")
+        .s(1, "BEGIN")
+        .s(1, "NOTIFY b11h, 'chained commit'")
+        .s(1, "COMMIT AND CHAIN")
+        .s(1, "NOTIFY b11h, 'rolled back in the chained block'")
+        .s(1, "ROLLBACK AND CHAIN")
+        .s(1, "NOTIFY b11h, 'second chained block'")
+        .s(1, "SELECT 1/0")
+        .s(1, "END AND CHAIN")
+        .s(1, "NOTIFY b11h, 'after an aborted chain'")
+        .s(1, "COMMIT")
+        .s(1, "COMMIT AND CHAIN")
+    })
+    .await;
+    check(
+        &Scenario::new("b11 AND CHAIN inside one Query", 2)
+            .q(0, "LISTEN b11h")
+            .q(
+                1,
+                "BEGIN; NOTIFY b11h, 'q1'; COMMIT AND CHAIN; NOTIFY b11h, 'q2'; ROLLBACK",
+            )
+            .q(
+                1,
+                "BEGIN; NOTIFY b11h, 'q3'; ABORT AND CHAIN; NOTIFY b11h, 'q4'; END",
+            ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b12_savepoints() {
     check_protocols(|_| {
         Scenario::new("b12 spec example", 2)

@@ -157,7 +157,6 @@ async fn c25_listener_mid_batch_waits_for_sync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgherald bug: after an error in a batch no transaction is open, and Postgres delivers at once (pgherald waits for Sync)"]
 async fn c25_listener_after_an_error_in_a_batch() {
     check_all(vec![Scenario::new(
         "c25 listener after an error mid-batch",
@@ -171,7 +170,6 @@ async fn c25_listener_after_an_error_in_a_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgherald bug: after an explicit COMMIT in a batch, Postgres delivers the sender's own copy as soon as it waits for input (pgherald waits for Sync)"]
 async fn c25_explicit_commit_inside_a_batch() {
     check_all(vec![Scenario::new("c25 explicit COMMIT inside a batch", 2)
         .q(0, "LISTEN c25x")
@@ -195,6 +193,60 @@ async fn c25_explicit_commit_inside_a_batch() {
     .await;
 }
 
+/// `msgs` (ending with Flush, no Sync) on c0, which listens on c25w; c1 commits a
+/// notification while c0 waits; then c0 sends Sync and ends whatever block is left open.
+fn probe(sc: Scenario, label: &str, msgs: Vec<Fe>) -> Scenario {
+    sc.ext(0, msgs)
+        .q(1, &format!("NOTIFY c25w, '{label}'"))
+        .ext(0, vec![Fe::Sync])
+        .q(0, "ROLLBACK")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c25_batch_without_sync_delivers_outside_transactions() {
+    let sc = Scenario::new("c25 when a batch without Sync delivers", 2)
+        .q(1, "CREATE TABLE IF NOT EXISTS c25p (id int PRIMARY KEY)")
+        .q(
+            1,
+            "CREATE TABLE IF NOT EXISTS c25f (p int REFERENCES c25p DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .q(0, "LISTEN c25w");
+    let sc = probe(sc, "error in a block", flush(&["BEGIN", "SELECT 1/0"]));
+    let sc = probe(sc, "block committed", flush(&["BEGIN", "COMMIT"]));
+    let sc = probe(sc, "block rolled back", flush(&["BEGIN", "ROLLBACK"]));
+    let sc = probe(sc, "ROLLBACK without a block", flush(&["ROLLBACK"]));
+    let sc = probe(sc, "statement after COMMIT", flush(&["COMMIT", "SELECT 1"]));
+    let sc = probe(
+        sc,
+        "failed COMMIT",
+        flush(&["BEGIN", "INSERT INTO c25f VALUES (1)", "COMMIT"]),
+    );
+    let sc = probe(sc, "chained block", flush(&["BEGIN", "COMMIT AND CHAIN"]));
+    let sc = probe(
+        sc,
+        "own notification rolled back",
+        flush(&["BEGIN", "NOTIFY c25w, 'never'", "ROLLBACK"]),
+    );
+    let sc = probe(
+        sc,
+        "Close only",
+        vec![Fe::Close(b'S', "nope".into()), Fe::Flush],
+    );
+    let sc = probe(sc, "Parse error", vec![parse("", "SELEC 1"), Fe::Flush]);
+    let sc = sc.ext(0, vec![parse("c25s", "SELECT 1"), Fe::Sync]);
+    let sc = probe(
+        sc,
+        "Describe of a statement",
+        vec![Fe::Describe(b'S', "c25s".into()), Fe::Flush],
+    );
+    let sc = sc
+        .ext(0, flush(&["SELECT 1/0"]))
+        .ext(0, vec![bind("", "", &[]), execute(""), Fe::Flush])
+        .q(1, "NOTIFY c25w, 'messages skipped after an error'")
+        .ext(0, vec![Fe::Sync]);
+    check_all(vec![sc]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c26_sender_own_copy_comes_last() {
     check_all(vec![Scenario::new("c26 own copy before Z", 2)
@@ -208,7 +260,6 @@ async fn c26_sender_own_copy_comes_last() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgherald bug: others get a COMMIT's notifications only when the sender's whole Query ends (Postgres: at the COMMIT)"]
 async fn c26_others_get_it_at_the_commit() {
     check_all(vec![Scenario::new("c26 others get it at the COMMIT", 3)
         .q(2, "CREATE TABLE IF NOT EXISTS c26t (v int)")
@@ -221,6 +272,81 @@ async fn c26_others_get_it_at_the_commit() {
         )
         .q(2, "COMMIT")])
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c26_commit_mid_query_while_the_rest_runs() {
+    let locked = |name: &str, sql: &str, end: &str| {
+        Scenario::new(name, 3)
+            .q(2, "CREATE TABLE IF NOT EXISTS c26w (v int)")
+            .q(0, "LISTEN c26r")
+            .q(1, "LISTEN c26r")
+            .q(2, "BEGIN; LOCK TABLE c26w IN ACCESS EXCLUSIVE MODE")
+            .q_async(0, sql)
+            .q(2, "COMMIT")
+            .q(0, end)
+    };
+    check_all(vec![
+        // The implicit block's COMMIT warns: Postgres sends what precedes the warning at once.
+        locked(
+            "c26 COMMIT of an implicit block mid-Query",
+            "NOTIFY c26r, 'implicit'; COMMIT; SELECT v FROM c26w; SELECT 2",
+            "SELECT 3",
+        ),
+        locked(
+            "c26 COMMIT AND CHAIN mid-Query",
+            "BEGIN; NOTIFY c26r, 'chained'; COMMIT AND CHAIN; SELECT v FROM c26w",
+            "COMMIT",
+        ),
+        locked(
+            "c26 two COMMITs mid-Query",
+            "BEGIN; NOTIFY c26r, 'one'; COMMIT; BEGIN; LISTEN c26s; NOTIFY c26r, 'two'; END; \
+             SELECT v FROM c26w; SELECT nosuchcolumn",
+            "NOTIFY c26s, 'listening since the second COMMIT'",
+        ),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c26_statements_after_a_commit_behave_as_in_postgres() {
+    let sc = Scenario::new("c26 what follows a COMMIT in the same Query", 2)
+        .q(1, "CREATE TABLE IF NOT EXISTS c26u (v int)")
+        .q(1, "LISTEN c26q")
+        .q(0, "BEGIN; NOTIFY c26q, '1'; COMMIT; SELEC 1")
+        .q(
+            0,
+            "BEGIN; NOTIFY c26q, '2'; COMMIT; SELECT nosuchcolumn FROM c26u",
+        )
+        .q(
+            0,
+            "BEGIN; NOTIFY c26q, '3'; COMMIT; BEGIN ISOLATION LEVEL SERIALIZABLE; \
+             SHOW transaction_isolation; COMMIT",
+        )
+        .q(0, "BEGIN; NOTIFY c26q, '4'; COMMIT; VACUUM c26u")
+        .q(0, "BEGIN; NOTIFY c26q, '5'; COMMIT; LOCK TABLE c26u")
+        .q(
+            0,
+            "BEGIN; NOTIFY c26q, '6'; COMMIT; SET LOCAL work_mem = '2MB'",
+        )
+        .q(
+            0,
+            "BEGIN; NOTIFY c26q, '7'; COMMIT; SELECT generate_series(1, 3000)",
+        )
+        .q(0, "SET standard_conforming_strings = off")
+        .q(0, "BEGIN; NOTIFY c26q, '8'; COMMIT; SELECT 'a\\\\b', x")
+        .q(0, "RESET standard_conforming_strings")
+        .q(0, "BEGIN; NOTIFY c26q, '9'; COMMIT; SELECT 1/0")
+        .q(0, "BEGIN; NOTIFY c26q, '10'; SELECT 1/0; COMMIT; SELECT 1")
+        .q(0, "BEGIN; NOTIFY c26q, '11'; ROLLBACK; SELECT 1")
+        .ext(
+            0,
+            vec![
+                Fe::Query("BEGIN; NOTIFY c26q, '12'; COMMIT; SELECT 1".into()),
+                Fe::Query("SELECT 2".into()),
+            ],
+        );
+    check_all(vec![sc]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

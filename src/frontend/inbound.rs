@@ -156,7 +156,9 @@ impl Session {
                     }
                     self.batch_forwarded |= self.batch_open;
                     self.undefer();
-                    self.plan.extend(entries);
+                    for e in entries {
+                        self.expect(e);
+                    }
                     self.write_server(&bytes).await?;
                 }
                 Inbound::Prepared(named) => {
@@ -322,8 +324,18 @@ impl Session {
         }
         self.undefer();
         if let Some(e) = entry {
-            self.plan.push_back(e);
+            self.expect(e);
         }
+    }
+
+    /// The server owes a reply for `e` — unless `e`'s message belongs to a batch that has
+    /// already failed (nothing is pending before the Sync that ends it): Postgres skips
+    /// every message up to that Sync without a word, and starts no transaction for them.
+    fn expect(&mut self, e: Entry) {
+        if self.batch_failed && self.plan.is_empty() && !matches!(e, Entry::Sync) {
+            return;
+        }
+        self.plan.push_back(e);
     }
 
     fn big_entry(&mut self, tag: u8) -> Option<Entry> {

@@ -5,6 +5,7 @@ pub mod channels;
 pub mod client;
 pub mod deferred;
 pub mod extended;
+mod hold;
 mod inbound;
 pub mod intercept;
 pub mod listener;

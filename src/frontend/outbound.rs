@@ -3,14 +3,13 @@
 //! replies and notifications at exactly the places Postgres would.
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 use super::deferred::Control;
 use super::intercept::{write_failure, Failure};
 use super::plan::{Effect, Entry, LocalReply, Step};
 use super::session::{Exit, Session, STREAM_THRESHOLD};
 use crate::backend::conn::{get_param, parse_parameter_status, set_param};
-use crate::error::{ClientError, ServerError};
+use crate::error::ServerError;
 use crate::frontend::params;
 use crate::protocol::framer;
 use crate::protocol::reply;
@@ -18,7 +17,7 @@ use crate::protocol::reply;
 /// What to do with one server message. pgherald's own bytes for the client, if any, are
 /// in `client.out` and go where the variant says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Act {
+pub(super) enum Act {
     /// Forward it.
     Pass,
     /// Drop it; pgherald's bytes take its place.
@@ -51,18 +50,7 @@ impl Session {
         if res? && self.transaction_mode() && self.idle() && !self.writing {
             self.release();
         }
-        Ok(())
-    }
-
-    async fn write_client(&mut self, bytes: &[u8]) -> Result<(), Exit> {
-        if !bytes.is_empty() {
-            self.client
-                .wr
-                .write_all(bytes)
-                .await
-                .map_err(ClientError::from)?;
-        }
-        Ok(())
+        self.deliver_pending().await
     }
 
     /// Returns true when a ReadyForQuery left the session idle (the server may go back).
@@ -125,23 +113,22 @@ impl Session {
             };
             self.relay_sync().await;
             let ours = std::mem::take(&mut self.client.out);
+            let split = match act {
+                Act::Before => s_run.unwrap_or(run),
+                _ => run,
+            };
+            // What precedes this message belongs to earlier replies; a hold starts here.
+            self.write_client(&buf[..split]).await?;
+            self.start_hold();
             match act {
-                Act::Swallow => {
-                    self.write_client(&buf[..run]).await?;
-                    self.write_client(&ours).await?;
-                    buf.advance(run + total);
-                }
+                Act::Swallow => self.write_client(&ours).await?,
                 Act::Before => {
-                    let split = s_run.unwrap_or(run);
-                    self.write_client(&buf[..split]).await?;
                     self.write_client(&ours).await?;
                     self.write_client(&buf[split..run + total]).await?;
-                    buf.advance(run + total);
                 }
                 Act::After | Act::Pass => {
-                    self.write_client(&buf[..run + total]).await?;
+                    self.write_client(&buf[split..run + total]).await?;
                     self.write_client(&ours).await?;
-                    buf.advance(run + total);
                 }
                 Act::Close => {
                     self.write_client(&buf[..s_run.unwrap_or(run)]).await?;
@@ -150,6 +137,8 @@ impl Session {
                     return self.delivery_failed().map(|()| false);
                 }
             }
+            buf.advance(run + total);
+            self.release_hold().await?;
             self.client.out = ours;
             self.client.out.clear();
             self.advance_locals();
@@ -162,8 +151,20 @@ impl Session {
         }
     }
 
-    /// Match one complete server message against the plan.
+    /// Route one complete server message; the replies of a Query with fillers are held.
     fn route_server(&mut self, tag: u8, body: &[u8]) -> Result<Act, Exit> {
+        let filled = self.hold.active()
+            || matches!(self.plan.front(), Some(Entry::Query(q)) if !q.fillers.is_empty());
+        let act = self.route_plan(tag, body)?;
+        Ok(if filled {
+            self.held(tag, body, act)
+        } else {
+            act
+        })
+    }
+
+    /// Match one complete server message against the plan.
+    fn route_plan(&mut self, tag: u8, body: &[u8]) -> Result<Act, Exit> {
         tracing::trace!(tag = %(tag as char), head = ?self.plan.front().map(std::mem::discriminant), "server message");
         let aborted_before = self.live == b'E';
         match tag {
@@ -196,6 +197,8 @@ impl Session {
                 if self.live == b'T' {
                     self.live = b'E';
                 }
+                // An error ends an implicit transaction (a block only aborts).
+                self.implicit = false;
             }
             _ => {}
         }
@@ -209,6 +212,9 @@ impl Session {
             )
         {
             return Ok(self.resync(body));
+        }
+        if head.opens_transaction() && self.live == b'I' {
+            self.implicit = true;
         }
         let act = match head {
             Entry::Query(_) => return self.route_query(tag, body),
@@ -242,7 +248,14 @@ impl Session {
                     self.pop(Act::Pass)
                 }
                 b'I' | b's' => self.pop(Act::Pass),
-                b'E' => self.batch_error(Act::Pass),
+                b'E' => {
+                    if effect.ends_transaction() {
+                        // A failed COMMIT (or ROLLBACK, PREPARE) still ends the transaction.
+                        self.ch.discard();
+                        self.live = b'I';
+                    }
+                    self.batch_error(Act::Pass)
+                }
                 _ => Act::Pass,
             },
             Entry::InjectedQuiet => match tag {
@@ -254,6 +267,7 @@ impl Session {
                 b'C' => {
                     self.ch.discard();
                     self.live = b'I';
+                    self.implicit = false;
                     write_failure(&mut self.client.out, &PREPARE_REFUSED);
                     self.local_error = true;
                     self.pop(Act::Swallow)
@@ -361,6 +375,7 @@ impl Session {
             if matches!(e, Entry::Query(_) | Entry::Function | Entry::Sync) {
                 break;
             }
+            self.unanswered(e);
         }
         let failed = self.batch_failed;
         self.batch_failed = false;
@@ -388,12 +403,15 @@ impl Session {
             act
         };
         self.batch_failed = true;
+        self.implicit = false;
         while self
             .plan
             .front()
             .is_some_and(|e| !matches!(e, Entry::Sync | Entry::Local(LocalReply::Sync)))
         {
-            self.plan.pop_front();
+            if let Some(e) = self.plan.pop_front() {
+                self.unanswered(e);
+            }
         }
         if act == Act::Pass && self.plan.front().is_some_and(Entry::is_local) {
             Act::After
@@ -452,12 +470,13 @@ impl Session {
                     q.steps.push_front(other);
                     Act::Pass
                 }
+                Some(Step::Filler) => Act::Swallow,
                 None => Act::Pass,
             },
             b'T' | b'D'
                 if matches!(
                     q.steps.front(),
-                    Some(Step::Placeholder(_) | Step::Failing(_))
+                    Some(Step::Placeholder(_) | Step::Failing(_) | Step::Filler)
                 ) =>
             {
                 Act::Swallow
@@ -475,18 +494,15 @@ impl Session {
     fn apply_effect(&mut self, effect: &Effect, body: &[u8]) {
         match effect {
             Effect::None => {}
-            Effect::Commit => {
+            Effect::Begin => self.live = b'T',
+            Effect::Commit | Effect::CommitChain => {
                 if body.starts_with(b"COMMIT") {
                     self.ch.commit();
                 } else {
                     self.ch.discard();
                 }
-                self.live = b'I';
             }
-            Effect::Rollback => {
-                self.ch.discard();
-                self.live = b'I';
-            }
+            Effect::Rollback | Effect::RollbackChain => self.ch.discard(),
             Effect::Savepoint(n) => self.ch.txn.savepoint(n),
             Effect::Release(n) => {
                 self.ch.txn.release(n);
@@ -501,10 +517,31 @@ impl Session {
                 self.ch.unlisten_everything();
                 self.ext.clear();
             }
-            Effect::PrepareTransaction => {
-                self.ch.discard();
+            Effect::PrepareTransaction => self.ch.discard(),
+        }
+        match effect {
+            Effect::CommitChain | Effect::RollbackChain => self.live = b'T',
+            e if e.ends_transaction() => {
                 self.live = b'I';
+                self.implicit = false;
             }
+            _ => {}
+        }
+    }
+
+    /// An entry the server will never answer (its batch failed, or the plan resynchronised):
+    /// a statement pgherald prepared on the server under its own name does not exist there.
+    fn unanswered(&mut self, e: Entry) {
+        let id = match e {
+            Entry::PrepareParse { id, name } => {
+                self.stmts.remove(&name);
+                id
+            }
+            Entry::InjectedParse { id } => id,
+            _ => return,
+        };
+        if let Some(co) = self.server.as_mut() {
+            co.conn.prepared.forget(id);
         }
     }
 
@@ -513,6 +550,7 @@ impl Session {
     fn finish_transaction(&mut self, status: u8, failed: bool) {
         self.status = status;
         self.live = status;
+        self.implicit = false;
         if status == b'I' {
             if failed {
                 self.ch.discard();
@@ -573,6 +611,10 @@ impl Session {
     }
 
     fn local_reply(&mut self, r: LocalReply) {
+        if !matches!(r, LocalReply::Close | LocalReply::Sync) && self.live == b'I' {
+            // As in Postgres, an extended-protocol message opens an implicit transaction.
+            self.implicit = true;
+        }
         let out = &mut self.client.out;
         match r {
             LocalReply::ParseKnown => reply::parse_complete(out),

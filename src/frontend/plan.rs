@@ -15,10 +15,16 @@ use super::intercept::Intercept;
 pub enum Effect {
     /// Nothing.
     None,
+    /// BEGIN / START TRANSACTION: a transaction block is open.
+    Begin,
     /// COMMIT/END: `C('COMMIT')` commits, `C('ROLLBACK')` (aborted block) discards.
     Commit,
     /// ROLLBACK/ABORT: discards.
     Rollback,
+    /// COMMIT AND CHAIN: as `Commit`, and a new transaction block is open.
+    CommitChain,
+    /// ROLLBACK AND CHAIN: discards, and a new transaction block is open.
+    RollbackChain,
     /// SAVEPOINT name.
     Savepoint(Vec<u8>),
     /// RELEASE [SAVEPOINT] name.
@@ -29,6 +35,20 @@ pub enum Effect {
     DiscardAll,
     /// PREPARE TRANSACTION (refused by pgherald after LISTEN/UNLISTEN/NOTIFY).
     PrepareTransaction,
+}
+
+impl Effect {
+    /// The statement ends the transaction (block or implicit) when it completes or fails.
+    pub fn ends_transaction(&self) -> bool {
+        matches!(
+            self,
+            Effect::Commit
+                | Effect::Rollback
+                | Effect::CommitChain
+                | Effect::RollbackChain
+                | Effect::PrepareTransaction
+        )
+    }
 }
 
 /// One statement of a forwarded simple Query.
@@ -45,6 +65,9 @@ pub enum Step {
     /// `PREPARE TRANSACTION` after LISTEN/UNLISTEN/NOTIFY: the placeholder `ROLLBACK`
     /// ends the server's transaction; the client gets 0A000.
     PrepareRefused,
+    /// The filler pgherald inserted after a COMMIT (`simple::FILLER`): its whole reply is
+    /// swallowed.
+    Filler,
 }
 
 /// The plan of one forwarded simple Query.
@@ -58,6 +81,9 @@ pub struct QueryPlan {
     pub failed: bool,
     /// The head step's placeholder reply has started (T/D seen).
     pub in_step: bool,
+    /// Character offsets (0-based, in the text sent) where a filler starts; the client's
+    /// replies are held and error positions mapped back while this is not empty.
+    pub fillers: Vec<u32>,
 }
 
 impl QueryPlan {
@@ -171,5 +197,19 @@ impl Entry {
     /// True for entries answered by pgherald without the server.
     pub fn is_local(&self) -> bool {
         matches!(self, Entry::Local(_) | Entry::LocalQuery(_))
+    }
+
+    /// The client message behind this entry opens an implicit transaction on Postgres when
+    /// none is open (Parse, Bind, Describe, Execute; not Close, Sync or pgherald's own).
+    pub fn opens_transaction(&self) -> bool {
+        matches!(
+            self,
+            Entry::Parse
+                | Entry::Bind
+                | Entry::DescribeStatement
+                | Entry::DescribePortal
+                | Entry::Execute(_)
+                | Entry::PrepareParse { .. }
+        )
     }
 }

@@ -25,6 +25,7 @@ use crate::error::{ClientError, PoolError, ServerError};
 use crate::frontend::channels::Channels;
 use crate::frontend::client::ClientIo;
 use crate::frontend::extended::Extended;
+use crate::frontend::hold::Hold;
 use crate::frontend::plan::Entry;
 use crate::frontend::{login, params};
 use crate::protocol::encoding::{Conversion, EncodingError};
@@ -191,6 +192,8 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
         local_error: false,
         status: b'I',
         live: b'I',
+        implicit: false,
+        hold: Hold::default(),
         client_pass: 0,
         server_pass: 0,
         writing: false,
@@ -237,6 +240,11 @@ pub(crate) struct Session {
     /// The server's transaction status as of the replies processed so far (changes within
     /// a batch or Query at BEGIN, COMMIT, ROLLBACK and errors).
     pub(crate) live: u8,
+    /// Postgres would have an implicit transaction open: an extended-protocol message was
+    /// answered outside any block, and no Sync, error or COMMIT/ROLLBACK ended it since.
+    pub(crate) implicit: bool,
+    /// Replies held back while a Query with fillers runs.
+    pub(crate) hold: Hold,
     /// Bytes of a large client frame still to stream to the server.
     pub(crate) client_pass: usize,
     /// Bytes of a large server frame still to stream to the client.
@@ -293,6 +301,27 @@ impl Session {
             Some(e) => Err(Exit::Unconvertible(e)),
             None => Ok(()),
         }
+    }
+
+    /// Postgres would deliver notifications now (spec C, items 21 and 25): every message the
+    /// client sent so far is answered, and no transaction is open, not even the implicit one
+    /// of an extended batch — after an error or a COMMIT in a batch without Sync, too.
+    pub(crate) fn deliverable(&self) -> bool {
+        self.plan.is_empty()
+            && self.client_pass == 0
+            && self.server_pass == 0
+            && self.live == b'I'
+            && !self.implicit
+    }
+
+    /// Write what the mailbox holds, when Postgres would deliver it now.
+    pub(crate) async fn deliver_pending(&mut self) -> Result<(), Exit> {
+        if self.ch.has_mailbox() && self.deliverable() {
+            self.ch.drain_into(&mut self.client.out);
+            self.client.flush().await?;
+            self.delivery_failed()?;
+        }
+        Ok(())
     }
 
     /// The session's standard_conforming_strings.
@@ -418,7 +447,7 @@ impl Session {
                     Err(e) => return Exit::ServerGone(e.into()),
                     Ok(_) => if let Err(e) = self.on_server_data().await { return e },
                 },
-                d = self.ch.recv(), if self.idle() => {
+                d = self.ch.recv(), if self.deliverable() => {
                     if let Some(d) = d {
                         self.ch.deliver(d, &mut self.client.out);
                         self.ch.drain_into(&mut self.client.out);

@@ -13,6 +13,17 @@ use crate::protocol::encoding::Conversion;
 use crate::protocol::reply;
 use crate::sql::{self, Kind};
 
+/// Inserted right after a COMMIT (before its `;`) that ends a transaction with pending
+/// LISTEN/UNLISTEN/NOTIFY when a statement of the client's follows in the same Query.
+/// Postgres sends a Query's replies only when it ends (or fills 8 kB, or raises a notice),
+/// so without it pgherald would see the COMMIT, and publish its notifications, only when
+/// the whole Query is done. `SHOW ALL` answers some 30 kB, which makes the server flush
+/// what precedes it; it takes no snapshot, changes no state and cannot fail, and in a
+/// multi-statement Query the statements after a COMMIT run in one implicit block with or
+/// without it. pgherald swallows its reply, holds the client's replies as Postgres would
+/// have buffered them (`hold.rs`) and maps error positions back to the client's text.
+pub const FILLER: &str = ";SHOW ALL";
+
 /// What to do with one Query message.
 #[derive(Debug)]
 pub enum Route {
@@ -65,7 +76,6 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
         .iter()
         .map(|s| Intercept::from_kind(&s.kind))
         .collect();
-    let any_intercept = intercepts.iter().any(Option::is_some);
     let any_error = intercepts
         .iter()
         .flatten()
@@ -80,10 +90,14 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
     // leave them (savepoints included), simulated on a copy.
     let mut simulated = ch.txn.clone();
     let mut steps = VecDeque::with_capacity(stmts.len());
-    let mut rewritten = String::with_capacity(text.len());
-    let mut copied = 0;
+    let mut placeholders = Vec::with_capacity(stmts.len());
+    // Statements that commit pending actions (a filler may follow them).
+    let mut commits = Vec::new();
     let mut any_effect = false;
-    for (s, i) in stmts.iter().zip(intercepts) {
+    for (n, (s, i)) in stmts.iter().zip(intercepts).enumerate() {
+        if simulated.len() > 0 && matches!(s.kind, Kind::Commit | Kind::CommitChain) {
+            commits.push(n);
+        }
         simulate(&mut simulated, &s.kind, i.as_ref());
         let prepare_refused = simulated.blocks_prepare(ch.ever_listened);
         let (step, placeholder) = match i {
@@ -98,7 +112,30 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
                 (Step::Forward(e), None)
             }
         };
-        if let Some(p) = placeholder {
+        steps.push_back(step);
+        placeholders.push(placeholder);
+    }
+    // A COMMIT followed by a statement of the client's that may take long gets a filler, so
+    // that the commit is seen (and published) at once, as Postgres publishes it.
+    let last_forward = steps.iter().rposition(|s| matches!(s, Step::Forward(_)));
+    commits.retain(|&n| last_forward.is_some_and(|f| f > n));
+    if placeholders.iter().all(Option::is_none) && commits.is_empty() {
+        let plan = QueryPlan {
+            steps,
+            preamble,
+            ..QueryPlan::default()
+        };
+        return if any_effect || !ch.txn.is_empty() || plan.preamble.is_some() {
+            Route::Tracked(plan)
+        } else {
+            Route::Forward
+        };
+    }
+    let mut rewritten = String::with_capacity(text.len() + commits.len() * FILLER.len());
+    let mut fillers = Vec::with_capacity(commits.len());
+    let mut copied = 0;
+    for (n, s) in stmts.iter().enumerate() {
+        if let Some(p) = placeholders[n] {
             let original = &text[s.range.clone()];
             rewritten.push_str(&text[copied..s.range.start]);
             rewritten.push_str(p);
@@ -106,22 +143,24 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
             rewritten.extend(std::iter::repeat_n(' ', pad));
             copied = s.range.end;
         }
-        steps.push_back(step);
+        if commits.contains(&n) {
+            rewritten.push_str(&text[copied..s.range.end]);
+            copied = s.range.end;
+            fillers.push(rewritten.chars().count() as u32);
+            rewritten.push_str(FILLER);
+        }
+    }
+    rewritten.push_str(&text[copied..]);
+    // The filler's reply follows its COMMIT's.
+    for &n in commits.iter().rev() {
+        steps.insert(n + 1, Step::Filler);
     }
     let plan = QueryPlan {
         steps,
         preamble,
-        failed: false,
-        in_step: false,
+        fillers,
+        ..QueryPlan::default()
     };
-    if !any_intercept && copied == 0 {
-        return if any_effect || !ch.txn.is_empty() || plan.preamble.is_some() {
-            Route::Tracked(plan)
-        } else {
-            Route::Forward
-        };
-    }
-    rewritten.push_str(&text[copied..]);
     // Back to the client's encoding: every character came from the client's own text.
     match ch.conv.to_client(rewritten.as_bytes()) {
         Ok(bytes) => Route::Rewrite(bytes.into_owned(), plan),
@@ -153,7 +192,9 @@ fn simulate(txn: &mut PendingTxn, kind: &Kind, i: Option<&Intercept>) {
                 txn.clear();
             }
         }
-        (None, Kind::Commit | Kind::Rollback) => txn.clear(),
+        (None, Kind::Commit | Kind::Rollback | Kind::CommitChain | Kind::RollbackChain) => {
+            txn.clear()
+        }
         _ => {}
     }
 }
@@ -161,8 +202,11 @@ fn simulate(txn: &mut PendingTxn, kind: &Kind, i: Option<&Intercept>) {
 /// The transaction effect of a forwarded statement.
 pub fn effect(kind: &Kind) -> Effect {
     match kind {
+        Kind::Begin => Effect::Begin,
         Kind::Commit => Effect::Commit,
         Kind::Rollback => Effect::Rollback,
+        Kind::CommitChain => Effect::CommitChain,
+        Kind::RollbackChain => Effect::RollbackChain,
         Kind::Savepoint(n) => Effect::Savepoint(n.clone()),
         Kind::Release(n) => Effect::Release(n.clone()),
         Kind::RollbackTo(n) => Effect::RollbackTo(n.clone()),
@@ -203,5 +247,95 @@ pub(crate) fn notices(kind: &Kind, conv: Conversion, out: &mut BytesMut) {
             }
             _ => reply::notice_full(out, n.severity, n.sqlstate, &n.message, n.hint, n.position),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::txn::Action;
+    use crate::pubsub::Hub;
+
+    fn channels() -> Channels {
+        Channels::new(Hub::new(100), None, false, "db".into(), 1)
+    }
+
+    fn rewrite(sql: &str, ch: &Channels) -> (String, QueryPlan) {
+        match route(sql.as_bytes(), ch, b'I', true) {
+            Route::Rewrite(text, plan) => (text, plan),
+            other => panic!("{sql:?}: {other:?}"),
+        }
+    }
+
+    fn kinds(plan: &QueryPlan) -> Vec<&'static str> {
+        plan.steps
+            .iter()
+            .map(|s| match s {
+                Step::Forward(Effect::None) => "forward",
+                Step::Forward(Effect::Commit) => "commit",
+                Step::Forward(_) => "effect",
+                Step::Placeholder(_) => "placeholder",
+                Step::Failing(_) => "failing",
+                Step::PrepareRefused => "refused",
+                Step::Filler => "filler",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_commit_with_a_statement_after_it_gets_a_filler() {
+        let ch = channels();
+        let (text, plan) = rewrite("BEGIN; NOTIFY c, 'x'; COMMIT; SELECT 1", &ch);
+        assert_eq!(text, "BEGIN; SELECT       ; COMMIT;SHOW ALL; SELECT 1");
+        assert_eq!(plan.fillers, vec![28]);
+        assert_eq!(
+            kinds(&plan),
+            ["effect", "placeholder", "commit", "filler", "forward"]
+        );
+        // Two commits, each followed by a statement of the client's: two fillers, the
+        // second's offset counting the first.
+        let (text, plan) = rewrite("NOTIFY a; END; LISTEN b; COMMIT AND CHAIN; SELECT 1", &ch);
+        assert_eq!(
+            text,
+            "SELECT  ; END;SHOW ALL; SELECT  ; COMMIT AND CHAIN;SHOW ALL; SELECT 1"
+        );
+        assert_eq!(plan.fillers, vec![13, 50]);
+        assert_eq!(
+            kinds(&plan),
+            [
+                "placeholder",
+                "commit",
+                "filler",
+                "placeholder",
+                "effect",
+                "filler",
+                "forward"
+            ]
+        );
+    }
+
+    #[test]
+    fn no_filler_without_pending_actions_or_a_statement_after() {
+        let ch = channels();
+        assert!(matches!(
+            route(b"COMMIT; SELECT 1", &ch, b'T', true),
+            Route::Forward
+        ));
+        let (text, plan) = rewrite("BEGIN; NOTIFY c; COMMIT; NOTIFY d", &ch);
+        assert!(!text.contains("SHOW ALL") && plan.fillers.is_empty());
+        let (text, plan) = rewrite("BEGIN; NOTIFY c; ROLLBACK; SELECT 1", &ch);
+        assert!(!text.contains("SHOW ALL") && plan.fillers.is_empty());
+        let (text, _) = rewrite("BEGIN; NOTIFY c; COMMIT;", &ch);
+        assert!(!text.contains("SHOW ALL"));
+    }
+
+    #[test]
+    fn actions_pending_from_earlier_queries_count() {
+        let mut ch = channels();
+        ch.txn.push(Action::Listen(b"c".to_vec()));
+        let (text, plan) = rewrite("COMMIT; SELECT 1", &ch);
+        assert_eq!(text, "COMMIT;SHOW ALL; SELECT 1");
+        assert_eq!(plan.fillers, vec![6]);
+        assert_eq!(kinds(&plan), ["commit", "filler", "forward"]);
     }
 }

@@ -96,6 +96,10 @@ pub enum Kind {
     Commit,
     /// `ROLLBACK`, `ABORT` (with optional `WORK | TRANSACTION` and `AND NO CHAIN`).
     Rollback,
+    /// `COMMIT AND CHAIN` / `END AND CHAIN`: commits, then opens a new transaction block.
+    CommitChain,
+    /// `ROLLBACK AND CHAIN` / `ABORT AND CHAIN`: rolls back, then opens a new block.
+    RollbackChain,
     /// `SAVEPOINT name`, the name folded and truncated like a channel.
     Savepoint(Vec<u8>),
     /// `RELEASE [SAVEPOINT] name`.

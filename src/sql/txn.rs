@@ -13,14 +13,14 @@ pub(crate) fn txn(c: &Ctx, first: &[u8]) -> Kind {
         b"start" if c.word(1, "transaction") => begin(c, 2),
         b"commit" if c.word(1, "prepared") => prepared(c, Kind::CommitPrepared),
         b"rollback" if c.word(1, "prepared") => prepared(c, Kind::RollbackPrepared),
-        b"commit" | b"end" => finish(c, Kind::Commit),
-        b"abort" => finish(c, Kind::Rollback),
+        b"commit" | b"end" => finish(c, Kind::Commit, Kind::CommitChain),
+        b"abort" => finish(c, Kind::Rollback, Kind::RollbackChain),
         b"rollback" => {
             let i = opt_transaction(c, 1);
             if c.word(i, "to") {
                 rollback_to(c, i + 1)
             } else {
-                finish(c, Kind::Rollback)
+                finish(c, Kind::Rollback, Kind::RollbackChain)
             }
         }
         b"savepoint" => named(c, 1).map_or(Kind::Other, Kind::Savepoint),
@@ -46,13 +46,15 @@ fn opt_transaction(c: &Ctx, i: usize) -> usize {
 }
 
 /// `COMMIT | END | ROLLBACK | ABORT [WORK | TRANSACTION] [AND NO CHAIN]` → `kind`;
-/// `AND CHAIN` (which also opens a new transaction) → Other.
-fn finish(c: &Ctx, kind: Kind) -> Kind {
+/// `.. AND CHAIN` (which also opens a new transaction block) → `chained`.
+fn finish(c: &Ctx, kind: Kind, chained: Kind) -> Kind {
     let i = opt_transaction(c, 1);
-    let end = if c.word(i, "and") && c.word(i + 1, "no") && c.word(i + 2, "chain") {
-        i + 3
+    let (end, kind) = if c.word(i, "and") && c.word(i + 1, "no") && c.word(i + 2, "chain") {
+        (i + 3, kind)
+    } else if c.word(i, "and") && c.word(i + 1, "chain") {
+        (i + 2, chained)
     } else {
-        i
+        (i, kind)
     };
     if end == c.len() {
         kind
@@ -172,7 +174,22 @@ mod tests {
         }
         for sql in [
             "COMMIT AND CHAIN",
+            "end work and chain",
+            "commit transaction and chain;",
+        ] {
+            assert_eq!(one(sql), Kind::CommitChain, "{sql:?}");
+        }
+        for sql in [
             "ROLLBACK AND CHAIN",
+            "abort and chain",
+            "ROLLBACK WORK AND CHAIN",
+        ] {
+            assert_eq!(one(sql), Kind::RollbackChain, "{sql:?}");
+        }
+        for sql in [
+            "COMMIT AND CHAIN x",
+            "COMMIT AND",
+            "ROLLBACK AND NO",
             "BEGIN garbage",
             "BEGIN ISOLATION LEVEL SERIALIZABLE,",
             "BEGIN , READ ONLY",
