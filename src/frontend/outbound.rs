@@ -114,7 +114,7 @@ impl Session {
             self.relay_sync().await;
             let ours = std::mem::take(&mut self.client.out);
             let split = match act {
-                Act::Before => s_run.unwrap_or(run),
+                Act::Before | Act::Close => s_run.unwrap_or(run),
                 _ => run,
             };
             // What precedes this message belongs to earlier replies; a hold starts here.
@@ -131,7 +131,7 @@ impl Session {
                     self.write_client(&ours).await?;
                 }
                 Act::Close => {
-                    self.write_client(&buf[..s_run.unwrap_or(run)]).await?;
+                    // The ParameterStatus run before the message is dropped with it.
                     self.write_client(&ours).await?;
                     buf.advance(run + total);
                     return self.delivery_failed().map(|()| false);

@@ -262,7 +262,7 @@ mod tests {
 
     fn rewrite(sql: &str, ch: &Channels) -> (String, QueryPlan) {
         match route(sql.as_bytes(), ch, b'I', true) {
-            Route::Rewrite(text, plan) => (text, plan),
+            Route::Rewrite(text, plan) => (String::from_utf8(text).expect("UTF-8"), plan),
             other => panic!("{sql:?}: {other:?}"),
         }
     }
