@@ -6,7 +6,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::backend::prepared::{self, Prepared};
 
 use super::extended::Decision;
-use super::plan::{Effect, Entry, QueryPlan};
+use super::pipeline;
+use super::plan::{Effect, Entry, LocalReply, QueryPlan};
 use super::session::{Exit, Session, STREAM_THRESHOLD};
 use super::simple::{self, Route};
 use crate::protocol::framer;
@@ -346,6 +347,7 @@ impl Session {
         };
         Ok(match tag {
             b'Q' => {
+                self.local_executed = false;
                 let sql = framer::cstr(body).map(|(s, _)| s).unwrap_or(body);
                 match simple::route(sql, &self.ch, self.status, self.scs()) {
                     Route::Forward => Inbound::Forward(Some(Entry::Query(QueryPlan::opaque()))),
@@ -378,7 +380,21 @@ impl Session {
             b'E' => {
                 self.batch_open = true;
                 let d = self.ext.execute(body);
-                extended(self, d)?
+                match extended(self, d)? {
+                    Inbound::Forward(Some(Entry::Execute(effect))) if self.local_executed => {
+                        self.local_executed = false;
+                        let mut out = BytesMut::new();
+                        let mut entries = pipeline::mark_then(&mut out, tag, body)
+                            .map_err(|e| Exit::ClientProtocol(e.to_string()))?;
+                        entries.push(Entry::Execute(effect));
+                        Inbound::Replace(out.to_vec(), entries)
+                    }
+                    local @ Inbound::Local(Entry::Local(LocalReply::Execute { .. })) => {
+                        self.local_executed = true;
+                        local
+                    }
+                    other => other,
+                }
             }
             b'C' => {
                 self.batch_open = true;
@@ -395,6 +411,7 @@ impl Session {
                 }
             }
             b'S' => {
+                self.local_executed = false;
                 let forwarded = self.batch_forwarded;
                 self.batch_open = false;
                 self.batch_forwarded = false;

@@ -10,6 +10,7 @@ pub mod listener;
 pub mod login;
 mod outbound;
 pub mod params;
+mod pipeline;
 pub mod plan;
 pub mod session;
 pub mod simple;

@@ -230,6 +230,11 @@ impl Session {
                 b'E' => self.batch_error(Act::Pass),
                 _ => Act::Pass,
             },
+            Entry::InjectedRun => match tag {
+                b'C' => self.pop(Act::Swallow),
+                b'E' => self.batch_error(Act::Pass),
+                _ => Act::Swallow,
+            },
             Entry::RefusedPrepare => match tag {
                 b'C' => {
                     self.ch.discard();

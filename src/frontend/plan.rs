@@ -155,6 +155,8 @@ pub enum Entry {
     InjectedFailure(Option<Intercept>),
     /// A message pgherald sent whose reply (`1`, `2`, `3`) is swallowed.
     InjectedQuiet,
+    /// An Execute pgherald sent (see `pipeline`): its rows and `C` are swallowed.
+    InjectedRun,
     /// The ROLLBACK pgherald ran in place of a refused PREPARE TRANSACTION: at its `C` the
     /// client gets 0A000 (NOTIFY-SPEC item 19).
     RefusedPrepare,
