@@ -12,10 +12,11 @@
 //! itself and raises exactly Postgres's errors, in Postgres's order of checks (`cannot run inside
 //! a transaction block` comes first). Its replies are swallowed.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 
 use super::plan::Entry;
+use crate::protocol::framer;
 
 /// Name of the statement and portal pgherald uses (closed again at once).
 const NAME: &str = "pgherald_pipeline";
@@ -41,10 +42,9 @@ pub(crate) fn mark_then(out: &mut BytesMut, tag: u8, body: &[u8]) -> std::io::Re
     frontend::execute(NAME, 0, out)?;
     frontend::close(b'P', NAME, out)?;
     frontend::close(b'S', NAME, out)?;
-    let len = i32::try_from(body.len() + 4).map_err(std::io::Error::other)?;
-    out.put_u8(tag);
-    out.put_i32(len);
-    out.put_slice(body);
+    if !framer::put(out, tag, body) {
+        return Err(std::io::Error::other("message too long"));
+    }
     Ok(vec![
         Entry::InjectedQuiet,
         Entry::InjectedQuiet,
@@ -58,7 +58,6 @@ pub(crate) fn mark_then(out: &mut BytesMut, tag: u8, body: &[u8]) -> std::io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::framer;
 
     #[test]
     fn marker_messages_then_the_clients_own() {
