@@ -1,16 +1,19 @@
 //! The extended protocol's intercepted statements and portals: Parse of LISTEN/UNLISTEN/
 //! NOTIFY/pg_notify/pg_listening_channels is answered by pgherald, and so are Bind,
 //! Describe, Execute and Close that name them. Forwarded statements that control the
-//! transaction are remembered so that their Execute carries its effect.
+//! transaction are remembered so that their Execute carries its effect, and forwarded
+//! statements calling `pg_listening_channels()` are rewritten to take the session's channels
+//! as a hidden last parameter, supplied at each Bind (`listening.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::intercept::Intercept;
 use super::plan::{Effect, LocalReply};
 use super::simple::effect;
+use super::txn::ListenSet;
 use crate::protocol::framer::cstr;
 use crate::protocol::reply::TEXT_OID;
-use crate::sql::{self, Arg, Kind};
+use crate::sql::{self, listening, Arg, Kind};
 
 /// An intercepted prepared statement.
 #[derive(Debug, Clone)]
@@ -64,6 +67,9 @@ pub enum Decision {
     Forward(super::plan::Entry),
     /// Answer it locally.
     Local(LocalReply),
+    /// Forward this body instead of the client's (same message type); the server owes the
+    /// reply described by the entry.
+    Rewritten(Vec<u8>, super::plan::Entry),
     /// Execute of a portal whose statement fails: make the server fail the batch too.
     Fail(Intercept),
     /// Malformed message: FATAL 08P01.
@@ -77,6 +83,8 @@ pub struct Extended {
     portals: HashMap<Vec<u8>, Bound>,
     stmt_effects: HashMap<Vec<u8>, Effect>,
     portal_effects: HashMap<Vec<u8>, Effect>,
+    /// Forwarded statements rewritten to take the listen set as a last parameter.
+    with_channels: HashSet<Vec<u8>>,
 }
 
 fn name_of(body: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -97,6 +105,9 @@ impl Extended {
         }
         if !self.stmt_effects.is_empty() {
             self.stmt_effects.remove(name);
+        }
+        if !self.with_channels.is_empty() {
+            self.with_channels.remove(name);
         }
         if sql::prefilter(query, true) {
             if let Ok(text) = std::str::from_utf8(query) {
@@ -126,14 +137,28 @@ impl Extended {
                     if e != Effect::None {
                         self.stmt_effects.insert(name.to_vec(), e);
                     }
+                    if only.kind == Kind::Other && listening::mentions(query) {
+                        let found = listening::calls(text, only.range.clone(), scs);
+                        let rewritten = (!found.calls.is_empty())
+                            .then(|| super::listening::parse_body(body, &found))
+                            .flatten();
+                        if let Some((body, map)) = rewritten {
+                            self.with_channels.insert(name.to_vec());
+                            return Decision::Rewritten(
+                                body,
+                                super::plan::Entry::ParseRewritten(map),
+                            );
+                        }
+                    }
                 }
             }
         }
         Decision::Forward(super::plan::Entry::Parse)
     }
 
-    /// Bind: resolve an intercepted statement's parameters into a portal.
-    pub fn bind(&mut self, body: &[u8]) -> Decision {
+    /// Bind: resolve an intercepted statement's parameters into a portal; hand the
+    /// committed channels `listens` to a statement rewritten to take them.
+    pub fn bind(&mut self, body: &[u8], listens: &ListenSet) -> Decision {
         let Some((portal, rest)) = name_of(body) else {
             return Decision::Malformed;
         };
@@ -149,6 +174,11 @@ impl Extended {
         let Some(template) = self.stmts.get(stmt) else {
             if let Some(e) = self.stmt_effects.get(stmt) {
                 self.portal_effects.insert(portal.to_vec(), e.clone());
+            }
+            if !self.with_channels.is_empty() && self.with_channels.contains(stmt) {
+                if let Some(b) = super::listening::bind_body(body, listens) {
+                    return Decision::Rewritten(b, super::plan::Entry::Bind);
+                }
             }
             return Decision::Forward(super::plan::Entry::Bind);
         };
@@ -187,6 +217,9 @@ impl Extended {
                     params: t.params(),
                     rows: t.column(),
                 }),
+                None if self.with_channels.contains(name) => {
+                    Decision::Forward(super::plan::Entry::DescribeRewritten)
+                }
                 None => Decision::Forward(super::plan::Entry::DescribeStatement),
             },
             _ => match self.portals.get(name) {
@@ -230,6 +263,7 @@ impl Extended {
         let ours = match kind {
             b'S' => {
                 self.stmt_effects.remove(name);
+                self.with_channels.remove(name);
                 self.stmts.remove(name).is_some()
             }
             _ => {
@@ -250,6 +284,7 @@ impl Extended {
         self.portals.clear();
         self.stmt_effects.clear();
         self.portal_effects.clear();
+        self.with_channels.clear();
     }
 }
 
@@ -285,6 +320,44 @@ fn bind_values(b: &[u8]) -> Option<(Vec<Option<Vec<u8>>>, i16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Extended {
+        fn bind_in(&mut self, body: &[u8]) -> Decision {
+            self.bind(body, &ListenSet::new())
+        }
+    }
+
+    #[test]
+    fn listening_channels_calls_take_the_set_as_a_parameter() {
+        let mut x = Extended::default();
+        match x.parse(
+            &parse_body("s", "SELECT count(*) FROM pg_listening_channels()"),
+            true,
+        ) {
+            Decision::Rewritten(body, super::super::plan::Entry::ParseRewritten(_)) => {
+                assert!(body.starts_with(b"s\0SELECT count(*) FROM unnest($1::text[])"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            x.describe(b"Ss\0"),
+            Decision::Forward(super::super::plan::Entry::DescribeRewritten)
+        ));
+        assert!(matches!(
+            x.bind_in(&bind_body("", "s", &[])),
+            Decision::Rewritten(_, super::super::plan::Entry::Bind)
+        ));
+        assert!(matches!(x.close(b"Ss\0"), Decision::Forward(_)));
+        assert!(matches!(
+            x.bind_in(&bind_body("", "s", &[])),
+            Decision::Forward(_)
+        ));
+        // The standalone forms stay pgherald's own.
+        assert!(matches!(
+            x.parse(&parse_body("t", "SELECT pg_listening_channels()"), true),
+            Decision::Local(_)
+        ));
+    }
 
     fn parse_body(name: &str, q: &str) -> Vec<u8> {
         let mut b = name.as_bytes().to_vec();
@@ -327,7 +400,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            x.bind(&bind_body("", "s1", &[Some("ch"), None])),
+            x.bind_in(&bind_body("", "s1", &[Some("ch"), None])),
             Decision::Local(_)
         ));
         match x.execute(b"\0\0\0\0\0") {
@@ -344,7 +417,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A NULL channel fails at Execute (item 10).
-        x.bind(&bind_body("p", "s1", &[None, Some("x")]));
+        x.bind_in(&bind_body("p", "s1", &[None, Some("x")]));
         assert!(matches!(x.execute(b"p\0\0\0\0\0"), Decision::Fail(_)));
     }
 
@@ -359,7 +432,7 @@ mod tests {
             x.parse(&parse_body("c", "COMMIT"), true),
             Decision::Forward(_)
         ));
-        x.bind(&bind_body("", "c", &[]));
+        x.bind_in(&bind_body("", "c", &[]));
         match x.execute(b"\0\0\0\0\0") {
             Decision::Forward(super::super::plan::Entry::Execute(Effect::Commit)) => {}
             other => panic!("{other:?}"),

@@ -11,6 +11,7 @@ use super::plan::{Effect, Entry, LocalReply, QueryPlan};
 use super::session::{Exit, Session, STREAM_THRESHOLD};
 use super::simple::{self, Route};
 use crate::protocol::framer;
+use crate::sql::edit::PositionMap;
 
 /// What to do with one client message.
 enum Inbound {
@@ -30,8 +31,8 @@ enum Inbound {
 
 /// A use of a client's named statement that must be mapped to the server's name.
 enum Named {
-    /// Parse (the whole body).
-    Parse(Vec<u8>),
+    /// Parse (the whole body), with the map back to the client's text if pgherald rewrote it.
+    Parse(Vec<u8>, Option<PositionMap>),
     /// Bind or Describe of statement `stmt`: send `frame` (already renamed), expect `entry`.
     Use {
         stmt: Prepared,
@@ -203,7 +204,7 @@ impl Session {
     /// this server first when it lacks it (evicting the least recently used past the limit).
     async fn named(&mut self, named: Named) -> Result<(), Exit> {
         let (stmt, then) = match named {
-            Named::Parse(body) => {
+            Named::Parse(body, positions) => {
                 let Some((name, stmt)) = self.stmts.parse(&self.app.prepared, &body) else {
                     return Err(Exit::ClientProtocol("invalid message format".into()));
                 };
@@ -218,8 +219,12 @@ impl Session {
                     self.client.flush().await?;
                     return Ok(());
                 }
-                self.prepare_on_server(&stmt, Entry::PrepareParse { id: stmt.id, name })
-                    .await?;
+                let entry = Entry::PrepareParse {
+                    id: stmt.id,
+                    name,
+                    positions,
+                };
+                self.prepare_on_server(&stmt, entry).await?;
                 return Ok(());
             }
             Named::Use { stmt, frame, entry } => (stmt, (frame, entry)),
@@ -256,9 +261,13 @@ impl Session {
             return None;
         }
         match (tag, d) {
-            (b'P', Decision::Forward(Entry::Parse)) => {
+            (b'P', Decision::Forward(e @ (Entry::Parse | Entry::ParseRewritten(_)))) => {
                 let named = body.first().is_some_and(|b| *b != 0);
-                named.then(|| Named::Parse(body.to_vec()))
+                let positions = match e {
+                    Entry::ParseRewritten(map) => Some(map.clone()),
+                    _ => None,
+                };
+                named.then(|| Named::Parse(body.to_vec(), positions))
             }
             (b'B', Decision::Forward(Entry::Bind)) if !self.stmts.is_empty() => {
                 let (_, rest) = framer::cstr(body)?;
@@ -271,15 +280,18 @@ impl Session {
                     entry: Entry::Bind,
                 })
             }
-            (b'D', Decision::Forward(Entry::DescribeStatement)) if !self.stmts.is_empty() => {
+            (
+                b'D',
+                Decision::Forward(e @ (Entry::DescribeStatement | Entry::DescribeRewritten)),
+            ) if !self.stmts.is_empty() => {
                 let (name, _) = framer::cstr(body.get(1..)?)?;
                 let stmt = self.stmts.get(name)?.clone();
                 let frame = prepared::describe_frame(stmt.id);
-                Some(Named::Use {
-                    stmt,
-                    frame,
-                    entry: Entry::DescribeStatement,
-                })
+                let entry = match e {
+                    Entry::DescribeRewritten => Entry::DescribeRewritten,
+                    _ => Entry::DescribeStatement,
+                };
+                Some(Named::Use { stmt, frame, entry })
             }
             _ => None,
         }
@@ -313,7 +325,11 @@ impl Session {
     fn decide(&mut self, tag: u8, body: &[u8]) -> Result<Inbound, Exit> {
         tracing::trace!(tag = %(tag as char), plan = self.plan.len(), "client message");
         let extended = |this: &mut Self, d: Decision| -> Result<Inbound, Exit> {
-            if let Some(named) = this.named_use(tag, body, &d) {
+            let (d, rewritten) = match d {
+                Decision::Rewritten(b, entry) => (Decision::Forward(entry), Some(b)),
+                d => (d, None),
+            };
+            if let Some(named) = this.named_use(tag, rewritten.as_deref().unwrap_or(body), &d) {
                 return Ok(Inbound::Prepared(named));
             }
             if tag == b'C' && body.first() == Some(&b'S') && !this.stmts.is_empty() {
@@ -329,7 +345,18 @@ impl Session {
                 {
                     Ok(refuse_prepare())
                 }
-                Decision::Forward(e) => Ok(Inbound::Forward(Some(e))),
+                Decision::Forward(e) => match rewritten {
+                    Some(b) => {
+                        let mut out = BytesMut::new();
+                        if !framer::put(&mut out, tag, &b) {
+                            return Err(Exit::ClientProtocol("message too long".into()));
+                        }
+                        Ok(Inbound::Replace(out.to_vec(), vec![e]))
+                    }
+                    None => Ok(Inbound::Forward(Some(e))),
+                },
+                // Turned into `Forward` above.
+                Decision::Rewritten(..) => Ok(Inbound::Drop),
                 Decision::Local(r) => Ok(Inbound::Local(Entry::Local(r))),
                 Decision::Fail(action) => {
                     let mut out = BytesMut::new();
@@ -369,7 +396,7 @@ impl Session {
             }
             b'B' => {
                 self.batch_open = true;
-                let d = self.ext.bind(body);
+                let d = self.ext.bind(body, &self.ch.listens);
                 extended(self, d)?
             }
             b'D' => {

@@ -7,6 +7,7 @@ pub mod extended;
 mod inbound;
 pub mod intercept;
 pub mod listener;
+pub mod listening;
 pub mod login;
 mod outbound;
 pub mod params;

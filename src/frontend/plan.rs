@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 
 use super::intercept::Intercept;
+use crate::sql::edit::PositionMap;
 
 /// What a forwarded statement does to the pending LISTEN/NOTIFY state once the server
 /// confirms it with CommandComplete.
@@ -58,6 +59,9 @@ pub struct QueryPlan {
     pub failed: bool,
     /// The head step's placeholder reply has started (T/D seen).
     pub in_step: bool,
+    /// The text went out with `pg_listening_channels()` rewritten: positions in the
+    /// server's errors and notices map back to the client's text through this.
+    pub positions: Option<PositionMap>,
 }
 
 impl QueryPlan {
@@ -123,12 +127,18 @@ pub enum Entry {
     Function,
     /// Parse: `1` (or an error).
     Parse,
+    /// Parse of a statement whose `pg_listening_channels()` calls pgherald rewrote: `1`, or
+    /// an error whose position maps back through this.
+    ParseRewritten(PositionMap),
     /// Bind: `2`.
     Bind,
     /// Close: `3`.
     Close,
     /// Describe of a statement: `t` then `T`/`n`.
     DescribeStatement,
+    /// Describe of a statement that takes the listen set as a hidden last parameter: `t`
+    /// (passed on without it) then `T`/`n`.
+    DescribeRewritten,
     /// Describe of a portal: `T`/`n`.
     DescribePortal,
     /// Execute: rows, then `C`, `I` or `s`; its effect applies at `C`.
@@ -142,6 +152,8 @@ pub enum Entry {
         id: u64,
         /// The client's name for it.
         name: Vec<u8>,
+        /// Map back to the client's text, when pgherald rewrote it.
+        positions: Option<PositionMap>,
     },
     /// A Parse pgherald sent to prepare statement `id` before using it: its `1` is swallowed.
     InjectedParse {

@@ -2,15 +2,17 @@
 //! statement, rewrite it with placeholders for intercepted statements, or answer it locally.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use bytes::BytesMut;
 
 use super::channels::Channels;
 use super::intercept::Intercept;
 use super::plan::{Effect, LocalQuery, QueryPlan, Step};
-use super::txn::{Action, PendingTxn};
+use super::txn::{Action, ListenSet, PendingTxn};
 use crate::protocol::reply;
-use crate::sql::{self, Kind};
+use crate::sql::edit::Editor;
+use crate::sql::{self, listening, Kind};
 
 /// What to do with one Query message.
 #[derive(Debug)]
@@ -19,8 +21,9 @@ pub enum Route {
     Forward,
     /// Forward unchanged, following statements for their transaction effects.
     Tracked(QueryPlan),
-    /// Forward this text instead (intercepted statements replaced by placeholders of the
-    /// same length, so positions in server errors stay right).
+    /// Forward this text instead: intercepted statements replaced by placeholders of the
+    /// same length, `pg_listening_channels()` calls by the session's channels (positions in
+    /// the server's replies map back through the plan).
     Rewrite(String, QueryPlan),
     /// Answer without the server.
     Local(LocalQuery),
@@ -73,13 +76,15 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
         });
     }
     // What a PREPARE TRANSACTION would see: the pending actions as the statements before it
-    // leave them (savepoints included), simulated on a copy.
+    // leave them (savepoints included), simulated on a copy. Likewise the committed channels
+    // a `pg_listening_channels()` call sees, when a COMMIT earlier in the Query changes them.
     let mut simulated = ch.txn.clone();
+    let mut listens = Listens::new(ch, status);
     let mut steps = VecDeque::with_capacity(stmts.len());
-    let mut rewritten = String::with_capacity(text.len());
-    let mut copied = 0;
+    let mut editor = Editor::new(text);
     let mut any_effect = false;
     for (s, i) in stmts.iter().zip(intercepts) {
+        listens.see(&mut simulated, &s.kind, i.is_some());
         simulate(&mut simulated, &s.kind, i.as_ref());
         let prepare_refused = simulated.blocks_prepare(ch.ever_listened);
         let (step, placeholder) = match i {
@@ -91,34 +96,102 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
             None => {
                 let e = effect(&s.kind);
                 any_effect |= e != Effect::None;
+                if s.kind == Kind::Other {
+                    listens.rewrite(&mut editor, text, s.range.clone(), scs);
+                }
                 (Step::Forward(e), None)
             }
         };
         if let Some(p) = placeholder {
-            let original = &text[s.range.clone()];
-            rewritten.push_str(&text[copied..s.range.start]);
-            rewritten.push_str(p);
-            let pad = original.chars().count().saturating_sub(p.len());
-            rewritten.extend(std::iter::repeat_n(' ', pad));
-            copied = s.range.end;
+            // Same length in characters, so that positions in server errors stay right.
+            let pad = text[s.range.clone()]
+                .chars()
+                .count()
+                .saturating_sub(p.len());
+            let padded = format!("{p}{}", " ".repeat(pad));
+            editor.replace(s.range.clone(), &padded);
         }
         steps.push_back(step);
     }
-    let plan = QueryPlan {
+    let mut plan = QueryPlan {
         steps,
         preamble,
         failed: false,
         in_step: false,
+        positions: None,
     };
-    if !any_intercept && copied == 0 {
+    if !any_intercept && !editor.changed() {
         return if any_effect || !ch.txn.is_empty() || plan.preamble.is_some() {
             Route::Tracked(plan)
         } else {
             Route::Forward
         };
     }
-    rewritten.push_str(&text[copied..]);
+    let (rewritten, map) = editor.finish();
+    plan.positions = (!map.is_identity()).then_some(map);
     Route::Rewrite(rewritten, plan)
+}
+
+/// The committed channels as each statement of a Query will see them, and the constant that
+/// stands for `pg_listening_channels()` there.
+struct Listens<'a> {
+    ch: &'a Channels,
+    /// The block is aborted: the next COMMIT rolls back.
+    aborted: bool,
+    /// The set once a COMMIT in this Query changed it.
+    changed: Option<ListenSet>,
+    /// The constant for the current set, once built.
+    constant: Option<String>,
+}
+
+impl<'a> Listens<'a> {
+    fn new(ch: &'a Channels, status: u8) -> Listens<'a> {
+        Listens {
+            ch,
+            aborted: status == b'E',
+            changed: None,
+            constant: None,
+        }
+    }
+
+    /// Before statement `kind` is simulated: a forwarded COMMIT commits the listen changes
+    /// pending in `txn` (unless the block is aborted).
+    fn see(&mut self, txn: &mut PendingTxn, kind: &Kind, intercepted: bool) {
+        if intercepted {
+            return;
+        }
+        match kind {
+            Kind::Commit => {
+                let ops = txn.take_commit().listen_ops;
+                if !self.aborted && !ops.is_empty() {
+                    let set = self.changed.get_or_insert_with(|| self.ch.listens.clone());
+                    set.apply(&ops);
+                    self.constant = None;
+                }
+                self.aborted = false;
+            }
+            Kind::Rollback => self.aborted = false,
+            _ => {}
+        }
+    }
+
+    /// Rewrite the `pg_listening_channels()` calls of the forwarded statement at `range`.
+    fn rewrite(&mut self, ed: &mut Editor<'_>, text: &str, range: Range<usize>, scs: bool) {
+        if !listening::mentions(text.as_bytes().get(range.clone()).unwrap_or_default()) {
+            return;
+        }
+        let found = listening::calls(text, range, scs);
+        if found.calls.is_empty() {
+            return;
+        }
+        if self.constant.is_none() {
+            let set = self.changed.as_ref().unwrap_or(&self.ch.listens);
+            self.constant = super::listening::constant_call(set);
+        }
+        if let Some(c) = &self.constant {
+            super::listening::rewrite_calls(ed, &found, c);
+        }
+    }
 }
 
 /// Apply a statement to a copy of the pending actions, as it would if it succeeds.
