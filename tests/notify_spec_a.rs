@@ -467,15 +467,188 @@ async fn a2_pg_notify_in_other_select_forms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgherald bug: pg_listening_channels() with an alias or inside an expression is forwarded and answers the server's (empty) set"]
 async fn a3_listening_channels_in_other_select_forms() {
-    // Forms the spec does not list but applications write. (SELECT * FROM works.)
+    // Forms the spec does not list but applications write. pgherald rewrites the call in the
+    // text it forwards; names, rows and error positions must be Postgres's.
     check_protocols(|_| {
         Scenario::new("a3 other SELECT forms", 1)
             .s(0, "LISTEN a3o")
+            .s(0, r#"LISTEN "a3 ""q"" \ it's""#)
             .s(0, "SELECT * FROM pg_listening_channels()")
             .s(0, "SELECT pg_listening_channels() AS ch")
             .s(0, "SELECT count(*) FROM pg_listening_channels()")
+            .s(0, "SELECT x FROM pg_listening_channels() AS x ORDER BY x")
+            .s(0, "SELECT * FROM pg_listening_channels() WITH ORDINALITY")
+            .s(
+                0,
+                "SELECT pg_listening_channels FROM pg_catalog.pg_listening_channels() \
+                 WHERE pg_listening_channels LIKE 'a3%'",
+            )
+            .s(0, "SELECT 'a3o' IN (SELECT pg_listening_channels()) AS listening")
+            .s(
+                0,
+                "SELECT upper(pg_listening_channels()), (pg_listening_channels())::varchar",
+            )
+            .s(
+                0,
+                "SELECT (SELECT count(*) FROM pg_listening_channels() c WHERE c <> 'x') AS n",
+            )
+            .s(
+                0,
+                "SELECT * FROM ROWS FROM (pg_listening_channels()) WITH ORDINALITY AS t",
+            )
+            .s(0, "SELECT * FROM (SELECT pg_listening_channels()) s, lateral upper(s.pg_listening_channels)")
+            .s(
+                0,
+                "SELECT DISTINCT ON (1) pg_listening_channels()::varchar(40), 1 AS one \
+                 FROM ROWS FROM (pg_listening_channels()) ORDER BY 1",
+            )
+            .s(
+                0,
+                "SELECT * FROM pg_listening_channels() JOIN pg_listening_channels() b \
+                 ON b = pg_listening_channels.pg_listening_channels ORDER BY 1",
+            )
+            .s(0, "SELECT pg_listening_channels() FROM a3_no_such_table")
+            .s(0, "SELECT 1 WHERE pg_listening_channels() = 'x'")
+            .s(0, "SELECT pg_listening_channels() FROM")
+            .s(0, "UNLISTEN a3o")
+            .s(0, "SELECT array_agg(c) FROM pg_listening_channels() c")
+            .s(0, "UNLISTEN *")
+            .s(0, "SELECT count(*) FROM pg_listening_channels()")
     })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a3_listening_channels_in_transactions_and_prepared_statements() {
+    // The committed set only, as of the statement: a COMMIT earlier in the same Query counts.
+    check(
+        &Scenario::new("a3 forms in a multi-statement Query", 1)
+            .q(0, "LISTEN a3t")
+            .q(
+                0,
+                "BEGIN; LISTEN a3u; SELECT count(*) FROM pg_listening_channels(); COMMIT; \
+                 SELECT array_agg(c) FROM pg_listening_channels() c",
+            )
+            .q(
+                0,
+                "LISTEN a3v; SELECT count(*) FROM pg_listening_channels(); COMMIT; \
+                 SELECT count(*) FROM pg_listening_channels(); UNLISTEN *; ROLLBACK; \
+                 SELECT count(*) FROM pg_listening_channels()",
+            )
+            .q(0, "BEGIN")
+            .q(0, "SELECT 1/0")
+            .q(
+                0,
+                "LISTEN a3w; COMMIT; SELECT count(*) FROM pg_listening_channels() -- rolled back",
+            )
+            .q(
+                0,
+                "COMMIT; SELECT count(*) FROM pg_listening_channels(); SELECT 1 FROM a3_none",
+            ),
+    )
+    .await;
+    // Notices raised while the server parses the rewritten text point into the client's.
+    check_protocols(|_| {
+        Scenario::new("a3 positions of notices", 1)
+            .s(0, r#"LISTEN "a3\b""#)
+            .q(0, "SET standard_conforming_strings = off")
+            .s(0, r"SELECT pg_listening_channels(), 'x\\y' AS v")
+            .s(0, r"SELECT c, 'x\\y' FROM pg_listening_channels() c")
+            .q(0, "RESET standard_conforming_strings")
+    })
+    .await;
+    // Prepared statements see the set at each execution; their parameters are the client's.
+    check(
+        &Scenario::new("a3 forms in prepared statements", 1)
+            .q(0, "LISTEN a3p")
+            .ext(
+                0,
+                vec![
+                    parse("n", "SELECT count(*) FROM pg_listening_channels()"),
+                    describe_stmt("n"),
+                    bind("", "n", &[]),
+                    execute(""),
+                    parse(
+                        "p",
+                        "SELECT $1::text || c FROM pg_listening_channels() c WHERE c <> $2",
+                    ),
+                    describe_stmt("p"),
+                    bind("", "p", &[Some("+"), Some("none")]),
+                    describe_portal(""),
+                    execute(""),
+                    Fe::Parse(
+                        "b".into(),
+                        "SELECT $1 + count(*) FROM pg_listening_channels()".into(),
+                        vec![20],
+                    ),
+                    describe_stmt("b"),
+                    Fe::Bind(
+                        "".into(),
+                        "b".into(),
+                        vec![1],
+                        vec![Some(5i64.to_be_bytes().to_vec())],
+                        vec![],
+                    ),
+                    execute(""),
+                    Fe::Sync,
+                ],
+            )
+            .q(0, "LISTEN a3q")
+            .ext(
+                0,
+                vec![
+                    bind("", "n", &[]),
+                    execute(""),
+                    bind("", "p", &[Some("-"), Some("a3p")]),
+                    execute(""),
+                    Fe::Bind(
+                        "".into(),
+                        "b".into(),
+                        vec![1],
+                        vec![Some(7i64.to_be_bytes().to_vec())],
+                        vec![],
+                    ),
+                    execute(""),
+                    Fe::Sync,
+                ],
+            )
+            // A LISTEN committed at an earlier Sync of the same pipeline counts; one in the
+            // same implicit transaction does not.
+            .ext(
+                0,
+                vec![
+                    parse("", "LISTEN a3r"),
+                    bind("", "", &[]),
+                    execute(""),
+                    Fe::Sync,
+                    bind("", "n", &[]),
+                    execute(""),
+                    parse("", "LISTEN a3s"),
+                    bind("", "", &[]),
+                    execute(""),
+                    bind("", "n", &[]),
+                    execute(""),
+                    Fe::Sync,
+                ],
+            )
+            .ext(
+                0,
+                vec![
+                    parse("e", "SELECT pg_listening_channels() FROM a3_missing"),
+                    Fe::Sync,
+                ],
+            )
+            .ext(
+                0,
+                vec![
+                    Fe::Close(b'S', "n".into()),
+                    parse("n", "SELECT 1"),
+                    bind("", "n", &[]),
+                    execute(""),
+                    Fe::Sync,
+                ],
+            ),
+    )
     .await;
 }

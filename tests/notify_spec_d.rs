@@ -39,17 +39,49 @@ async fn d29_discard_all() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgherald bug: DISCARD ALL after an intercepted statement in one extended batch succeeds (Postgres: 25001 within a pipeline)"]
 async fn d29_discard_all_in_a_pipeline() {
-    check_all(vec![Scenario::new(
-        "d29 DISCARD ALL in an extended batch",
-        2,
-    )
-    .q(0, "LISTEN d29p")
-    .batch(0, &["LISTEN d29q", "DISCARD ALL"])
-    .batch(0, &["SELECT 1", "DISCARD ALL"])
-    .q(0, "SELECT pg_listening_channels()")
-    .q(1, "NOTIFY d29p, 'still listening'")])
+    check_all(vec![
+        Scenario::new("d29 DISCARD ALL in an extended batch", 2)
+            .q(0, "LISTEN d29p")
+            .batch(0, &["LISTEN d29q", "DISCARD ALL"])
+            .batch(0, &["SELECT 1", "DISCARD ALL"])
+            .q(0, "SELECT pg_listening_channels()")
+            .q(1, "NOTIFY d29p, 'still listening'"),
+        // The pipeline mark of an Execute pgherald answers: the server's own checks come first
+        // (inside a block), other statements that refuse a pipeline fail too, it takes no
+        // snapshot, and it ends with the transaction (a COMMIT in the batch).
+        Scenario::new("d29 pipeline rule after intercepted Executes", 2)
+            .q(0, "LISTEN d29s")
+            .batch(0, &["NOTIFY d29s, 'rolled back'", "VACUUM"])
+            .batch(
+                0,
+                &["SELECT pg_notify('d29s', 'rolled back')", "DISCARD ALL"],
+            )
+            .batch(0, &["BEGIN", "LISTEN d29t", "DISCARD ALL"])
+            .q(0, "ROLLBACK")
+            .batch(
+                0,
+                &[
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ",
+                    "LISTEN d29u",
+                    "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                    "SHOW transaction_isolation",
+                    "COMMIT",
+                ],
+            )
+            .q(0, "SELECT pg_listening_channels()")
+            .batch(
+                0,
+                &[
+                    "SELECT pg_listening_channels()",
+                    "LISTEN d29v",
+                    "COMMIT",
+                    "DISCARD ALL",
+                ],
+            )
+            .q(0, "SELECT pg_listening_channels()")
+            .q(1, "NOTIFY d29s, 'nobody listens'"),
+    ])
     .await;
 }
 

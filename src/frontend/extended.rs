@@ -1,17 +1,20 @@
 //! The extended protocol's intercepted statements and portals: Parse of LISTEN/UNLISTEN/
 //! NOTIFY/pg_notify/pg_listening_channels is answered by pgherald, and so are Bind,
 //! Describe, Execute and Close that name them. Forwarded statements that control the
-//! transaction are remembered so that their Execute carries its effect.
+//! transaction are remembered so that their Execute carries its effect, and forwarded
+//! statements calling `pg_listening_channels()` are rewritten to take the session's channels
+//! as a hidden last parameter, supplied at each Bind (`listening.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::intercept::{Failure, Intercept};
 use super::plan::{Effect, LocalReply};
 use super::simple::effect;
+use super::txn::ListenSet;
 use crate::protocol::encoding::Conversion;
 use crate::protocol::framer::cstr;
 use crate::protocol::reply::TEXT_OID;
-use crate::sql::{self, Arg, Kind};
+use crate::sql::{self, listening, Arg, Kind};
 
 /// An intercepted prepared statement.
 #[derive(Debug, Clone)]
@@ -65,6 +68,9 @@ pub enum Decision {
     Forward(super::plan::Entry),
     /// Answer it locally.
     Local(LocalReply),
+    /// Forward this body instead of the client's (same message type); the server owes the
+    /// reply described by the entry.
+    Rewritten(Vec<u8>, super::plan::Entry),
     /// A message whose statement fails (Bind with a parameter the session's encoding rejects,
     /// Execute of a failing statement): make the server fail the batch too.
     Fail(Failure),
@@ -79,6 +85,8 @@ pub struct Extended {
     portals: HashMap<Vec<u8>, Bound>,
     stmt_effects: HashMap<Vec<u8>, Effect>,
     portal_effects: HashMap<Vec<u8>, Effect>,
+    /// Forwarded statements rewritten to take the listen set as a last parameter.
+    with_channels: HashSet<Vec<u8>>,
 }
 
 fn name_of(body: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -101,6 +109,9 @@ impl Extended {
         }
         if !self.stmt_effects.is_empty() {
             self.stmt_effects.remove(name);
+        }
+        if !self.with_channels.is_empty() {
+            self.with_channels.remove(name);
         }
         if sql::prefilter(query, true) {
             if let Some(text) = conv.statement_text(query) {
@@ -130,6 +141,21 @@ impl Extended {
                     if e != Effect::None {
                         self.stmt_effects.insert(name.to_vec(), e);
                     }
+                    // The rewrite edits the client's bytes: only where they are the text itself.
+                    let same = matches!(text, std::borrow::Cow::Borrowed(_));
+                    if same && only.kind == Kind::Other && listening::mentions(query) {
+                        let found = listening::calls(&text, only.range.clone(), scs);
+                        let rewritten = (!found.calls.is_empty())
+                            .then(|| super::listening::parse_body(body, &found))
+                            .flatten();
+                        if let Some((body, map)) = rewritten {
+                            self.with_channels.insert(name.to_vec());
+                            return Decision::Rewritten(
+                                body,
+                                super::plan::Entry::ParseRewritten(map),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -137,8 +163,9 @@ impl Extended {
     }
 
     /// Bind: resolve an intercepted statement's parameters into a portal. Parameter values
-    /// are converted to the server encoding (`conv`), in order, as Postgres does at Bind.
-    pub fn bind(&mut self, body: &[u8], conv: Conversion) -> Decision {
+    /// are converted to the server encoding (`conv`), in order, as Postgres does at Bind; a
+    /// statement rewritten to take the committed channels gets `listens` as its extra value.
+    pub fn bind(&mut self, body: &[u8], conv: Conversion, listens: &ListenSet) -> Decision {
         let Some((portal, rest)) = name_of(body) else {
             return Decision::Malformed;
         };
@@ -154,6 +181,11 @@ impl Extended {
         let Some(template) = self.stmts.get(stmt) else {
             if let Some(e) = self.stmt_effects.get(stmt) {
                 self.portal_effects.insert(portal.to_vec(), e.clone());
+            }
+            if !self.with_channels.is_empty() && self.with_channels.contains(stmt) {
+                if let Some(b) = super::listening::bind_body(body, listens) {
+                    return Decision::Rewritten(b, super::plan::Entry::Bind);
+                }
             }
             return Decision::Forward(super::plan::Entry::Bind);
         };
@@ -211,6 +243,9 @@ impl Extended {
                     params: t.params(),
                     rows: t.column(),
                 }),
+                None if self.with_channels.contains(name) => {
+                    Decision::Forward(super::plan::Entry::DescribeRewritten)
+                }
                 None => Decision::Forward(super::plan::Entry::DescribeStatement),
             },
             _ => match self.portals.get(name) {
@@ -256,6 +291,7 @@ impl Extended {
         let ours = match kind {
             b'S' => {
                 self.stmt_effects.remove(name);
+                self.with_channels.remove(name);
                 self.stmts.remove(name).is_some()
             }
             _ => {
@@ -276,6 +312,7 @@ impl Extended {
         self.portals.clear();
         self.stmt_effects.clear();
         self.portal_effects.clear();
+        self.with_channels.clear();
     }
 }
 
@@ -311,6 +348,44 @@ fn bind_values(b: &[u8]) -> Option<(Vec<Option<Vec<u8>>>, i16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Extended {
+        fn bind_in(&mut self, body: &[u8]) -> Decision {
+            self.bind(body, Conversion::Utf8, &ListenSet::new())
+        }
+    }
+
+    #[test]
+    fn listening_channels_calls_take_the_set_as_a_parameter() {
+        let mut x = Extended::default();
+        match x.parse(
+            &parse_body("s", "SELECT count(*) FROM pg_listening_channels()"),
+            true,
+        ) {
+            Decision::Rewritten(body, super::super::plan::Entry::ParseRewritten(_)) => {
+                assert!(body.starts_with(b"s\0SELECT count(*) FROM unnest($1::text[])"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            x.describe(b"Ss\0"),
+            Decision::Forward(super::super::plan::Entry::DescribeRewritten)
+        ));
+        assert!(matches!(
+            x.bind_in(&bind_body("", "s", &[])),
+            Decision::Rewritten(_, super::super::plan::Entry::Bind)
+        ));
+        assert!(matches!(x.close(b"Ss\0"), Decision::Forward(_)));
+        assert!(matches!(
+            x.bind_in(&bind_body("", "s", &[])),
+            Decision::Forward(_)
+        ));
+        // The standalone forms stay pgherald's own.
+        assert!(matches!(
+            x.parse(&parse_body("t", "SELECT pg_listening_channels()"), true),
+            Decision::Local(_)
+        ));
+    }
 
     fn parse_body(name: &str, q: &str) -> Vec<u8> {
         let mut b = name.as_bytes().to_vec();
@@ -357,7 +432,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            x.bind(&bind_body("", "s1", &[Some("ch"), None]), Conversion::Utf8),
+            x.bind(
+                &bind_body("", "s1", &[Some("ch"), None]),
+                Conversion::Utf8,
+                &ListenSet::new()
+            ),
             Decision::Local(_)
         ));
         match x.execute(b"\0\0\0\0\0") {
@@ -374,7 +453,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A NULL channel fails at Execute (item 10).
-        x.bind(&bind_body("p", "s1", &[None, Some("x")]), Conversion::Utf8);
+        x.bind(
+            &bind_body("p", "s1", &[None, Some("x")]),
+            Conversion::Utf8,
+            &ListenSet::new(),
+        );
         assert!(matches!(x.execute(b"p\0\0\0\0\0"), Decision::Fail(_)));
     }
 
@@ -388,7 +471,7 @@ mod tests {
         // The payload is the LATIN1 byte for "é".
         let at = body.len() - 5;
         body[at] = 0xe9;
-        x.bind(&body, latin1);
+        x.bind(&body, latin1, &ListenSet::new());
         match x.execute(b"\0\0\0\0\0") {
             Decision::Local(LocalReply::Execute { action, .. }) => assert_eq!(
                 action,
@@ -400,7 +483,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         body[at] = 0;
-        match x.bind(&body, latin1) {
+        match x.bind(&body, latin1, &ListenSet::new()) {
             Decision::Fail(f) => {
                 assert_eq!(f.code, "22021");
                 assert_eq!(
@@ -414,7 +497,7 @@ mod tests {
         let mut named = bind_body("p", "s", &[Some("\u{7f}"), None]);
         let at = named.len() - 9;
         named[at] = 0xff;
-        match x.bind(&named, Conversion::Utf8) {
+        match x.bind(&named, Conversion::Utf8, &ListenSet::new()) {
             Decision::Fail(f) => {
                 assert_eq!(f.context.as_deref(), Some("portal \"p\" parameter $1"))
             }
@@ -433,7 +516,11 @@ mod tests {
             x.parse(&parse_body("c", "COMMIT"), true, Conversion::Utf8),
             Decision::Forward(_)
         ));
-        x.bind(&bind_body("", "c", &[]), Conversion::Utf8);
+        x.bind(
+            &bind_body("", "c", &[]),
+            Conversion::Utf8,
+            &ListenSet::new(),
+        );
         match x.execute(b"\0\0\0\0\0") {
             Decision::Forward(super::super::plan::Entry::Execute(Effect::Commit)) => {}
             other => panic!("{other:?}"),

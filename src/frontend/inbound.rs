@@ -7,10 +7,12 @@ use crate::backend::prepared::{self, Prepared};
 
 use super::deferred::Control;
 use super::extended::Decision;
-use super::plan::{Effect, Entry, QueryPlan};
+use super::pipeline;
+use super::plan::{Effect, Entry, LocalReply, QueryPlan};
 use super::session::{Exit, Session, STREAM_THRESHOLD};
 use super::simple::{self, Route};
 use crate::protocol::framer;
+use crate::sql::edit::PositionMap;
 
 /// What to do with one client message.
 enum Inbound {
@@ -30,8 +32,8 @@ enum Inbound {
 
 /// A use of a client's named statement that must be mapped to the server's name.
 enum Named {
-    /// Parse (the whole body).
-    Parse(Vec<u8>),
+    /// Parse (the whole body), with the map back to the client's text if pgherald rewrote it.
+    Parse(Vec<u8>, Option<PositionMap>),
     /// Bind or Describe of statement `stmt`: send `frame` (already renamed), expect `entry`.
     Use {
         stmt: Prepared,
@@ -208,7 +210,7 @@ impl Session {
     /// this server first when it lacks it (evicting the least recently used past the limit).
     async fn named(&mut self, named: Named) -> Result<(), Exit> {
         let (stmt, then) = match named {
-            Named::Parse(body) => {
+            Named::Parse(body, positions) => {
                 let Some((name, stmt)) = self.stmts.parse(&self.app.prepared, &body) else {
                     return Err(Exit::ClientProtocol("invalid message format".into()));
                 };
@@ -223,8 +225,12 @@ impl Session {
                     self.client.flush().await?;
                     return self.delivery_failed();
                 }
-                self.prepare_on_server(&stmt, Entry::PrepareParse { id: stmt.id, name })
-                    .await?;
+                let entry = Entry::PrepareParse {
+                    id: stmt.id,
+                    name,
+                    positions,
+                };
+                self.prepare_on_server(&stmt, entry).await?;
                 return Ok(());
             }
             Named::Use { stmt, frame, entry } => (stmt, (frame, entry)),
@@ -261,9 +267,13 @@ impl Session {
             return None;
         }
         match (tag, d) {
-            (b'P', Decision::Forward(Entry::Parse)) => {
+            (b'P', Decision::Forward(e @ (Entry::Parse | Entry::ParseRewritten(_)))) => {
                 let named = body.first().is_some_and(|b| *b != 0);
-                named.then(|| Named::Parse(body.to_vec()))
+                let positions = match e {
+                    Entry::ParseRewritten(map) => Some(map.clone()),
+                    _ => None,
+                };
+                named.then(|| Named::Parse(body.to_vec(), positions))
             }
             (b'B', Decision::Forward(Entry::Bind)) if !self.stmts.is_empty() => {
                 let (_, rest) = framer::cstr(body)?;
@@ -276,15 +286,18 @@ impl Session {
                     entry: Entry::Bind,
                 })
             }
-            (b'D', Decision::Forward(Entry::DescribeStatement)) if !self.stmts.is_empty() => {
+            (
+                b'D',
+                Decision::Forward(e @ (Entry::DescribeStatement | Entry::DescribeRewritten)),
+            ) if !self.stmts.is_empty() => {
                 let (name, _) = framer::cstr(body.get(1..)?)?;
                 let stmt = self.stmts.get(name)?.clone();
                 let frame = prepared::describe_frame(stmt.id);
-                Some(Named::Use {
-                    stmt,
-                    frame,
-                    entry: Entry::DescribeStatement,
-                })
+                let entry = match e {
+                    Entry::DescribeRewritten => Entry::DescribeRewritten,
+                    _ => Entry::DescribeStatement,
+                };
+                Some(Named::Use { stmt, frame, entry })
             }
             _ => None,
         }
@@ -357,7 +370,11 @@ impl Session {
     fn decide(&mut self, tag: u8, body: &[u8]) -> Result<Inbound, Exit> {
         tracing::trace!(tag = %(tag as char), plan = self.plan.len(), "client message");
         let extended = |this: &mut Self, d: Decision| -> Result<Inbound, Exit> {
-            if let Some(named) = this.named_use(tag, body, &d) {
+            let (d, rewritten) = match d {
+                Decision::Rewritten(b, entry) => (Decision::Forward(entry), Some(b)),
+                d => (d, None),
+            };
+            if let Some(named) = this.named_use(tag, rewritten.as_deref().unwrap_or(body), &d) {
                 return Ok(Inbound::Prepared(named));
             }
             if tag == b'C' && body.first() == Some(&b'S') && !this.stmts.is_empty() {
@@ -373,7 +390,18 @@ impl Session {
                 {
                     Ok(refuse_prepare())
                 }
-                Decision::Forward(e) => Ok(Inbound::Forward(Some(e))),
+                Decision::Forward(e) => match rewritten {
+                    Some(b) => {
+                        let mut out = BytesMut::new();
+                        if !framer::put(&mut out, tag, &b) {
+                            return Err(Exit::ClientProtocol("message too long".into()));
+                        }
+                        Ok(Inbound::Replace(out.to_vec(), vec![e]))
+                    }
+                    None => Ok(Inbound::Forward(Some(e))),
+                },
+                // Turned into `Forward` above.
+                Decision::Rewritten(..) => Ok(Inbound::Drop),
                 Decision::Local(r) => Ok(Inbound::Local(Entry::Local(r))),
                 Decision::Fail(failure) => {
                     let mut out = BytesMut::new();
@@ -391,6 +419,7 @@ impl Session {
         };
         Ok(match tag {
             b'Q' => {
+                self.local_executed = false;
                 let sql = framer::cstr(body).map(|(s, _)| s).unwrap_or(body);
                 if let Some(local) = self.control(sql) {
                     return Ok(Inbound::Local(local));
@@ -420,7 +449,7 @@ impl Session {
             }
             b'B' => {
                 self.batch_open = true;
-                let d = self.ext.bind(body, self.ch.conv);
+                let d = self.ext.bind(body, self.ch.conv, &self.ch.listens);
                 extended(self, d)?
             }
             b'D' => {
@@ -431,7 +460,21 @@ impl Session {
             b'E' => {
                 self.batch_open = true;
                 let d = self.ext.execute(body);
-                extended(self, d)?
+                match extended(self, d)? {
+                    Inbound::Forward(Some(Entry::Execute(effect))) if self.local_executed => {
+                        self.local_executed = false;
+                        let mut out = BytesMut::new();
+                        let mut entries = pipeline::mark_then(&mut out, tag, body)
+                            .map_err(|e| Exit::ClientProtocol(e.to_string()))?;
+                        entries.push(Entry::Execute(effect));
+                        Inbound::Replace(out.to_vec(), entries)
+                    }
+                    local @ Inbound::Local(Entry::Local(LocalReply::Execute { .. })) => {
+                        self.local_executed = true;
+                        local
+                    }
+                    other => other,
+                }
             }
             b'C' => {
                 self.batch_open = true;
@@ -448,6 +491,7 @@ impl Session {
                 }
             }
             b'S' => {
+                self.local_executed = false;
                 let forwarded = self.batch_forwarded;
                 self.batch_open = false;
                 self.batch_forwarded = false;

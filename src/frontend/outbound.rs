@@ -6,6 +6,7 @@ use bytes::{Buf, BytesMut};
 
 use super::deferred::Control;
 use super::intercept::{write_failure, Failure};
+use super::listening;
 use super::plan::{Effect, Entry, LocalReply, Step};
 use super::session::{Exit, Session, STREAM_THRESHOLD};
 use crate::backend::conn::{get_param, parse_parameter_status, set_param};
@@ -154,13 +155,9 @@ impl Session {
     /// Route one complete server message; the replies of a Query with fillers are held.
     fn route_server(&mut self, tag: u8, body: &[u8]) -> Result<Act, Exit> {
         let filled = self.hold.active()
-            || matches!(self.plan.front(), Some(Entry::Query(q)) if !q.fillers.is_empty());
+            || matches!(self.plan.front(), Some(Entry::Query(q)) if q.fillers > 0);
         let act = self.route_plan(tag, body)?;
-        Ok(if filled {
-            self.held(tag, body, act)
-        } else {
-            act
-        })
+        Ok(if filled { self.held(tag, act) } else { act })
     }
 
     /// Match one complete server message against the plan.
@@ -168,7 +165,8 @@ impl Session {
         tracing::trace!(tag = %(tag as char), head = ?self.plan.front().map(std::mem::discriminant), "server message");
         let aborted_before = self.live == b'E';
         match tag {
-            b'N' | b'A' => return Ok(Act::Pass),
+            b'N' => return Ok(self.remap_notice(body)),
+            b'A' => return Ok(Act::Pass),
             b'S' => {
                 if let Some((k, v)) = parse_parameter_status(body) {
                     if let Some(co) = self.server.as_mut() {
@@ -226,6 +224,21 @@ impl Session {
                 }
                 _ => Act::Pass,
             },
+            Entry::ParseRewritten(map) => match tag {
+                b'1' => self.pop(Act::Pass),
+                b'E' => {
+                    let remapped = !self.local_error
+                        && listening::remap_position(tag, body, map, &mut self.client.out);
+                    self.batch_error(if remapped { Act::Swallow } else { Act::Pass })
+                }
+                _ => Act::Pass,
+            },
+            Entry::DescribeRewritten => match tag {
+                b't' if listening::hide_last_param(body, &mut self.client.out) => Act::Swallow,
+                b'T' | b'n' => self.pop(Act::Pass),
+                b'E' => self.batch_error(Act::Pass),
+                _ => Act::Pass,
+            },
             Entry::Parse | Entry::Bind | Entry::Close => match tag {
                 b'1' | b'2' | b'3' => self.pop(Act::Pass),
                 b'E' => self.batch_error(Act::Pass),
@@ -263,6 +276,11 @@ impl Session {
                 b'E' => self.batch_error(Act::Pass),
                 _ => Act::Pass,
             },
+            Entry::InjectedRun => match tag {
+                b'C' => self.pop(Act::Swallow),
+                b'E' => self.batch_error(Act::Pass),
+                _ => Act::Swallow,
+            },
             Entry::RefusedPrepare => match tag {
                 b'C' => {
                     self.ch.discard();
@@ -291,15 +309,23 @@ impl Session {
                 }
                 _ => Act::Pass,
             },
-            Entry::PrepareParse { id, name } => match tag {
+            Entry::PrepareParse {
+                id,
+                name,
+                positions,
+            } => match tag {
                 b'1' => self.pop(Act::Pass),
                 b'E' => {
+                    let remapped = !self.local_error
+                        && positions.as_ref().is_some_and(|m| {
+                            listening::remap_position(tag, body, m, &mut self.client.out)
+                        });
                     let (id, name) = (*id, std::mem::take(name));
                     if let Some(co) = self.server.as_mut() {
                         co.conn.prepared.forget(id);
                     }
                     self.stmts.remove(&name);
-                    self.batch_error(Act::Pass)
+                    self.batch_error(if remapped { Act::Swallow } else { Act::Pass })
                 }
                 _ => Act::Pass,
             },
@@ -445,6 +471,12 @@ impl Session {
                         i.run(&mut self.ch, b'I', true, 0, &mut self.client.out);
                         Act::Swallow
                     }
+                    _ if q.positions.as_ref().is_some_and(|m| {
+                        listening::remap_position(tag, body, m, &mut self.client.out)
+                    }) =>
+                    {
+                        Act::Swallow
+                    }
                     _ => Act::Pass,
                 }
             }
@@ -490,6 +522,23 @@ impl Session {
         })
     }
 
+    /// A NoticeResponse: its position maps back to the client's text when the statement it
+    /// is about went out rewritten.
+    fn remap_notice(&mut self, body: &[u8]) -> Act {
+        let map = match self.plan.front() {
+            Some(Entry::Query(q)) => q.positions.as_ref(),
+            Some(Entry::ParseRewritten(m)) => Some(m),
+            Some(Entry::PrepareParse { positions, .. }) => positions.as_ref(),
+            _ => None,
+        };
+        match map {
+            Some(m) if listening::remap_position(b'N', body, m, &mut self.client.out) => {
+                Act::Swallow
+            }
+            _ => Act::Pass,
+        }
+    }
+
     /// A forwarded statement completed with tag `body`: apply its transaction effect.
     fn apply_effect(&mut self, effect: &Effect, body: &[u8]) {
         match effect {
@@ -533,7 +582,7 @@ impl Session {
     /// a statement pgherald prepared on the server under its own name does not exist there.
     fn unanswered(&mut self, e: Entry) {
         let id = match e {
-            Entry::PrepareParse { id, name } => {
+            Entry::PrepareParse { id, name, .. } => {
                 self.stmts.remove(&name);
                 id
             }

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 
 use super::intercept::Intercept;
+use crate::sql::edit::PositionMap;
 
 /// What a forwarded statement does to the pending LISTEN/NOTIFY state once the server
 /// confirms it with CommandComplete.
@@ -81,9 +82,13 @@ pub struct QueryPlan {
     pub failed: bool,
     /// The head step's placeholder reply has started (T/D seen).
     pub in_step: bool,
-    /// Character offsets (0-based, in the text sent) where a filler starts; the client's
-    /// replies are held and error positions mapped back while this is not empty.
-    pub fillers: Vec<u32>,
+    /// Fillers (`simple::FILLER`) in the text sent: the client's replies are held while
+    /// this is not zero.
+    pub fillers: usize,
+    /// The text went out edited (`pg_listening_channels()` rewritten, fillers inserted):
+    /// positions in the server's errors and notices map back to the client's text through
+    /// this.
+    pub positions: Option<PositionMap>,
 }
 
 impl QueryPlan {
@@ -151,12 +156,18 @@ pub enum Entry {
     Function,
     /// Parse: `1` (or an error).
     Parse,
+    /// Parse of a statement whose `pg_listening_channels()` calls pgherald rewrote: `1`, or
+    /// an error whose position maps back through this.
+    ParseRewritten(PositionMap),
     /// Bind: `2`.
     Bind,
     /// Close: `3`.
     Close,
     /// Describe of a statement: `t` then `T`/`n`.
     DescribeStatement,
+    /// Describe of a statement that takes the listen set as a hidden last parameter: `t`
+    /// (passed on without it) then `T`/`n`.
+    DescribeRewritten,
     /// Describe of a portal: `T`/`n`.
     DescribePortal,
     /// Execute: rows, then `C`, `I` or `s`; its effect applies at `C`.
@@ -170,6 +181,8 @@ pub enum Entry {
         id: u64,
         /// The client's name for it.
         name: Vec<u8>,
+        /// Map back to the client's text, when pgherald rewrote it.
+        positions: Option<PositionMap>,
     },
     /// A Parse pgherald sent to prepare statement `id` before using it: its `1` is swallowed.
     InjectedParse {
@@ -183,6 +196,8 @@ pub enum Entry {
     InjectedFailure(Option<super::intercept::Failure>),
     /// A message pgherald sent whose reply (`1`, `2`, `3`) is swallowed.
     InjectedQuiet,
+    /// An Execute pgherald sent (see `pipeline`): its rows and `C` are swallowed.
+    InjectedRun,
     /// The ROLLBACK pgherald ran in place of a refused PREPARE TRANSACTION: at its `C` the
     /// client gets 0A000 (NOTIFY-SPEC item 19).
     RefusedPrepare,

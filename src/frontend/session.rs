@@ -190,6 +190,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
         batch_forwarded: false,
         batch_failed: false,
         local_error: false,
+        local_executed: false,
         status: b'I',
         live: b'I',
         implicit: false,
@@ -235,6 +236,9 @@ pub(crate) struct Session {
     /// pgherald raised the batch's error itself: the server's own error for the batch
     /// (if any) is swallowed.
     pub(crate) local_error: bool,
+    /// pgherald answered an Execute of the current batch itself and the server has not run an
+    /// Execute since: the server lacks Postgres's pipeline mark (see `pipeline`).
+    pub(crate) local_executed: bool,
     /// Transaction status of the last ReadyForQuery the client saw.
     pub(crate) status: u8,
     /// The server's transaction status as of the replies processed so far (changes within

@@ -2,16 +2,18 @@
 //! statement, rewrite it with placeholders for intercepted statements, or answer it locally.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use bytes::BytesMut;
 
 use super::channels::Channels;
 use super::intercept::Intercept;
 use super::plan::{Effect, LocalQuery, QueryPlan, Step};
-use super::txn::{Action, PendingTxn};
+use super::txn::{Action, ListenSet, PendingTxn};
 use crate::protocol::encoding::Conversion;
 use crate::protocol::reply;
-use crate::sql::{self, Kind};
+use crate::sql::edit::Editor;
+use crate::sql::{self, listening, Kind};
 
 /// Inserted right after a COMMIT (before its `;`) that ends a transaction with pending
 /// LISTEN/UNLISTEN/NOTIFY when a statement of the client's follows in the same Query.
@@ -31,8 +33,10 @@ pub enum Route {
     Forward,
     /// Forward unchanged, following statements for their transaction effects.
     Tracked(QueryPlan),
-    /// Forward this text instead, in the client's encoding (intercepted statements replaced
-    /// by placeholders of the same length, so positions in server errors stay right).
+    /// Forward this text instead, in the client's encoding: intercepted statements replaced
+    /// by placeholders of the same length, `pg_listening_channels()` calls by the session's
+    /// channels, fillers after COMMITs (positions in the server's replies map back through
+    /// the plan).
     Rewrite(Vec<u8>, QueryPlan),
     /// Answer without the server.
     Local(LocalQuery),
@@ -87,17 +91,22 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
         });
     }
     // What a PREPARE TRANSACTION would see: the pending actions as the statements before it
-    // leave them (savepoints included), simulated on a copy.
+    // leave them (savepoints included), simulated on a copy. Likewise the committed channels
+    // a `pg_listening_channels()` call sees, when a COMMIT earlier in the Query changes them.
     let mut simulated = ch.txn.clone();
-    let mut steps = VecDeque::with_capacity(stmts.len());
-    let mut placeholders = Vec::with_capacity(stmts.len());
-    // Statements that commit pending actions (a filler may follow them).
-    let mut commits = Vec::new();
+    let mut listens = Listens::new(ch, status);
+    let mut steps = VecDeque::with_capacity(stmts.len() + 1);
+    let mut editor = Editor::new(text);
     let mut any_effect = false;
+    let any_intercept = intercepts.iter().any(Option::is_some);
+    // A COMMIT of pending actions followed by a statement of the client's (that may take
+    // long) gets a filler, so that the commit is seen (and published) at once, as Postgres
+    // publishes it.
+    let last_plain = intercepts.iter().rposition(Option::is_none);
+    let mut fillers = 0;
     for (n, (s, i)) in stmts.iter().zip(intercepts).enumerate() {
-        if simulated.len() > 0 && matches!(s.kind, Kind::Commit | Kind::CommitChain) {
-            commits.push(n);
-        }
+        let commits = simulated.len() > 0 && matches!(s.kind, Kind::Commit | Kind::CommitChain);
+        listens.see(&mut simulated, &s.kind, i.is_some());
         simulate(&mut simulated, &s.kind, i.as_ref());
         let prepare_refused = simulated.blocks_prepare(ch.ever_listened);
         let (step, placeholder) = match i {
@@ -109,62 +118,109 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
             None => {
                 let e = effect(&s.kind);
                 any_effect |= e != Effect::None;
+                if s.kind == Kind::Other {
+                    listens.rewrite(&mut editor, text, s.range.clone(), scs);
+                }
                 (Step::Forward(e), None)
             }
         };
+        if let Some(p) = placeholder {
+            // Same length in characters, so that positions in server errors stay right.
+            let pad = text[s.range.clone()]
+                .chars()
+                .count()
+                .saturating_sub(p.len());
+            let padded = format!("{p}{}", " ".repeat(pad));
+            editor.replace(s.range.clone(), &padded);
+        }
         steps.push_back(step);
-        placeholders.push(placeholder);
+        if commits && last_plain.is_some_and(|f| f > n) && editor.insert(s.range.end, FILLER) {
+            // The filler's reply follows its COMMIT's.
+            steps.push_back(Step::Filler);
+            fillers += 1;
+        }
     }
-    // A COMMIT followed by a statement of the client's that may take long gets a filler, so
-    // that the commit is seen (and published) at once, as Postgres publishes it.
-    let last_forward = steps.iter().rposition(|s| matches!(s, Step::Forward(_)));
-    commits.retain(|&n| last_forward.is_some_and(|f| f > n));
-    if placeholders.iter().all(Option::is_none) && commits.is_empty() {
-        let plan = QueryPlan {
-            steps,
-            preamble,
-            ..QueryPlan::default()
-        };
+    let mut plan = QueryPlan {
+        steps,
+        preamble,
+        fillers,
+        ..QueryPlan::default()
+    };
+    if !any_intercept && !editor.changed() {
         return if any_effect || !ch.txn.is_empty() || plan.preamble.is_some() {
             Route::Tracked(plan)
         } else {
             Route::Forward
         };
     }
-    let mut rewritten = String::with_capacity(text.len() + commits.len() * FILLER.len());
-    let mut fillers = Vec::with_capacity(commits.len());
-    let mut copied = 0;
-    for (n, s) in stmts.iter().enumerate() {
-        if let Some(p) = placeholders[n] {
-            let original = &text[s.range.clone()];
-            rewritten.push_str(&text[copied..s.range.start]);
-            rewritten.push_str(p);
-            let pad = original.chars().count().saturating_sub(p.len());
-            rewritten.extend(std::iter::repeat_n(' ', pad));
-            copied = s.range.end;
-        }
-        if commits.contains(&n) {
-            rewritten.push_str(&text[copied..s.range.end]);
-            copied = s.range.end;
-            fillers.push(rewritten.chars().count() as u32);
-            rewritten.push_str(FILLER);
-        }
-    }
-    rewritten.push_str(&text[copied..]);
-    // The filler's reply follows its COMMIT's.
-    for &n in commits.iter().rev() {
-        steps.insert(n + 1, Step::Filler);
-    }
-    let plan = QueryPlan {
-        steps,
-        preamble,
-        fillers,
-        ..QueryPlan::default()
-    };
+    let (rewritten, map) = editor.finish();
+    plan.positions = (!map.is_identity()).then_some(map);
     // Back to the client's encoding: every character came from the client's own text.
     match ch.conv.to_client(rewritten.as_bytes()) {
         Ok(bytes) => Route::Rewrite(bytes.into_owned(), plan),
         Err(_) => Route::Forward,
+    }
+}
+
+/// The committed channels as each statement of a Query will see them, and the constant that
+/// stands for `pg_listening_channels()` there.
+struct Listens<'a> {
+    ch: &'a Channels,
+    /// The block is aborted: the next COMMIT rolls back.
+    aborted: bool,
+    /// The set once a COMMIT in this Query changed it.
+    changed: Option<ListenSet>,
+    /// The constant for the current set, once built.
+    constant: Option<String>,
+}
+
+impl<'a> Listens<'a> {
+    fn new(ch: &'a Channels, status: u8) -> Listens<'a> {
+        Listens {
+            ch,
+            aborted: status == b'E',
+            changed: None,
+            constant: None,
+        }
+    }
+
+    /// Before statement `kind` is simulated: a forwarded COMMIT commits the listen changes
+    /// pending in `txn` (unless the block is aborted).
+    fn see(&mut self, txn: &mut PendingTxn, kind: &Kind, intercepted: bool) {
+        if intercepted {
+            return;
+        }
+        match kind {
+            Kind::Commit => {
+                let ops = txn.take_commit().listen_ops;
+                if !self.aborted && !ops.is_empty() {
+                    let set = self.changed.get_or_insert_with(|| self.ch.listens.clone());
+                    set.apply(&ops);
+                    self.constant = None;
+                }
+                self.aborted = false;
+            }
+            Kind::Rollback => self.aborted = false,
+            _ => {}
+        }
+    }
+
+    /// Rewrite the `pg_listening_channels()` calls of the forwarded statement at `range`.
+    fn rewrite(&mut self, ed: &mut Editor<'_>, text: &str, range: Range<usize>, scs: bool) {
+        if !listening::mentions(text.as_bytes().get(range.clone()).unwrap_or_default()) {
+            return;
+        }
+        let found = listening::calls(text, range, scs);
+        if found.calls.is_empty() {
+            return;
+        }
+        if self.constant.is_none() {
+            let set = self.changed.as_ref().unwrap_or(&self.ch.listens);
+            self.constant = super::listening::constant_call(set);
+        }
+        if let Some(c) = &self.constant {
+            super::listening::rewrite_calls(ed, &found, c);
+        }
     }
 }
 

@@ -55,6 +55,24 @@ pub fn body(buf: &[u8], h: Header) -> &[u8] {
     &buf[HEADER_LEN..h.total]
 }
 
+/// Append a whole message (header, then `body`) to `out`; false, appending nothing, when
+/// `body` is too long to frame.
+pub fn put(out: &mut BytesMut, tag: u8, body: &[u8]) -> bool {
+    let Some(len) = body
+        .len()
+        .checked_add(4)
+        .filter(|n| *n <= MAX_MESSAGE_LEN)
+        .and_then(|n| i32::try_from(n).ok())
+    else {
+        return false;
+    };
+    out.reserve(HEADER_LEN + body.len());
+    out.extend_from_slice(&[tag]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    true
+}
+
 /// Read a NUL-terminated string at the front of `b`, returning it and the rest.
 pub fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = memchr::memchr(0, b)?;

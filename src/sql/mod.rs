@@ -1,6 +1,8 @@
 //! SQL inspection for interception: the cheap [`prefilter`], and [`classify`], which splits the text
 //! of a simple Query (or of a Parse message) into statements and says which of them pgherald must
-//! serve itself, with their arguments decoded by PostgreSQL 15's exact lexical rules.
+//! serve itself, with their arguments decoded by PostgreSQL 15's exact lexical rules; and
+//! [`listening`], which finds `pg_listening_channels()` calls inside statements that are forwarded,
+//! for rewriting with an [`edit::Editor`] that keeps positions mappable back to the client's text.
 //!
 //! Pure functions, no I/O, no panics on any input. The lexer is hand-written after PostgreSQL's
 //! `scan.l` (it needs exact token texts and error positions, which a general-purpose SQL tokenizer
@@ -20,8 +22,10 @@
 
 mod classify;
 mod ctx;
+pub mod edit;
 mod ident;
 mod lexer;
+pub mod listening;
 mod literal;
 mod prefilter;
 mod select;
