@@ -361,6 +361,7 @@ mod tests {
         match x.parse(
             &parse_body("s", "SELECT count(*) FROM pg_listening_channels()"),
             true,
+            Conversion::Utf8,
         ) {
             Decision::Rewritten(body, super::super::plan::Entry::ParseRewritten(_)) => {
                 assert!(body.starts_with(b"s\0SELECT count(*) FROM unnest($1::text[])"));
@@ -382,7 +383,11 @@ mod tests {
         ));
         // The standalone forms stay pgherald's own.
         assert!(matches!(
-            x.parse(&parse_body("t", "SELECT pg_listening_channels()"), true),
+            x.parse(
+                &parse_body("t", "SELECT pg_listening_channels()"),
+                true,
+                Conversion::Utf8
+            ),
             Decision::Local(_)
         ));
     }

@@ -343,19 +343,21 @@ mod tests {
         let ch = channels();
         let (text, plan) = rewrite("BEGIN; NOTIFY c, 'x'; COMMIT; SELECT 1", &ch);
         assert_eq!(text, "BEGIN; SELECT       ; COMMIT;SHOW ALL; SELECT 1");
-        assert_eq!(plan.fillers, vec![28]);
+        assert_eq!(plan.fillers, 1);
         assert_eq!(
             kinds(&plan),
             ["effect", "placeholder", "commit", "filler", "forward"]
         );
-        // Two commits, each followed by a statement of the client's: two fillers, the
-        // second's offset counting the first.
+        // Two commits, each followed by a statement of the client's: two fillers; positions
+        // after them map back across both.
         let (text, plan) = rewrite("NOTIFY a; END; LISTEN b; COMMIT AND CHAIN; SELECT 1", &ch);
         assert_eq!(
             text,
             "SELECT  ; END;SHOW ALL; SELECT  ; COMMIT AND CHAIN;SHOW ALL; SELECT 1"
         );
-        assert_eq!(plan.fillers, vec![13, 50]);
+        assert_eq!(plan.fillers, 2);
+        let map = plan.positions.as_ref().expect("a position map");
+        assert_eq!(map.original(text.len()), 51);
         assert_eq!(
             kinds(&plan),
             [
@@ -378,9 +380,9 @@ mod tests {
             Route::Forward
         ));
         let (text, plan) = rewrite("BEGIN; NOTIFY c; COMMIT; NOTIFY d", &ch);
-        assert!(!text.contains("SHOW ALL") && plan.fillers.is_empty());
+        assert!(!text.contains("SHOW ALL") && plan.fillers == 0);
         let (text, plan) = rewrite("BEGIN; NOTIFY c; ROLLBACK; SELECT 1", &ch);
-        assert!(!text.contains("SHOW ALL") && plan.fillers.is_empty());
+        assert!(!text.contains("SHOW ALL") && plan.fillers == 0);
         let (text, _) = rewrite("BEGIN; NOTIFY c; COMMIT;", &ch);
         assert!(!text.contains("SHOW ALL"));
     }
@@ -391,7 +393,7 @@ mod tests {
         ch.txn.push(Action::Listen(b"c".to_vec()));
         let (text, plan) = rewrite("COMMIT; SELECT 1", &ch);
         assert_eq!(text, "COMMIT;SHOW ALL; SELECT 1");
-        assert_eq!(plan.fillers, vec![6]);
+        assert_eq!(plan.fillers, 1);
         assert_eq!(kinds(&plan), ["commit", "filler", "forward"]);
     }
 }
