@@ -10,6 +10,7 @@ mod inbound;
 pub mod intercept;
 pub mod listener;
 pub mod listening;
+mod local;
 pub mod login;
 mod outbound;
 pub mod params;

@@ -4,5 +4,6 @@
 
 pub mod herald;
 pub mod listen;
+pub mod os;
 pub mod postgres;
 pub mod raw;
