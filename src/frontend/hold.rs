@@ -93,6 +93,12 @@ impl Session {
         }
     }
 
+    /// The session ends mid-Query: write everything held, and stop holding.
+    pub(super) async fn end_hold(&mut self) -> Result<(), Exit> {
+        self.hold.release = Some(true);
+        self.release_hold().await
+    }
+
     /// After a message where Postgres flushes: write what is held.
     pub(super) async fn release_hold(&mut self) -> Result<(), Exit> {
         let Some(end) = self.hold.release.take() else {

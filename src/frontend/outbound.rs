@@ -132,6 +132,7 @@ impl Session {
                 Act::Close => {
                     // The ParameterStatus run before the message is dropped with it.
                     self.write_client(&ours).await?;
+                    self.end_hold().await?;
                     buf.advance(run + total);
                     return self.delivery_failed().map(|()| false);
                 }
