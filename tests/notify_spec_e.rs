@@ -242,13 +242,60 @@ async fn e_relay_delivers_what_postgres_raises() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgherald bug: the relay LISTENs after the client's LISTEN has committed, so what Postgres raises right after it is lost"]
 async fn e_relay_listens_when_the_listen_commits() {
-    // No pause between the LISTEN's commit and the trigger: Postgres delivers (item 16).
-    check_all(vec![Scenario::new("E relay right after LISTEN", 2)
-        .q(1, &relay_setup("e_relay2_t"))
-        .q(0, "LISTEN e_relay2; INSERT INTO e_relay2_t VALUES ('e_relay2', 'same Query')")
-        .q(0, "BEGIN; LISTEN e_relay3; COMMIT; INSERT INTO e_relay2_t VALUES ('e_relay3', 'next statement')")])
+    // No pause between the LISTEN's commit and the trigger: Postgres delivers (item 16), and
+    // what the session's own transaction raised comes before its ReadyForQuery (item 26).
+    let t = "e_relay2_t";
+    let ins = |ch: &str, v: &str| format!("INSERT INTO {t} VALUES ('{ch}', '{v}')");
+    check_all(vec![
+        Scenario::new("E relay right after LISTEN", 2)
+            .q(1, &relay_setup(t))
+            .q(
+                0,
+                &format!("LISTEN e_relay2; {}", ins("e_relay2", "same Query")),
+            )
+            .q(
+                0,
+                &format!(
+                    "BEGIN; LISTEN e_relay3; COMMIT; {}",
+                    ins("e_relay3", "next")
+                ),
+            )
+            // Already listening: its own trigger's notification precedes its Z.
+            .q(0, &ins("e_relay3", "own"))
+            // A LISTEN rolled back (whole block, or to a savepoint) delivers nothing.
+            .q(
+                0,
+                &format!(
+                    "BEGIN; LISTEN e_relay4; {}; ROLLBACK",
+                    ins("e_relay4", "rolled back")
+                ),
+            )
+            .q(
+                0,
+                &format!(
+                    "BEGIN; LISTEN e_relay5; ROLLBACK; {}",
+                    ins("e_relay5", "after")
+                ),
+            )
+            .q(0, "BEGIN")
+            .q(0, "SAVEPOINT s; LISTEN e_relay6; ROLLBACK TO s")
+            .q(0, &ins("e_relay6", "savepoint"))
+            .q(0, "COMMIT")
+            // One statement per Query in a block (the BEGIN is deferred).
+            .q(0, "BEGIN")
+            .q(0, "LISTEN e_relay7")
+            .q(0, &ins("e_relay7", "in block"))
+            .q(0, "COMMIT")
+            // Others' notifications, committed after the LISTEN.
+            .q(0, "LISTEN e_relay8")
+            .q(1, &ins("e_relay8", "other")),
+        Scenario::new("E relay right after LISTEN [extended]", 2)
+            .q(1, &relay_setup(t))
+            .batch(0, &["LISTEN e_relay9", &ins("e_relay9", "batch")])
+            .batch(0, &[&ins("e_relay10", "before LISTEN"), "LISTEN e_relay10"])
+            .x(0, &ins("e_relay10", "own")),
+    ])
     .await;
 }
 

@@ -41,6 +41,13 @@ pub struct Channels {
     /// Confirmation that the relay LISTENs upstream on newly committed channels; the
     /// session waits for it before the client sees its LISTEN complete.
     pub relay_wait: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// The mailbox is drained into the client's output once `relay_wait` resolves: what the
+    /// server raised in the transaction just committed precedes its ReadyForQuery (item 26).
+    pub drain_after_relay: bool,
+    /// Notifications raised inside Postgres are relayed for this database.
+    relay_on: bool,
+    /// Channels reserved in the hub ahead of LISTENs not committed yet (see `reserve`).
+    reserved: Vec<Vec<u8>>,
 }
 
 impl Channels {
@@ -52,11 +59,15 @@ impl Channels {
         database: String,
         pid: i32,
     ) -> Channels {
+        let relay_on = relays.as_ref().is_some_and(|r| r.relays(&database));
         Channels {
             hub,
             forward: relays.clone().filter(|_| forward),
             relays,
             relay_wait: None,
+            drain_after_relay: false,
+            relay_on,
+            reserved: Vec::new(),
             database,
             pid,
             txn: PendingTxn::new(),
@@ -82,10 +93,8 @@ impl Channels {
             if !added.is_empty() {
                 self.ever_listened = true;
             }
-            if self.sub.is_none() && !added.is_empty() {
-                let (sub, mailbox) = self.hub.subscriber(&self.database);
-                self.sub = Some(sub);
-                self.mailbox = Some(mailbox);
+            if !added.is_empty() {
+                self.subscribe();
             }
             if let Some(sub) = &self.sub {
                 sub.update(&added, &removed);
@@ -117,6 +126,96 @@ impl Channels {
     /// Discard the pending actions (rollback).
     pub fn discard(&mut self) {
         self.txn.clear();
+    }
+
+    fn subscribe(&mut self) {
+        if self.sub.is_none() {
+            let (sub, mailbox) = self.hub.subscriber(&self.database);
+            self.sub = Some(sub);
+            self.mailbox = Some(mailbox);
+        }
+    }
+
+    /// True when the relay brings this database's server-raised notifications.
+    pub fn relay_on(&self) -> bool {
+        self.relay_on
+    }
+
+    /// `channel` is neither listened to nor reserved.
+    pub fn unheld(&self, channel: &[u8]) -> bool {
+        !self.listens.contains(channel) && !self.reserved.iter().any(|r| r == channel)
+    }
+
+    /// Before the server runs what may commit a LISTEN on `channels`: reserve the ones not
+    /// held yet, so the relay LISTENs upstream before the server commits. Returns the relay
+    /// round trip to wait for (then call `admit_own`) when a channel was new. A notification the
+    /// session's own transaction raises in Postgres commits together with the LISTEN and
+    /// Postgres delivers it (item 16); it may reach the relay before the session sees the
+    /// commit, so the reservation takes it and delivery keeps it only if the LISTEN commits.
+    pub fn reserve(
+        &mut self,
+        channels: Vec<Vec<u8>>,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let new: Vec<Vec<u8>> = channels.into_iter().filter(|c| self.unheld(c)).collect();
+        if new.is_empty() {
+            return None;
+        }
+        self.subscribe();
+        if let Some(sub) = &self.sub {
+            sub.reserve(&new);
+        }
+        self.reserved.extend(new);
+        // A round trip, not only the LISTEN's confirmation: what the session's earlier
+        // transactions raised must be in the hub before its own notifications are admitted.
+        self.relays.as_ref().and_then(|r| r.sync(&self.database))
+    }
+
+    /// The relay LISTENs upstream on the reserved channels: from now on they take what the
+    /// session's own server connections raise.
+    pub fn admit_own(&self) {
+        if let Some(sub) = &self.sub {
+            sub.admit_own(self.pid);
+        }
+    }
+
+    /// The reserved channels that no LISTEN committed go (at the end of a transaction with
+    /// nothing more in flight).
+    pub fn drop_reserved(&mut self) {
+        if !self.reserved.is_empty() {
+            self.reserved.clear();
+            if let Some(sub) = &self.sub {
+                sub.drop_reserved();
+            }
+        }
+    }
+
+    /// True while channels are reserved (a LISTEN of this transaction may commit).
+    pub fn has_reserved(&self) -> bool {
+        !self.reserved.is_empty()
+    }
+
+    /// A transaction the server ran has committed: what it raised inside Postgres must reach
+    /// the session before the ReadyForQuery (item 26). When the session listens and either
+    /// has had notifications from Postgres before or reserved channels in this transaction
+    /// (`fresh`), ask the relay for a round trip and drain after it; false: drain now.
+    /// Sessions fed only by pgherald's own NOTIFYs never pay the round trip.
+    pub fn sync_relay(&mut self, fresh: bool) -> bool {
+        let fed = fresh || self.sub.as_ref().is_some_and(Subscriber::fed);
+        if !self.relay_on || self.listens.is_empty() || !fed {
+            return false;
+        }
+        match self
+            .relays
+            .as_ref()
+            .and_then(|r| r.sync_now(&self.database))
+        {
+            Some(rx) => {
+                self.relay_wait = Some(rx);
+                self.drain_after_relay = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// DISCARD ALL: stop listening on everything.

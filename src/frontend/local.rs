@@ -47,7 +47,7 @@ impl Session {
     }
 
     pub(super) fn local_ready(&mut self, status: u8, failed: bool) {
-        self.finish_transaction(status, failed);
+        self.finish_transaction(status, failed, false);
         if self.ch.unconvertible.is_none() {
             reply::ready_for_query(&mut self.client.out, status);
         }

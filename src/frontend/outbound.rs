@@ -111,6 +111,11 @@ impl Session {
                 return Ok(self.idle());
             };
             self.relay_sync().await;
+            // A notification drained after the relay's round trip may end the session.
+            let act = match act {
+                Act::Before if tag == b'Z' && self.ch.unconvertible.is_some() => Act::Close,
+                act => act,
+            };
             let ours = std::mem::take(&mut self.client.out);
             let split = match act {
                 Act::Before | Act::Close => s_run.unwrap_or(run),
@@ -218,7 +223,7 @@ impl Session {
             Entry::Function => match tag {
                 b'Z' => {
                     self.plan.pop_front();
-                    self.finish_transaction(z_status(body), false);
+                    self.finish_transaction(z_status(body), false, true);
                     self.z_act()
                 }
                 _ => Act::Pass,
@@ -350,7 +355,7 @@ impl Session {
                     let failed = self.batch_failed;
                     self.batch_failed = false;
                     self.local_error = false;
-                    self.finish_transaction(z_status(body), failed);
+                    self.finish_transaction(z_status(body), failed, true);
                     self.z_act()
                 }
                 b'E' => {
@@ -381,7 +386,7 @@ impl Session {
     fn z_act(&self) -> Act {
         if self.ch.unconvertible.is_some() {
             Act::Close
-        } else if !self.client.out.is_empty() {
+        } else if !self.client.out.is_empty() || self.ch.drain_after_relay {
             Act::Before
         } else if self.plan.front().is_some_and(Entry::is_local) {
             Act::After
@@ -405,7 +410,7 @@ impl Session {
         let failed = self.batch_failed;
         self.batch_failed = false;
         self.local_error = false;
-        self.finish_transaction(z_status(body), failed);
+        self.finish_transaction(z_status(body), failed, true);
         self.z_act()
     }
 
@@ -458,7 +463,7 @@ impl Session {
             b'Z' => {
                 let failed = q.failed;
                 self.plan.pop_front();
-                self.finish_transaction(z_status(body), failed);
+                self.finish_transaction(z_status(body), failed, true);
                 self.z_act()
             }
             b'E' => {
@@ -595,7 +600,9 @@ impl Session {
 
     /// A ReadyForQuery ends a Query or batch: commit or discard what an implicit
     /// transaction left pending, and queue notifications to precede the `Z` (items 22–26).
-    pub(super) fn finish_transaction(&mut self, status: u8, failed: bool) {
+    /// `server`: the ReadyForQuery is the server's, so what the transaction raised inside
+    /// Postgres is fetched through the relay first (see `Channels::sync_relay`).
+    pub(super) fn finish_transaction(&mut self, status: u8, failed: bool, server: bool) {
         self.status = status;
         self.live = status;
         self.implicit = false;
@@ -605,7 +612,13 @@ impl Session {
             } else {
                 self.ch.commit();
             }
-            self.ch.drain_into(&mut self.client.out);
+            let fresh = self.ch.has_reserved();
+            if self.plan.is_empty() {
+                self.ch.drop_reserved();
+            }
+            if !(server && self.ch.sync_relay(fresh)) {
+                self.ch.drain_into(&mut self.client.out);
+            }
         }
     }
 }

@@ -209,6 +209,26 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// Channels this entry LISTENs on if it succeeds (an intercepted LISTEN in a forwarded
+    /// or local Query, or an intercepted Execute).
+    pub fn listens(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let (steps, stmts, one) = match self {
+            Entry::Query(q) => (Some(&q.steps), None, None),
+            Entry::LocalQuery(l) => (None, Some(&l.stmts), None),
+            Entry::Local(LocalReply::Execute { action, .. }) => (None, None, Some(action)),
+            _ => (None, None, None),
+        };
+        let from_steps = steps.into_iter().flatten().filter_map(|s| match s {
+            Step::Placeholder(i) => Some(i),
+            _ => None,
+        });
+        let intercepts = from_steps.chain(stmts.into_iter().flatten()).chain(one);
+        intercepts.filter_map(|i| match i {
+            Intercept::Listen(c) => Some(&c[..]),
+            _ => None,
+        })
+    }
+
     /// True for entries answered by pgherald without the server.
     pub fn is_local(&self) -> bool {
         matches!(self, Entry::Local(_) | Entry::LocalQuery(_))

@@ -425,6 +425,38 @@ impl Session {
                 tracing::warn!("relay did not confirm LISTEN in time");
             }
         }
+        if std::mem::take(&mut self.ch.drain_after_relay) {
+            self.ch.drain_into(&mut self.client.out);
+        }
+    }
+
+    /// Before anything goes to the server: LISTENs that may commit with it (pending in the
+    /// transaction or queued in the plan) get their channels reserved and the relay LISTENing
+    /// upstream first, so what the server raises with or right after them is not missed.
+    async fn reserve_ahead(&mut self) {
+        if !self.ch.relay_on() {
+            return;
+        }
+        let ahead: Vec<Vec<u8>> = self
+            .ch
+            .txn
+            .listens()
+            .chain(self.plan.iter().flat_map(Entry::listens))
+            .filter(|c| self.ch.unheld(c))
+            .map(<[u8]>::to_vec)
+            .collect();
+        if ahead.is_empty() {
+            return;
+        }
+        if let Some(rx) = self.ch.reserve(ahead) {
+            if tokio::time::timeout(HOUSEKEEPING_TIMEOUT, rx)
+                .await
+                .is_err()
+            {
+                tracing::warn!("relay did not confirm LISTEN in time");
+            }
+        }
+        self.ch.admit_own();
     }
 
     /// Give the server back to the pool.
@@ -477,6 +509,7 @@ impl Session {
     /// can block the other (output past the backlog is forwarded to the client). A deferred
     /// BEGIN the server is owed goes first, in the same write.
     pub(crate) async fn write_server(&mut self, data: &[u8]) -> Result<(), Exit> {
+        self.reserve_ahead().await;
         let prefix: &[u8] = if std::mem::take(&mut self.owe_begin) {
             super::deferred::HIDDEN_BEGIN
         } else {

@@ -99,6 +99,14 @@ impl PendingTxn {
         self.actions.is_empty() && self.savepoints.is_empty()
     }
 
+    /// Channels of the surviving LISTENs, in issue order (repeats included).
+    pub fn listens(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.actions.iter().filter_map(|a| match a {
+            Action::Listen(c) => Some(&c[..]),
+            _ => None,
+        })
+    }
+
     /// Number of surviving actions.
     pub fn len(&self) -> usize {
         self.actions.len()

@@ -2,9 +2,9 @@
 //! ordered publish step per database, and each listener's bounded mailbox of encoded
 //! NotificationResponse frames. Sessions own the protocol timing; this module only fans out.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -84,31 +84,68 @@ struct DbHub {
 struct DbState {
     /// channel → its listeners. An entry exists only while it has at least one listener.
     channels: HashMap<Box<[u8]>, Listeners>,
-    /// live subscriber id → the channels it listens on.
-    subscribers: HashMap<u64, HashSet<Box<[u8]>>>,
+    /// live subscriber id → the channels it is registered on, and what it admits there.
+    subscribers: HashMap<u64, HashMap<Box<[u8]>, Admit>>,
+}
+
+/// What a subscriber takes of a channel's notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Everything: the subscriber listens.
+    All,
+    /// Nothing yet: reserved ahead of a LISTEN that has not committed (see
+    /// [`Subscriber::reserve`]); it already counts as a listener for the relay.
+    Nothing,
+    /// Only what this pid sends: the subscriber's own transaction may raise notifications
+    /// inside Postgres that commit together with its LISTEN.
+    From(i32),
+}
+
+impl Admit {
+    fn admits(self, pid: i32) -> bool {
+        match self {
+            Admit::All => true,
+            Admit::Nothing => false,
+            Admit::From(p) => p == pid,
+        }
+    }
+}
+
+/// One listener of a channel.
+struct Listener {
+    id: u64,
+    shared: Arc<Shared>,
+    admit: Admit,
 }
 
 /// A channel's listeners: a dense vector for fast fan-out plus an id → slot map so that
 /// removal is O(1) (swap_remove).
 #[derive(Default)]
 struct Listeners {
-    list: Vec<(u64, Arc<Shared>)>,
+    list: Vec<Listener>,
     slot: HashMap<u64, usize>,
 }
 
 impl Listeners {
-    fn insert(&mut self, id: u64, shared: &Arc<Shared>) {
-        if !self.slot.contains_key(&id) {
-            self.slot.insert(id, self.list.len());
-            self.list.push((id, Arc::clone(shared)));
+    fn insert(&mut self, id: u64, shared: &Arc<Shared>, admit: Admit) {
+        match self.slot.get(&id) {
+            Some(&i) => self.list[i].admit = admit,
+            None => {
+                self.slot.insert(id, self.list.len());
+                self.list.push(Listener {
+                    id,
+                    shared: Arc::clone(shared),
+                    admit,
+                });
+            }
         }
     }
 
     fn remove(&mut self, id: u64) {
         if let Some(i) = self.slot.remove(&id) {
             self.list.swap_remove(i);
-            if let Some((moved, _)) = self.list.get(i) {
-                self.slot.insert(*moved, i);
+            if let Some(moved) = self.list.get(i) {
+                self.slot.insert(moved.id, i);
             }
         }
     }
@@ -118,6 +155,8 @@ impl Listeners {
 struct Shared {
     queue: Mutex<Queue>,
     notify: Notify,
+    /// A notification raised inside Postgres (relayed) has been queued here.
+    fed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -190,11 +229,12 @@ impl Hub {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
+            fed: AtomicBool::new(false),
         });
         // Register while holding the map entry so an empty-database cleanup cannot race us.
         let entry = self.databases.entry(database.to_owned()).or_default();
         let db = Arc::clone(entry.value());
-        lock(&db.state).subscribers.insert(id, HashSet::new());
+        lock(&db.state).subscribers.insert(id, HashMap::new());
         drop(entry);
         let sub = Subscriber {
             hub: Arc::clone(self),
@@ -216,6 +256,16 @@ impl Hub {
     /// channel in `database` at this moment. Frames are encoded once, outside the lock; the
     /// database lock is held only while enqueueing. Never blocks on a slow listener.
     pub fn publish(&self, database: &str, batch: &[Notification]) {
+        self.publish_from(database, batch, false);
+    }
+
+    /// `publish` for notifications the relay brings from Postgres: their listeners are
+    /// marked as fed by Postgres (see [`Subscriber::fed`]).
+    pub fn publish_relayed(&self, database: &str, batch: &[Notification]) {
+        self.publish_from(database, batch, true);
+    }
+
+    fn publish_from(&self, database: &str, batch: &[Notification], relayed: bool) {
         if batch.is_empty() {
             return;
         }
@@ -234,10 +284,15 @@ impl Hub {
                 else {
                     continue;
                 };
-                for (id, shared) in &listeners.list {
-                    match shared.push(frame, self.limit) {
-                        Push::Queued => delivered += 1,
-                        Push::Overflowed => overflowed.push(*id),
+                for l in listeners.list.iter().filter(|l| l.admit.admits(n.pid)) {
+                    match l.shared.push(frame, self.limit) {
+                        Push::Queued => {
+                            delivered += 1;
+                            if relayed {
+                                l.shared.fed.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        Push::Overflowed => overflowed.push(l.id),
                         Push::Skipped => {}
                     }
                 }
@@ -359,7 +414,7 @@ impl Subscriber {
         self.update(&[] as &[&[u8]], &[channel]);
     }
 
-    /// Stops receiving notifications on every channel.
+    /// Stops receiving notifications on every channel (reservations included).
     pub fn unlisten_all(&self) {
         let mut st = lock(&self.db.state);
         let st = &mut *st;
@@ -367,7 +422,7 @@ impl Subscriber {
             Some(set) => std::mem::take(set),
             None => return,
         };
-        for c in channels {
+        for c in channels.into_keys() {
             if remove_listener(&mut st.channels, &c, self.id) {
                 self.hub.announce(&self.database, &c, false);
             }
@@ -376,6 +431,7 @@ impl Subscriber {
 
     /// Applies a committed transaction's net listen changes atomically with respect to
     /// publishers: a concurrent commit batch is seen either entirely before or after them.
+    /// A reserved channel that is listened to now takes everything.
     pub fn update<L: AsRef<[u8]>, U: AsRef<[u8]>>(&self, listen: &[L], unlisten: &[U]) {
         let mut st = lock(&self.db.state);
         let st = &mut *st;
@@ -384,30 +440,106 @@ impl Subscriber {
         };
         for c in unlisten {
             let c = c.as_ref();
-            if mine.remove(c) && remove_listener(&mut st.channels, c, self.id) {
+            if mine.remove(c).is_some() && remove_listener(&mut st.channels, c, self.id) {
                 self.hub.announce(&self.database, c, false);
             }
         }
         for c in listen {
-            let c = c.as_ref();
-            if !mine.contains(c) {
-                let key: Box<[u8]> = c.into();
-                mine.insert(key.clone());
-                let listeners = st.channels.entry(key).or_default();
-                if listeners.list.is_empty() {
-                    self.hub.announce(&self.database, c, true);
-                }
-                listeners.insert(self.id, &self.shared);
+            self.register(&mut st.channels, mine, c.as_ref(), Admit::All);
+        }
+    }
+
+    /// Reserves `channels` ahead of a LISTEN that commits on the server's say-so: each counts
+    /// as a listener at once (so the relay LISTENs upstream) but takes nothing until
+    /// [`Subscriber::admit_own`] or [`Subscriber::update`]. Channels already held are unchanged.
+    pub fn reserve<C: AsRef<[u8]>>(&self, channels: &[C]) {
+        let mut st = lock(&self.db.state);
+        let st = &mut *st;
+        let Some(mine) = st.subscribers.get_mut(&self.id) else {
+            return;
+        };
+        for c in channels {
+            if !mine.contains_key(c.as_ref()) {
+                self.register(&mut st.channels, mine, c.as_ref(), Admit::Nothing);
             }
         }
     }
 
-    /// Whether this subscriber currently listens on `channel` in the hub.
+    /// Reserved channels take what `pid` sends from now on: notifications the subscriber's
+    /// own transaction raises, which commit together with its LISTEN.
+    pub fn admit_own(&self, pid: i32) {
+        self.set_reserved(Some(Admit::From(pid)));
+    }
+
+    /// Drops every reservation that no committed LISTEN turned into a listen.
+    pub fn drop_reserved(&self) {
+        self.set_reserved(None);
+    }
+
+    /// Whether this subscriber currently listens on `channel` in the hub (reservations aside).
     pub fn is_listening(&self, channel: &[u8]) -> bool {
         lock(&self.db.state)
             .subscribers
             .get(&self.id)
-            .is_some_and(|s| s.contains(channel))
+            .is_some_and(|s| s.get(channel) == Some(&Admit::All))
+    }
+
+    /// Whether a notification raised inside Postgres has ever reached this subscriber.
+    pub fn fed(&self) -> bool {
+        self.shared.fed.load(Ordering::Relaxed)
+    }
+
+    /// Whether `channel` is listened to or reserved.
+    pub fn is_registered(&self, channel: &[u8]) -> bool {
+        lock(&self.db.state)
+            .subscribers
+            .get(&self.id)
+            .is_some_and(|s| s.contains_key(channel))
+    }
+
+    /// Add or change this subscriber's registration on `c`, announcing a channel's first one.
+    fn register(
+        &self,
+        channels: &mut HashMap<Box<[u8]>, Listeners>,
+        mine: &mut HashMap<Box<[u8]>, Admit>,
+        c: &[u8],
+        admit: Admit,
+    ) {
+        if mine.get(c) == Some(&admit) {
+            return;
+        }
+        let key: Box<[u8]> = c.into();
+        mine.insert(key.clone(), admit);
+        let listeners = channels.entry(key).or_default();
+        if listeners.list.is_empty() {
+            self.hub.announce(&self.database, c, true);
+        }
+        listeners.insert(self.id, &self.shared, admit);
+    }
+
+    /// Set every reservation to `admit`, or remove them all (None).
+    fn set_reserved(&self, admit: Option<Admit>) {
+        let mut st = lock(&self.db.state);
+        let st = &mut *st;
+        let Some(mine) = st.subscribers.get_mut(&self.id) else {
+            return;
+        };
+        let reserved: Vec<Box<[u8]>> = mine
+            .iter()
+            .filter(|(_, a)| **a != Admit::All)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in reserved {
+            match admit {
+                Some(a) => self.register(&mut st.channels, mine, &c, a),
+                None => {
+                    mine.remove(&c);
+                    if remove_listener(&mut st.channels, &c, self.id) {
+                        self.hub.announce(&self.database, &c, false);
+                    }
+                }
+            }
+        }
     }
 }
 

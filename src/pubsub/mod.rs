@@ -372,6 +372,64 @@ mod hub_tests {
     }
 
     #[test]
+    fn reservation_counts_as_listener_and_admits_only_what_it_is_told() {
+        let hub = Hub::new(16);
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = events.clone();
+        hub.watch(Box::new(move |e| {
+            seen.lock().unwrap().push((e.channel, e.active))
+        }));
+        let (s, mut m) = hub.subscriber("db");
+        s.reserve(&[b"r".as_slice()]);
+        assert_eq!(
+            hub.listener_count("db", b"r"),
+            1,
+            "the relay is told at once"
+        );
+        assert!(s.is_registered(b"r") && !s.is_listening(b"r"));
+        hub.publish("db", &[note(7, "r", "before"), note(9, "r", "other")]);
+        assert!(
+            m.try_recv().is_none(),
+            "a reservation takes nothing at first"
+        );
+        s.admit_own(7);
+        hub.publish("db", &[note(7, "r", "own"), note(9, "r", "other")]);
+        assert_eq!(drain(&mut m), [(7, "r".into(), "own".into())]);
+        // The LISTEN commits: everything from now on.
+        s.update(&[b"r".as_slice()], &[] as &[&[u8]]);
+        s.drop_reserved();
+        assert!(s.is_listening(b"r"));
+        hub.publish("db", &[note(9, "r", "after")]);
+        assert_eq!(drain(&mut m), [(9, "r".into(), "after".into())]);
+        assert!(!s.fed(), "only pgherald's own notifications so far");
+        hub.publish_relayed("db", &[note(9, "elsewhere", "x")]);
+        assert!(!s.fed(), "fed only by what reaches it");
+        hub.publish_relayed("db", &[note(9, "r", "from Postgres")]);
+        assert!(s.fed());
+        drain(&mut m);
+        // A reservation no LISTEN committed goes, and the relay is told.
+        s.reserve(&[b"gone".as_slice(), b"r".as_slice()]);
+        s.admit_own(7);
+        s.drop_reserved();
+        assert_eq!(hub.listener_count("db", b"gone"), 0);
+        assert!(
+            s.is_listening(b"r"),
+            "a listened channel is not a reservation"
+        );
+        hub.publish("db", &[note(7, "gone", "x")]);
+        assert!(m.try_recv().is_none());
+        let ev = events.lock().unwrap().clone();
+        assert_eq!(
+            ev,
+            [
+                (bytes::Bytes::from_static(b"r"), true),
+                (bytes::Bytes::from_static(b"gone"), true),
+                (bytes::Bytes::from_static(b"gone"), false),
+            ]
+        );
+    }
+
+    #[test]
     fn unencodable_notification_is_skipped_not_sent() {
         let hub = Hub::new(16);
         let (s, mut m) = hub.subscriber("db");

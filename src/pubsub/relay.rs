@@ -40,14 +40,25 @@ enum Command {
     Listen(Bytes),
     Unlisten(Bytes),
     Forward(Vec<(Bytes, Bytes)>),
-    /// Answer once everything sent before it has been confirmed by the server.
-    Barrier(oneshot::Sender<()>),
+    /// Answer once everything sent before it has been confirmed by the server; with `true`,
+    /// after a round trip even when nothing is pending, so that every notification Postgres
+    /// raised before it has been read and published.
+    Barrier(oneshot::Sender<()>, bool),
+}
+
+/// Barriers taken from a run of commands.
+#[derive(Default)]
+struct Acks {
+    /// Answered when the commands before them are confirmed.
+    confirm: Vec<oneshot::Sender<()>>,
+    /// Answered after a round trip that starts after they arrived.
+    round_trip: Vec<oneshot::Sender<()>>,
 }
 
 /// What the hub and sessions tell the relays, in one ordered stream.
 enum Event {
     Channel(ChannelEvent),
-    Barrier(String, oneshot::Sender<()>),
+    Barrier(String, oneshot::Sender<()>, bool),
 }
 
 /// What a relay is doing, for the admin view and tests.
@@ -116,9 +127,9 @@ impl Relays {
                         };
                         relays.send(&ev.database, cmd, |s| s.relay);
                     }
-                    Event::Barrier(database, ack) => {
+                    Event::Barrier(database, ack, round_trip) => {
                         if let Some(tx) = relays.tasks.get(&database) {
-                            let _ = tx.send(Command::Barrier(ack));
+                            let _ = tx.send(Command::Barrier(ack, round_trip));
                         }
                     }
                 }
@@ -138,12 +149,38 @@ impl Relays {
     /// channel announced so far (None when the database has no relay). A client's LISTEN
     /// returns only after this, so nothing Postgres raises right after it is missed.
     pub fn barrier(&self, database: &str) -> Option<oneshot::Receiver<()>> {
-        if !self.settings.get(database).is_some_and(|s| s.relay) {
+        self.barrier_event(database, false)
+    }
+
+    /// A future that resolves once the relay of `database` has read everything Postgres sent
+    /// it before now (a round trip on the relay connection): the notifications a server
+    /// connection raised in a transaction it has just committed are then in the hub.
+    /// None when the database has no relay.
+    pub fn sync(&self, database: &str) -> Option<oneshot::Receiver<()>> {
+        self.barrier_event(database, true)
+    }
+
+    /// `sync` straight to the relay task, not ordered after channel changes not yet handed
+    /// to it (one task hop less): for reading what the server has already sent.
+    pub fn sync_now(&self, database: &str) -> Option<oneshot::Receiver<()>> {
+        let tx = self.tasks.get(database)?;
+        let (ack, rx) = oneshot::channel();
+        tx.send(Command::Barrier(ack, true)).ok()?;
+        Some(rx)
+    }
+
+    /// True when notifications raised in Postgres are relayed for `database`.
+    pub fn relays(&self, database: &str) -> bool {
+        self.settings.get(database).is_some_and(|s| s.relay)
+    }
+
+    fn barrier_event(&self, database: &str, round_trip: bool) -> Option<oneshot::Receiver<()>> {
+        if !self.relays(database) {
             return None;
         }
         let (tx, rx) = oneshot::channel();
         self.events
-            .send(Event::Barrier(database.to_owned(), tx))
+            .send(Event::Barrier(database.to_owned(), tx, round_trip))
             .ok()?;
         Some(rx)
     }
@@ -267,8 +304,7 @@ impl Task {
                     cmd = rx.recv() => match cmd {
                         Some(c) => {
                             // A barrier while away answers at once: clients are not held up.
-                            let mut acks = Vec::new();
-                            self.absorb(c, &mut acks);
+                            self.absorb(c, &mut Acks::default());
                         }
                         None => return,
                     },
@@ -278,11 +314,15 @@ impl Task {
         }
     }
 
-    /// Record a command's effect on the wanted state.
-    fn absorb(&mut self, cmd: Command, acks: &mut Vec<oneshot::Sender<()>>) -> Option<String> {
+    /// Record a command's effect on the wanted state; barriers go to `acks`.
+    fn absorb(&mut self, cmd: Command, acks: &mut Acks) -> Option<String> {
         match cmd {
-            Command::Barrier(ack) => {
-                acks.push(ack);
+            Command::Barrier(ack, false) => {
+                acks.confirm.push(ack);
+                None
+            }
+            Command::Barrier(ack, true) => {
+                acks.round_trip.push(ack);
                 None
             }
             Command::Listen(c) => {
@@ -326,6 +366,9 @@ impl Task {
         let own_pid = conn.cancel.pid;
         // Barrier acks per Query in flight, answered at its ReadyForQuery.
         let mut waiting: VecDeque<Vec<oneshot::Sender<()>>> = VecDeque::new();
+        // Round trips asked for while a Query was in flight: one empty statement for all of
+        // them once nothing is in flight, so a burst of them costs one round trip.
+        let mut queued: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
             let mut sql = String::new();
             self.take_forwards(&mut sql);
@@ -343,6 +386,10 @@ impl Task {
                             for ack in waiting.pop_front().unwrap_or_default() {
                                 let _ = ack.send(());
                             }
+                            if waiting.is_empty() && !queued.is_empty() {
+                                send_query(conn, ";").await?;
+                                waiting.push_back(std::mem::take(&mut queued));
+                            }
                         }
                         b'E' => {
                             let text = String::from_utf8_lossy(framer::field(&body, b'M').unwrap_or_default()).into_owned();
@@ -357,19 +404,27 @@ impl Task {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return Ok(()) };
                     let mut sql = String::new();
-                    let mut acks = Vec::new();
+                    let mut acks = Acks::default();
                     sql.extend(self.absorb(cmd, &mut acks));
                     while let Ok(cmd) = rx.try_recv() {
                         sql.extend(self.absorb(cmd, &mut acks));
                     }
+                    let Acks { mut confirm, round_trip } = acks;
                     if !sql.is_empty() {
                         send_query(conn, &sql).await?;
                         lock(&self.view).channels = self.active.clone();
-                        waiting.push_back(acks);
+                        confirm.extend(round_trip);
+                        waiting.push_back(confirm);
+                    } else if !round_trip.is_empty() && waiting.is_empty() {
+                        // An empty statement: the server answers after the notifications it owes.
+                        send_query(conn, ";").await?;
+                        confirm.extend(round_trip);
+                        waiting.push_back(confirm);
                     } else if let Some(last) = waiting.back_mut() {
-                        last.extend(acks);
+                        last.extend(confirm);
+                        queued.extend(round_trip);
                     } else {
-                        for ack in acks {
+                        for ack in confirm {
                             let _ = ack.send(());
                         }
                     }
@@ -411,7 +466,7 @@ impl Task {
         };
         let pid = self.shared.owners.get(&pid).map(|p| *p).unwrap_or(pid);
         self.shared.relayed.fetch_add(1, Ordering::Relaxed);
-        self.shared.hub.publish(
+        self.shared.hub.publish_relayed(
             &self.database,
             &[Notification {
                 pid,
