@@ -322,3 +322,35 @@ async fn e_relay_keeps_transaction_order_and_dedup() {
     )])
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_relay_own_notification_of_a_session_never_fed_by_postgres() {
+    // README (relay): a listening client that has never had a notification from Postgres
+    // skips the relay round trip at its ReadyForQuery, so its first own trigger notification
+    // comes right after the Z instead of before it; it is delivered, once, with its own pid.
+    // From then on it comes before the Z, as on Postgres (item 26).
+    let pg = postgres::shared();
+    let mut admin = Raw::login(pg.port, SUPERUSER, DB1).await.0;
+    query_ok(&mut admin, &relay_setup("e_relay_fed_t")).await;
+    for mode in [PoolMode::Transaction, PoolMode::Session] {
+        let h = Herald::start(herald::config(pg, mode, 2)).await;
+        let (mut c, login) = Raw::login(h.port(), SUPERUSER, DB1).await;
+        let pid = key_pid(&login);
+        let ch = format!("e_relay_fed_{mode:?}").to_lowercase();
+        query_ok(&mut c, &format!("LISTEN {ch}")).await;
+        let ins = |v: &str| format!("INSERT INTO e_relay_fed_t VALUES ('{ch}', '{v}')");
+        let first = query_ok(&mut c, &ins("first")).await;
+        let mut got: Vec<Note> = first.iter().filter_map(note).collect();
+        got.extend(notes_until_quiet(&mut c).await);
+        let want = |v: &str| Note {
+            pid,
+            channel: ch.clone(),
+            payload: format!("trigger {v}"),
+        };
+        assert_eq!(got, vec![want("first")], "{mode:?}: delivered once");
+        let second = query_ok(&mut c, &ins("second")).await;
+        let tags: Vec<u8> = second.iter().map(|m| m.tag).collect();
+        assert_eq!(tags, b"CAZ", "{mode:?}: now before the Z: {second:?}");
+        assert_eq!(note(&second[1]), Some(want("second")));
+    }
+}
