@@ -300,17 +300,23 @@ async fn e_relay_listens_when_the_listen_commits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgherald bug: in one transaction, notifications Postgres raises are not deduplicated against pgherald's own NOTIFYs, and their order against them is racy (items 13, 27)"]
 async fn e_relay_keeps_transaction_order_and_dedup() {
+    // Items 13 and 27 across both kinds of notification in one transaction: Postgres's
+    // (trigger, buried pg_notify) and pgherald's own NOTIFYs. Once the database has seen a
+    // pgherald client make Postgres raise one (the first INSERT), pgherald publishes each such
+    // transaction in one step: its NOTIFYs issued before the first server statement, then
+    // what the server raised, then the rest, deduplicated.
+    let t = "e_relay4_t";
     check_all(vec![Scenario::new(
         "E relay mixed with NOTIFY in one transaction",
         2,
     )
-    .q(1, &relay_setup("e_relay4_t"))
+    .q(1, &relay_setup(t))
     .q(0, "LISTEN e_relay4")
+    .q(1, &format!("INSERT INTO {t} VALUES ('e_relay4', 'a')"))
     .q(
         1,
-        "BEGIN; INSERT INTO e_relay4_t VALUES ('e_relay4', 'b'); NOTIFY e_relay4, 'c'; COMMIT",
+        &format!("BEGIN; INSERT INTO {t} VALUES ('e_relay4', 'b'); NOTIFY e_relay4, 'c'; COMMIT"),
     )
     .q(
         1,
@@ -319,6 +325,30 @@ async fn e_relay_keeps_transaction_order_and_dedup() {
     .q(
         1,
         "BEGIN; SELECT pg_notify('e_relay4', 'f'), 1; NOTIFY e_relay4, 'f'; COMMIT",
+    )
+    .q(
+        1,
+        "NOTIFY e_relay4, 'g'; SELECT pg_notify('e_relay4', 'g'), 2",
+    )
+    .q(1, "BEGIN")
+    .q(1, "NOTIFY e_relay4, 'h'")
+    .q(1, &format!("INSERT INTO {t} VALUES ('e_relay4', 'i')"))
+    .q(1, "NOTIFY e_relay4, 'trigger i'")
+    .q(1, "COMMIT")
+    // Across transactions of one Query: what the server raised in one precedes the next
+    // one's NOTIFY (commit order).
+    .q(
+        1,
+        &format!("BEGIN; INSERT INTO {t} VALUES ('e_relay4', 'j'); COMMIT; NOTIFY e_relay4, 'k'"),
+    )
+    .q(
+        1,
+        &format!("NOTIFY e_relay4, 'n'; COMMIT; INSERT INTO {t} VALUES ('e_relay4', 'o')"),
+    )
+    // The listener's own transaction, mixed, too.
+    .q(
+        0,
+        &format!("BEGIN; NOTIFY e_relay4, 'l'; INSERT INTO {t} VALUES ('e_relay4', 'm'); COMMIT"),
     )])
     .await;
 }

@@ -48,6 +48,11 @@ pub struct Channels {
     relay_on: bool,
     /// Channels reserved in the hub ahead of LISTENs not committed yet (see `reserve`).
     reserved: Vec<Vec<u8>>,
+    /// The relay holds what this session's server connections raise (see `capture_ahead`).
+    capturing: bool,
+    /// Committed transactions' own notifications, waiting for `relay_wait` to be merged
+    /// with what the server raised: each batch and how many came before the server ran.
+    held: Vec<(Vec<Notification>, usize)>,
 }
 
 impl Channels {
@@ -68,6 +73,8 @@ impl Channels {
             drain_after_relay: false,
             relay_on,
             reserved: Vec::new(),
+            capturing: false,
+            held: Vec::new(),
             database,
             pid,
             txn: PendingTxn::new(),
@@ -85,6 +92,11 @@ impl Channels {
     /// notifications are published in one ordered step (items 15, 17).
     pub fn commit(&mut self) {
         if self.txn.is_empty() {
+            self.txn.end();
+            if self.capturing {
+                // What the server raised in this transaction goes out at its commit.
+                self.hold(Vec::new(), 0);
+            }
             return;
         }
         let c = self.txn.take_commit();
@@ -103,7 +115,7 @@ impl Channels {
                 self.relay_wait = self.relays.as_ref().and_then(|r| r.barrier(&self.database));
             }
         }
-        if !c.notifications.is_empty() {
+        if !c.notifications.is_empty() || self.capturing {
             let batch: Vec<Notification> = c
                 .notifications
                 .into_iter()
@@ -113,19 +125,103 @@ impl Channels {
                     payload: Bytes::from(payload),
                 })
                 .collect();
-            self.hub.publish(&self.database, &batch);
-            if let Some(relays) = &self.forward {
-                relays.forward(
-                    &self.database,
-                    batch.into_iter().map(|n| (n.channel, n.payload)).collect(),
-                );
+            if self.capturing {
+                self.hold(batch, c.before_server);
+            } else {
+                self.publish(batch);
             }
+        }
+    }
+
+    /// What the server raised in this transaction is still on its way to the relay: publish
+    /// the commit once a round trip there has brought it.
+    fn hold(&mut self, batch: Vec<Notification>, before_server: usize) {
+        self.held.push((batch, before_server));
+        self.relay_wait = self.relays.as_ref().and_then(|r| r.sync(&self.database));
+        if self.relay_wait.is_none() {
+            self.publish_held();
+        }
+    }
+
+    fn publish(&self, batch: Vec<Notification>) {
+        if batch.is_empty() {
+            return;
+        }
+        self.hub.publish(&self.database, &batch);
+        if let Some(relays) = &self.forward {
+            relays.forward(
+                &self.database,
+                batch.into_iter().map(|n| (n.channel, n.payload)).collect(),
+            );
         }
     }
 
     /// Discard the pending actions (rollback).
     pub fn discard(&mut self) {
         self.txn.clear();
+        if self.capturing && self.held.is_empty() {
+            // What was held came from transactions that committed on the server.
+            self.publish_captured();
+        }
+    }
+
+    /// Before the server runs statements of a transaction that also NOTIFYs through
+    /// pgherald (`notifies`), in a database where pgherald's clients make Postgres raise
+    /// notifications: have the relay hold what this session's server connections raise, so
+    /// that both kinds are published in one step at the commit, deduplicated against each
+    /// other (item 13), Postgres's between the NOTIFYs issued before the transaction's first
+    /// server statement and those after it (item 27).
+    pub fn capture_ahead(&mut self, notifies: bool) {
+        if !notifies || self.capturing || !self.relay_on {
+            return;
+        }
+        if let Some(r) = self.relays.as_ref().filter(|r| r.raised(&self.database)) {
+            r.capture(self.pid);
+            self.capturing = true;
+        }
+    }
+
+    /// Publish a held commit together with what the relay held meanwhile (after the round
+    /// trip `relay_wait` asked for).
+    /// The first held commit takes everything the relay held: the server raised it in that
+    /// transaction (or, rarely, in a later one of the same Query, when two commit before
+    /// pgherald has read the first one's reply).
+    pub fn publish_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut raised = self.take_captured();
+        for (own, before) in std::mem::take(&mut self.held) {
+            if raised.is_empty() {
+                self.publish(own);
+                continue;
+            }
+            let merged = super::txn::merge_raised(&own, before, std::mem::take(&mut raised));
+            self.hub.publish_relayed(&self.database, &merged);
+            if let Some(relays) = self.forward.as_ref().filter(|_| !own.is_empty()) {
+                relays.forward(
+                    &self.database,
+                    own.into_iter().map(|n| (n.channel, n.payload)).collect(),
+                );
+            }
+        }
+    }
+
+    fn take_captured(&mut self) -> Vec<Notification> {
+        if !std::mem::take(&mut self.capturing) {
+            return Vec::new();
+        }
+        self.relays
+            .as_ref()
+            .map(|r| r.take_capture(self.pid))
+            .unwrap_or_default()
+    }
+
+    fn publish_captured(&mut self) {
+        let raised = self.take_captured();
+        if !raised.is_empty() {
+            self.hub.publish_relayed(&self.database, &raised);
+        }
     }
 
     fn subscribe(&mut self) {
@@ -200,6 +296,11 @@ impl Channels {
     /// (`fresh`), ask the relay for a round trip and drain after it; false: drain now.
     /// Sessions fed only by pgherald's own NOTIFYs never pay the round trip.
     pub fn sync_relay(&mut self, fresh: bool) -> bool {
+        if !self.held.is_empty() {
+            // The commit waits for the relay already; its self-delivery follows it.
+            self.drain_after_relay = true;
+            return true;
+        }
         let fed = fresh || self.sub.as_ref().is_some_and(Subscriber::fed);
         if !self.relay_on || self.listens.is_empty() || !fed {
             return false;
@@ -269,6 +370,13 @@ impl Channels {
     /// True when a mailbox exists (the session has listened at some point).
     pub fn has_mailbox(&self) -> bool {
         self.mailbox.is_some()
+    }
+}
+
+impl Drop for Channels {
+    fn drop(&mut self) {
+        // A disconnect must not leave what the relay holds for this session unpublished.
+        self.publish_captured();
     }
 }
 

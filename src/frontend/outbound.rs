@@ -507,7 +507,10 @@ impl Session {
                     Act::Pass
                 }
                 Some(Step::Filler) => Act::Swallow,
-                None => Act::Pass,
+                None => {
+                    self.ch.txn.mark_server();
+                    Act::Pass
+                }
             },
             b'T' | b'D'
                 if matches!(
@@ -546,7 +549,7 @@ impl Session {
     /// A forwarded statement completed with tag `body`: apply its transaction effect.
     fn apply_effect(&mut self, effect: &Effect, body: &[u8]) {
         match effect {
-            Effect::None => {}
+            Effect::None => self.ch.txn.mark_server(),
             Effect::Begin => self.live = b'T',
             Effect::Commit | Effect::CommitChain => {
                 if body.starts_with(b"COMMIT") {

@@ -229,6 +229,21 @@ impl Entry {
         })
     }
 
+    /// This entry NOTIFYs through pgherald if it succeeds.
+    pub fn notifies(&self) -> bool {
+        let notify =
+            |i: &Intercept| matches!(i, Intercept::Notify { .. } | Intercept::PgNotify { .. });
+        match self {
+            Entry::Query(q) => q
+                .steps
+                .iter()
+                .any(|s| matches!(s, Step::Placeholder(i) if notify(i))),
+            Entry::LocalQuery(l) => l.stmts.iter().any(notify),
+            Entry::Local(LocalReply::Execute { action, .. }) => notify(action),
+            _ => false,
+        }
+    }
+
     /// True for entries answered by pgherald without the server.
     pub fn is_local(&self) -> bool {
         matches!(self, Entry::Local(_) | Entry::LocalQuery(_))

@@ -425,6 +425,7 @@ impl Session {
                 tracing::warn!("relay did not confirm LISTEN in time");
             }
         }
+        self.ch.publish_held();
         if std::mem::take(&mut self.ch.drain_after_relay) {
             self.ch.drain_into(&mut self.client.out);
         }
@@ -432,11 +433,15 @@ impl Session {
 
     /// Before anything goes to the server: LISTENs that may commit with it (pending in the
     /// transaction or queued in the plan) get their channels reserved and the relay LISTENing
-    /// upstream first, so what the server raises with or right after them is not missed.
+    /// upstream first, so what the server raises with or right after them is not missed; and
+    /// NOTIFYs that may commit with it have the relay hold what the server raises meanwhile
+    /// (`Channels::capture_ahead`).
     async fn reserve_ahead(&mut self) {
         if !self.ch.relay_on() {
             return;
         }
+        let notifies = self.ch.txn.notifies() || self.plan.iter().any(Entry::notifies);
+        self.ch.capture_ahead(notifies);
         let ahead: Vec<Vec<u8>> = self
             .ch
             .txn

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::pubsub::Notification;
+
 /// One intercepted statement's effect, recorded until its transaction ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -20,6 +22,32 @@ pub enum Action {
         /// Payload bytes.
         payload: Vec<u8>,
     },
+}
+
+/// One transaction's notifications in the order Postgres would publish them: the session's
+/// own (`own`, issued through pgherald; the first `before` of them before the transaction's
+/// first statement ran on the server), with what the server raised (`raised`, in its order)
+/// between those before and those after, and duplicates (same channel and payload) after
+/// the first dropped (item 13). Exact unless own NOTIFYs fall between two server statements
+/// that both raise.
+pub fn merge_raised(
+    own: &[Notification],
+    before: usize,
+    raised: Vec<Notification>,
+) -> Vec<Notification> {
+    let before = before.min(own.len());
+    let mut seen: HashSet<(&[u8], &[u8])> = HashSet::new();
+    let mut out = Vec::with_capacity(own.len() + raised.len());
+    let order = own[..before]
+        .iter()
+        .chain(raised.iter())
+        .chain(own[before..].iter());
+    for n in order {
+        if seen.insert((&n.channel[..], &n.payload[..])) {
+            out.push(n.clone());
+        }
+    }
+    out
 }
 
 /// A committed change to the listen set, applied in statement order (item 15).
@@ -40,6 +68,9 @@ pub struct Committed {
     pub listen_ops: Vec<ListenOp>,
     /// `(channel, payload)` in issue order, duplicates within the transaction removed (item 13).
     pub notifications: Vec<(Vec<u8>, Vec<u8>)>,
+    /// How many of `notifications` were issued before the transaction's first statement ran
+    /// on the server (all of them when none did).
+    pub before_server: usize,
 }
 
 /// The pending intercepted actions of one session's current transaction (explicit or implicit).
@@ -50,12 +81,26 @@ pub struct Committed {
 pub struct PendingTxn {
     actions: Vec<Action>,
     savepoints: Vec<(Vec<u8>, usize)>,
+    /// How many actions were recorded when the transaction's first statement ran on the
+    /// server (None: none yet).
+    server_mark: Option<usize>,
 }
 
 impl PendingTxn {
     /// An empty transaction state.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A statement of this transaction ran on the server: what the server raises comes
+    /// after the actions recorded so far.
+    pub fn mark_server(&mut self) {
+        self.server_mark.get_or_insert(self.actions.len());
+    }
+
+    /// The transaction ended: forget where the server ran.
+    pub fn end(&mut self) {
+        self.server_mark = None;
     }
 
     /// Records an action at the current position.
@@ -87,6 +132,9 @@ impl PendingTxn {
             Some(i) => {
                 let mark = self.savepoints[i].1;
                 self.actions.truncate(mark);
+                if let Some(m) = self.server_mark.as_mut() {
+                    *m = (*m).min(mark);
+                }
                 self.savepoints.truncate(i + 1);
                 true
             }
@@ -107,6 +155,13 @@ impl PendingTxn {
         })
     }
 
+    /// A NOTIFY survives.
+    pub fn notifies(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::Notify { .. }))
+    }
+
     /// Number of surviving actions.
     pub fn len(&self) -> usize {
         self.actions.len()
@@ -125,13 +180,19 @@ impl PendingTxn {
     /// notifications, and leaves `self` empty. Dedup is one hashing pass, O(total bytes).
     pub fn take_commit(&mut self) -> Committed {
         self.savepoints.clear();
+        let mark = self.server_mark.take().unwrap_or(usize::MAX);
         let actions = std::mem::take(&mut self.actions);
+        let n_actions = actions.len();
         let keep = notify_keep_flags(&actions);
         let mut out = Committed {
             listen_ops: Vec::new(),
             notifications: Vec::with_capacity(keep.iter().filter(|k| **k).count()),
+            before_server: 0,
         };
-        for (a, keep) in actions.into_iter().zip(keep) {
+        for (i, (a, keep)) in actions.into_iter().zip(keep).enumerate() {
+            if i == mark {
+                out.before_server = out.notifications.len();
+            }
             match a {
                 Action::Listen(c) => out.listen_ops.push(ListenOp::Listen(c)),
                 Action::Unlisten(c) => out.listen_ops.push(ListenOp::Unlisten(c)),
@@ -143,6 +204,9 @@ impl PendingTxn {
                 }
             }
         }
+        if out.before_server == 0 && mark >= n_actions {
+            out.before_server = out.notifications.len();
+        }
         out
     }
 
@@ -150,6 +214,7 @@ impl PendingTxn {
     pub fn clear(&mut self) {
         self.actions.clear();
         self.savepoints.clear();
+        self.server_mark = None;
     }
 
     fn find(&self, name: &[u8]) -> Option<usize> {
@@ -297,6 +362,66 @@ mod tests {
     fn unlisten(c: &str) -> ListenOp {
         ListenOp::Unlisten(c.into())
     }
+    #[test]
+    fn before_server_counts_notifications_issued_before_the_server_ran() {
+        let mut t = PendingTxn::new();
+        t.push(n("c", "1"));
+        t.push(n("c", "1"));
+        t.push(n("c", "2"));
+        t.mark_server();
+        t.push(n("c", "3"));
+        t.mark_server();
+        let c = t.take_commit();
+        assert_eq!(
+            (payloads(&c), c.before_server),
+            (vec!["1".into(), "2".into(), "3".into()], 2)
+        );
+        // No server statement: all before. The mark goes with the transaction.
+        t.push(n("c", "4"));
+        assert_eq!(t.take_commit().before_server, 1);
+        t.mark_server();
+        t.push(n("c", "5"));
+        assert_eq!(t.take_commit().before_server, 0);
+        t.push(n("c", "6"));
+        assert_eq!(
+            t.take_commit().before_server,
+            1,
+            "a new transaction starts unmarked"
+        );
+        // ROLLBACK TO before the mark moves it back with the actions.
+        t.push(n("c", "7"));
+        t.savepoint(b"s");
+        t.push(n("c", "8"));
+        t.mark_server();
+        t.rollback_to(b"s");
+        t.push(n("c", "9"));
+        assert_eq!(t.take_commit().before_server, 1);
+        t.mark_server();
+        t.clear();
+        t.push(n("c", "10"));
+        assert_eq!(
+            t.take_commit().before_server,
+            1,
+            "ROLLBACK forgets the mark"
+        );
+    }
+
+    #[test]
+    fn merge_puts_what_the_server_raised_between_and_dedups() {
+        let note = |p: &str| Notification {
+            pid: 1,
+            channel: bytes::Bytes::from_static(b"c"),
+            payload: bytes::Bytes::copy_from_slice(p.as_bytes()),
+        };
+        let own = [note("a"), note("x"), note("b")];
+        let got: Vec<_> = merge_raised(&own, 1, vec![note("r"), note("b"), note("r")])
+            .into_iter()
+            .map(|n| String::from_utf8(n.payload.to_vec()).unwrap())
+            .collect();
+        assert_eq!(got, ["a", "r", "b", "x"]);
+        assert_eq!(merge_raised(&own, 9, vec![note("z")]).len(), 4);
+    }
+
     fn set_of(s: &ListenSet) -> Vec<String> {
         s.iter()
             .map(|c| String::from_utf8(c.to_vec()).unwrap())

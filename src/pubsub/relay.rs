@@ -74,6 +74,12 @@ struct Shared {
     hub: Arc<Hub>,
     /// Server backend pid → pgherald pid of the client that last held that server.
     owners: DashMap<i32, i32>,
+    /// Databases where a notification raised by one of pgherald's own server connections
+    /// has been relayed (clients there make Postgres raise notifications).
+    raised: DashMap<String, ()>,
+    /// Clients (pgherald pid) whose relayed notifications are held for them to publish
+    /// together with their own NOTIFYs of the same transaction.
+    captures: DashMap<i32, Vec<Notification>>,
     connect_timeout: Duration,
     reconnects: AtomicU64,
     relayed: AtomicU64,
@@ -106,6 +112,8 @@ impl Relays {
             shared: Arc::new(Shared {
                 hub,
                 owners: DashMap::new(),
+                raised: DashMap::new(),
+                captures: DashMap::new(),
                 connect_timeout,
                 reconnects: AtomicU64::new(0),
                 relayed: AtomicU64::new(0),
@@ -188,6 +196,27 @@ impl Relays {
     /// A client with pgherald pid `client_pid` now holds the server backend `server_pid`.
     pub fn note_owner(&self, server_pid: i32, client_pid: i32) {
         self.shared.owners.insert(server_pid, client_pid);
+    }
+
+    /// True once a notification raised by one of pgherald's own server connections has been
+    /// relayed in `database`.
+    pub fn raised(&self, database: &str) -> bool {
+        self.shared.raised.contains_key(database)
+    }
+
+    /// Hold what the relay brings from the server connections of client `client_pid` for it
+    /// (see `take_capture`) instead of publishing it.
+    pub fn capture(&self, client_pid: i32) {
+        self.shared.captures.entry(client_pid).or_default();
+    }
+
+    /// What was held for `client_pid`, in arrival order; holding stops.
+    pub fn take_capture(&self, client_pid: i32) -> Vec<Notification> {
+        self.shared
+            .captures
+            .remove(&client_pid)
+            .map(|(_, v)| v)
+            .unwrap_or_default()
     }
 
     /// True when locally committed notifications of `database` go to Postgres too.
@@ -464,16 +493,23 @@ impl Task {
         let Some((payload, _)) = framer::cstr(rest) else {
             return;
         };
-        let pid = self.shared.owners.get(&pid).map(|p| *p).unwrap_or(pid);
+        let owner = self.shared.owners.get(&pid).map(|p| *p);
         self.shared.relayed.fetch_add(1, Ordering::Relaxed);
-        self.shared.hub.publish_relayed(
-            &self.database,
-            &[Notification {
-                pid,
-                channel: Bytes::copy_from_slice(channel),
-                payload: Bytes::copy_from_slice(payload),
-            }],
-        );
+        let n = Notification {
+            pid: owner.unwrap_or(pid),
+            channel: Bytes::copy_from_slice(channel),
+            payload: Bytes::copy_from_slice(payload),
+        };
+        if let Some(owner) = owner {
+            if !self.shared.raised.contains_key(&self.database) {
+                self.shared.raised.insert(self.database.clone(), ());
+            }
+            if let Some(mut held) = self.shared.captures.get_mut(&owner) {
+                held.push(n);
+                return;
+            }
+        }
+        self.shared.hub.publish_relayed(&self.database, &[n]);
     }
 }
 
