@@ -193,6 +193,42 @@ async fn c25_explicit_commit_inside_a_batch() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c25_explicit_commit_in_a_batch_without_flush() {
+    // The COMMIT reaches the other listener at once even when the client sends neither Flush
+    // nor Sync after it; the sender's own replies come at its Flush or Sync, as Postgres
+    // buffers them (pgherald flushes the server and holds them). The sender does not listen:
+    // when Postgres sends a sender's own copy in a batch left open like this depends on
+    // timing inside Postgres (c25_explicit_commit_inside_a_batch has the flushed case).
+    let plain = |sqls: &[&str]| -> Vec<Fe> { sqls.iter().flat_map(|s| pbde(s)).collect() };
+    check_all(vec![Scenario::new(
+        "c25 COMMIT in a batch without Flush",
+        2,
+    )
+    .q(0, "LISTEN c25y")
+    .ext(1, plain(&["BEGIN", "NOTIFY c25y, 'no Flush'", "COMMIT"]))
+    .ext(1, plain(&["SELECT 1"]))
+    .ext(1, vec![Fe::Flush])
+    .ext(1, plain(&["SELECT 2"]))
+    .ext(1, vec![Fe::Sync])
+    .ext(
+        1,
+        plain(&["BEGIN", "NOTIFY c25y, 'then more'", "COMMIT", "SELECT 3"]),
+    )
+    .ext(1, vec![Fe::Sync])
+    .ext(
+        1,
+        plain(&[
+            "BEGIN",
+            "NOTIFY c25y, 'error after'",
+            "COMMIT",
+            "SELECT 1/0",
+        ]),
+    )
+    .ext(1, vec![Fe::Sync])])
+    .await;
+}
+
 /// `msgs` (ending with Flush, no Sync) on c0, which listens on c25w; c1 commits a
 /// notification while c0 waits; then c0 sends Sync and ends whatever block is left open.
 fn probe(sc: Scenario, label: &str, msgs: Vec<Fe>) -> Scenario {

@@ -1,7 +1,8 @@
-//! Holding a Query's replies back the way Postgres buffers them. A Query that pgherald sends
-//! with fillers (`simple::FILLER`) makes the server flush its output early, at each filler;
-//! the client must still get the Query's replies when Postgres would have sent them: at a
-//! notice or an error, once 8 kB are buffered, at CopyInResponse and at ReadyForQuery.
+//! Holding replies back the way Postgres buffers them. A Query that pgherald sends with
+//! fillers (`simple::FILLER`), or an extended batch where pgherald added a Flush after a
+//! COMMIT, makes the server flush its output early; the client must still get the replies
+//! when Postgres would have sent them: at a notice or an error, once 8 kB are buffered, at
+//! CopyInResponse, at the client's own Flush and at ReadyForQuery.
 //! (Error and notice positions are mapped back through the plan's position map.)
 //!
 //! The hold never sends anything earlier than Postgres would. It can send the tail of a full
@@ -35,6 +36,13 @@ impl Hold {
     /// A Query's replies are being held.
     pub(crate) fn active(&self) -> bool {
         self.buf.is_some()
+    }
+
+    /// The client flushed: what is held goes out at the next release, and holding goes on.
+    pub(crate) fn flush_held(&mut self) {
+        if self.active() && self.release.is_none() {
+            self.release = Some(false);
+        }
     }
 }
 
@@ -87,6 +95,26 @@ impl Session {
     }
 
     /// Start holding if the message being handled is a held Query's first.
+    /// From now on, the client's replies are held as Postgres buffers them until the
+    /// client's Sync or Flush (a Flush pgherald added for itself, see `inbound`).
+    pub(super) fn hold_from_here(&mut self) {
+        if self.hold.buf.is_none() {
+            self.hold.buf = Some(BytesMut::new());
+        }
+    }
+
+    /// Write what pgherald queued for the client; while replies are held, behind them.
+    pub(crate) async fn flush_out(&mut self) -> Result<(), Exit> {
+        if !self.hold.active() {
+            return self.client.flush().await.map_err(Exit::from);
+        }
+        let out = std::mem::take(&mut self.client.out);
+        self.write_client(&out).await?;
+        self.client.out = out;
+        self.client.out.clear();
+        self.release_hold().await
+    }
+
     pub(super) fn start_hold(&mut self) {
         if std::mem::take(&mut self.hold.arm) {
             self.hold.buf = Some(BytesMut::new());

@@ -119,6 +119,7 @@ impl Session {
                     break;
                 }
                 let body = &buf[run + framer::HEADER_LEN..run + h.total];
+                self.flush_follows = matches!(buf.get(run + h.total), Some(b'S' | b'H'));
                 match self.decide(h.tag, body)? {
                     Inbound::Forward(entry) => {
                         self.push_forwarded(entry);
@@ -136,6 +137,11 @@ impl Session {
                 }
                 self.write_server(&buf[..run]).await?;
                 buf.advance(run);
+                if self.plan.front().is_some_and(Entry::is_local) {
+                    // A client Flush marker the server had nothing left to answer before.
+                    self.advance_locals();
+                    self.flush_out().await?;
+                }
             }
             let Some((what, total)) = special else {
                 if self.client_pass > 0 {
@@ -149,7 +155,7 @@ impl Session {
                     self.plan.push_back(entry);
                     self.advance_locals();
                     self.relay_sync().await;
-                    self.client.flush().await?;
+                    self.flush_out().await?;
                     self.delivery_failed()?;
                 }
                 Inbound::Replace(bytes, entries) => {
@@ -175,6 +181,50 @@ impl Session {
                 Inbound::Terminate => return Err(Exit::ClientGone),
             }
         }
+    }
+
+    /// An Execute of COMMIT that publishes notifications, in a batch the client may not flush:
+    /// Postgres delivers them to others at once (item 25), but a proxy sees the commit only
+    /// when the server sends its replies. pgherald adds a Flush after the Execute and holds
+    /// the client's replies as Postgres would buffer them (`hold`). Not when an earlier
+    /// request's replies are still due (the hold would start too early), nor when the
+    /// client's own Sync or Flush follows at once.
+    fn flush_commit(&mut self, tag: u8, body: &[u8], inbound: Inbound) -> Result<Inbound, Exit> {
+        let commits = |e: Option<&Entry>| {
+            matches!(
+                e,
+                Some(Entry::Execute(Effect::Commit | Effect::CommitChain))
+            )
+        };
+        let candidate = match &inbound {
+            Inbound::Forward(e) => commits(e.as_ref()),
+            Inbound::Replace(_, entries) => commits(entries.last()),
+            _ => false,
+        };
+        if !candidate
+            || self.flush_follows
+            || !(self.ch.txn.notifies() || self.plan.iter().any(Entry::notifies))
+            || self
+                .plan
+                .iter()
+                .any(|e| matches!(e, Entry::Sync | Entry::Query(_) | Entry::Function))
+        {
+            return Ok(inbound);
+        }
+        let (mut frames, entries) = match inbound {
+            Inbound::Replace(frames, entries) => (frames, entries),
+            Inbound::Forward(e) => {
+                let mut out = BytesMut::new();
+                if !framer::put(&mut out, tag, body) {
+                    return Err(Exit::ClientProtocol("message too long".into()));
+                }
+                (out.to_vec(), e.into_iter().collect())
+            }
+            other => return Ok(other),
+        };
+        frames.extend_from_slice(&[b'H', 0, 0, 0, 4]);
+        self.hold_from_here();
+        Ok(Inbound::Replace(frames, entries))
     }
 
     /// After the client's input is handled: give a transaction-mode server back if idle.
@@ -460,7 +510,7 @@ impl Session {
             b'E' => {
                 self.batch_open = true;
                 let d = self.ext.execute(body);
-                match extended(self, d)? {
+                let inbound = match extended(self, d)? {
                     Inbound::Forward(Some(Entry::Execute(effect))) if self.local_executed => {
                         self.local_executed = false;
                         let mut out = BytesMut::new();
@@ -474,7 +524,8 @@ impl Session {
                         local
                     }
                     other => other,
-                }
+                };
+                self.flush_commit(tag, body, inbound)?
             }
             b'C' => {
                 self.batch_open = true;
@@ -483,11 +534,16 @@ impl Session {
             }
             b'H' => {
                 // Forwarded messages of this batch (sent, or about to be in this run) need the
-                // server to flush; pgherald's own replies are written at once anyway.
-                if self.batch_forwarded {
-                    Inbound::Forward(None)
-                } else {
-                    Inbound::Drop
+                // server to flush; pgherald's own replies are written at once anyway. While
+                // replies are held, the client's Flush releases what precedes it.
+                let flush = self
+                    .hold
+                    .active()
+                    .then_some(Entry::Local(LocalReply::Flush));
+                match (self.batch_forwarded, flush) {
+                    (true, flush) => Inbound::Forward(flush),
+                    (false, Some(flush)) => Inbound::Local(flush),
+                    (false, None) => Inbound::Drop,
                 }
             }
             b'S' => {

@@ -61,13 +61,24 @@ impl Session {
     }
 
     fn local_reply(&mut self, r: LocalReply) {
-        if !matches!(r, LocalReply::Close | LocalReply::Sync) && self.live == b'I' {
+        if !matches!(r, LocalReply::Close | LocalReply::Sync | LocalReply::Flush)
+            && self.live == b'I'
+        {
             // As in Postgres, an extended-protocol message opens an implicit transaction.
             self.implicit = true;
+        }
+        if let LocalReply::Flush = r {
+            // Postgres reads the client's Flush after the commit: its own notifications are
+            // queued then, and the Flush sends them with everything before.
+            if self.deliverable() {
+                self.ch.drain_into(&mut self.client.out);
+            }
+            return self.hold.flush_held();
         }
         let out = &mut self.client.out;
         match r {
             LocalReply::ParseKnown => reply::parse_complete(out),
+            LocalReply::Flush => {}
             LocalReply::Parse(notices) => {
                 if let Some(n) = notices {
                     out.extend_from_slice(&n);

@@ -148,7 +148,7 @@ impl Session {
             self.client.out.clear();
             self.advance_locals();
             self.relay_sync().await;
-            self.client.flush().await?;
+            self.flush_out().await?;
             self.delivery_failed()?;
             if tag == b'Z' && self.idle() {
                 return Ok(true);

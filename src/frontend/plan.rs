@@ -141,6 +141,9 @@ pub enum LocalReply {
     },
     /// Sync of a batch that sent nothing to the server.
     Sync,
+    /// The client's Flush while replies are held (`hold`): what the server answered before
+    /// it goes to the client now, as Postgres would flush it.
+    Flush,
     /// A transaction-control Query answered for a deferred block (`deferred` module).
     Control(super::deferred::Control),
 }

@@ -205,6 +205,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
         stmts: ClientStatements::default(),
         deferred: false,
         owe_begin: false,
+        flush_follows: false,
     };
     let exit = match session.greet(start.settings).await {
         Ok(()) => session.run().await,
@@ -269,6 +270,8 @@ pub(crate) struct Session {
     pub(crate) deferred: bool,
     /// The deferred BEGIN goes to the server in front of the next write.
     pub(crate) owe_begin: bool,
+    /// The client message being decided is followed, in what has arrived, by a Sync or Flush.
+    pub(crate) flush_follows: bool,
 }
 
 impl Session {
@@ -322,7 +325,7 @@ impl Session {
     pub(crate) async fn deliver_pending(&mut self) -> Result<(), Exit> {
         if self.ch.has_mailbox() && self.deliverable() {
             self.ch.drain_into(&mut self.client.out);
-            self.client.flush().await?;
+            self.flush_out().await?;
             self.delivery_failed()?;
         }
         Ok(())
@@ -492,8 +495,8 @@ impl Session {
                     if let Some(d) = d {
                         self.ch.deliver(d, &mut self.client.out);
                         self.ch.drain_into(&mut self.client.out);
-                        if let Err(e) = self.client.flush().await {
-                            return e.into();
+                        if let Err(e) = self.flush_out().await {
+                            return e;
                         }
                         if let Err(e) = self.delivery_failed() {
                             return e;
