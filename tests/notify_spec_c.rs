@@ -252,6 +252,9 @@ async fn c25_batch_without_sync_delivers_outside_transactions() {
     let sc = probe(sc, "block rolled back", flush(&["BEGIN", "ROLLBACK"]));
     let sc = probe(sc, "ROLLBACK without a block", flush(&["ROLLBACK"]));
     let sc = probe(sc, "statement after COMMIT", flush(&["COMMIT", "SELECT 1"]));
+    // VACUUM commits its own transactions, yet leaves the batch's implicit one open.
+    let sc = probe(sc, "VACUUM", flush(&["VACUUM c25p"]));
+    let sc = probe(sc, "ANALYZE", flush(&["ANALYZE c25p"]));
     let sc = probe(
         sc,
         "failed COMMIT",
