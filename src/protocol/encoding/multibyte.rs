@@ -1,0 +1,365 @@
+//! The multi-byte client encodings pgherald converts to and from a UTF8 server (SJIS,
+//! EUC_JP, BIG5, GBK, UHC, EUC_KR, GB18030, EUC_CN): which byte sequences Postgres takes
+//! as characters, its tables (`encoding_rs`'s, corrected by `multibyte_data`), and the
+//! conversion of whole strings with Postgres's errors.
+//!
+//! Postgres converts a client's text character by character and stops at the first
+//! character that is invalid (22021, showing as many bytes as the lead byte announces) or
+//! has no equivalent (22P05). Its validity rules, measured on PostgreSQL 15:
+//! - SJIS: 0xA1..0xDF alone; lead 0x81..0x9F or 0xE0..0xFC, trail 0x40..0x7E or 0x80..0xFC.
+//! - EUC_JP: 0x8E + 0xA1..0xDF; 0x8F + two of 0xA1..0xFE; two of 0xA1..0xFE.
+//! - EUC_KR, EUC_CN: two of 0xA1..0xFE (0x8F announces three bytes, as 0x8E does in
+//!   EUC_CN; all invalid).
+//! - BIG5, GBK, UHC: any high byte and a non-NUL trail, except 0x8D 0x20.
+//! - GB18030: lead 0x81..0xFE, trail 0x40..0x7E or 0x80..0xFE, or four bytes
+//!   0x81..0xFE 0x30..0x39 0x81..0xFE 0x30..0x39.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use super::multibyte_data as data;
+use super::{shown, EncodingError};
+
+/// A multi-byte client encoding pgherald converts exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultiByte {
+    /// SJIS (Postgres's Shift JIS, Microsoft's code page 932 variant).
+    Sjis,
+    /// EUC_JP.
+    EucJp,
+    /// BIG5.
+    Big5,
+    /// GBK.
+    Gbk,
+    /// UHC (code page 949).
+    Uhc,
+    /// EUC_KR.
+    EucKr,
+    /// GB18030.
+    Gb18030,
+    /// EUC_CN (GB2312).
+    EucCn,
+}
+
+/// Every multi-byte encoding pgherald converts, in `MultiByte` order.
+pub const MULTI_BYTE: [MultiByte; 8] = {
+    use MultiByte::*;
+    [Sjis, EucJp, Big5, Gbk, Uhc, EucKr, Gb18030, EucCn]
+};
+
+/// A character's bytes in a multi-byte encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seq {
+    bytes: [u8; 4],
+    len: usize,
+}
+
+impl Seq {
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[4 - self.len..]
+    }
+
+    fn packed(v: u32) -> Seq {
+        let len = match v {
+            0..=0xff => 1,
+            0x100..=0xffff => 2,
+            0x1_0000..=0xff_ffff => 3,
+            _ => 4,
+        };
+        Seq {
+            bytes: v.to_be_bytes(),
+            len,
+        }
+    }
+}
+
+/// A sequence as a big-endian number.
+fn pack(b: &[u8]) -> u32 {
+    b.iter().fold(0, |a, &x| a << 8 | u32::from(x))
+}
+
+fn within(x: u8, lo: u8, hi: u8) -> bool {
+    (lo..=hi).contains(&x)
+}
+
+/// The one character `enc` decodes `s` to, if any.
+fn base_char(enc: &'static encoding_rs::Encoding, s: &[u8]) -> Option<char> {
+    let mut d = enc.new_decoder_without_bom_handling();
+    let mut buf = [0u8; 16];
+    let (res, read, written) = d.decode_to_utf8_without_replacement(s, &mut buf, true);
+    if res != encoding_rs::DecoderResult::InputEmpty || read != s.len() {
+        return None;
+    }
+    let text = std::str::from_utf8(&buf[..written]).ok()?;
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => Some(c),
+        _ => None,
+    }
+}
+
+/// The sequence `enc` encodes `c` to, if any.
+fn base_seq(enc: &'static encoding_rs::Encoding, c: char) -> Option<u32> {
+    let mut e = enc.new_encoder();
+    let mut tmp = [0u8; 4];
+    let mut out = [0u8; 16];
+    let src = c.encode_utf8(&mut tmp);
+    let (res, _, written) = e.encode_from_utf8_without_replacement(src, &mut out, true);
+    (res == encoding_rs::EncoderResult::InputEmpty && written > 0).then(|| pack(&out[..written]))
+}
+
+/// One encoding's characters both ways (sequences as big-endian numbers). GB18030's
+/// four-byte sequences are not here: they are `encoding_rs`'s, with `Fix` applied.
+struct Tables {
+    decode: HashMap<u32, char>,
+    /// 0: no equivalent (where the base table has one).
+    encode: HashMap<char, u32>,
+}
+
+impl MultiByte {
+    /// Postgres's name of the encoding.
+    pub fn name(self) -> &'static str {
+        use MultiByte::*;
+        match self {
+            Sjis => "SJIS",
+            EucJp => "EUC_JP",
+            Big5 => "BIG5",
+            Gbk => "GBK",
+            Uhc => "UHC",
+            EucKr => "EUC_KR",
+            Gb18030 => "GB18030",
+            EucCn => "EUC_CN",
+        }
+    }
+
+    fn base(self) -> &'static encoding_rs::Encoding {
+        use encoding_rs as e;
+        use MultiByte::*;
+        match self {
+            Sjis => e::SHIFT_JIS,
+            EucJp => e::EUC_JP,
+            Big5 => e::BIG5,
+            Gbk | EucCn => e::GBK,
+            Uhc | EucKr => e::EUC_KR,
+            Gb18030 => e::GB18030,
+        }
+    }
+
+    fn fix(self) -> &'static data::Fix {
+        use MultiByte::*;
+        match self {
+            Sjis => &data::SJIS,
+            EucJp => &data::EUC_JP,
+            Big5 => &data::BIG5,
+            Gbk => &data::GBK,
+            Uhc => &data::UHC,
+            EucKr => &data::EUC_KR,
+            Gb18030 => &data::GB18030,
+            EucCn => &data::EUC_CN,
+        }
+    }
+
+    /// How many bytes Postgres takes for the character whose lead byte (not ASCII) starts
+    /// `b`, whether or not they are valid.
+    fn announced(self, b: &[u8]) -> usize {
+        use MultiByte::*;
+        match self {
+            Sjis if within(b[0], 0xa1, 0xdf) => 1,
+            EucJp | EucKr | EucCn if b[0] == 0x8f => 3,
+            EucCn if b[0] == 0x8e => 3,
+            Gb18030 if b.len() > 1 && within(b[1], 0x30, 0x39) => 4,
+            _ => 2,
+        }
+    }
+
+    /// True when `s` (1 to 3 bytes, the first not ASCII) is a character of the encoding.
+    fn valid(self, s: &[u8]) -> bool {
+        use MultiByte::*;
+        match (self, s) {
+            (Sjis, [a]) => within(*a, 0xa1, 0xdf),
+            (Sjis, [a, b]) => {
+                (within(*a, 0x81, 0x9f) || within(*a, 0xe0, 0xfc))
+                    && (within(*b, 0x40, 0x7e) || within(*b, 0x80, 0xfc))
+            }
+            (EucJp, [0x8e, b]) => within(*b, 0xa1, 0xdf),
+            (EucJp, [0x8f, a, b]) => within(*a, 0xa1, 0xfe) && within(*b, 0xa1, 0xfe),
+            (EucJp | EucKr | EucCn, [a, b]) => within(*a, 0xa1, 0xfe) && within(*b, 0xa1, 0xfe),
+            (Big5 | Gbk | Uhc, [a, b]) => *a >= 0x80 && *b != 0 && (*a, *b) != (0x8d, 0x20),
+            (Gb18030, [a, b]) => {
+                within(*a, 0x81, 0xfe) && (within(*b, 0x40, 0x7e) || within(*b, 0x80, 0xfe))
+            }
+            (Gb18030, [a, _, c, d]) => {
+                within(*a, 0x81, 0xfe) && within(*c, 0x81, 0xfe) && within(*d, 0x30, 0x39)
+            }
+            _ => false,
+        }
+    }
+
+    /// The length of the character starting `b` (whose first byte is not ASCII), or, for
+    /// an invalid one, how many bytes Postgres's error shows.
+    pub fn char_len(self, b: &[u8]) -> Result<usize, usize> {
+        let n = self.announced(b);
+        if b.len() < n {
+            return Err(b.len());
+        }
+        if self.valid(&b[..n]) {
+            Ok(n)
+        } else {
+            Err(n)
+        }
+    }
+
+    fn tables(self) -> &'static Tables {
+        static TABLES: [OnceLock<Tables>; 8] = [const { OnceLock::new() }; 8];
+        TABLES[self as usize].get_or_init(|| self.build())
+    }
+
+    fn build(self) -> Tables {
+        let base = self.base();
+        let mut seqs: Vec<Vec<u8>> = (0x80..=0xffu8).map(|a| vec![a]).collect();
+        for a in 0x80..=0xffu8 {
+            seqs.extend((0..=0xffu8).map(|b| vec![a, b]));
+        }
+        if self == MultiByte::EucJp {
+            for a in 0xa1..=0xfeu8 {
+                seqs.extend((0xa1..=0xfeu8).map(|b| vec![0x8f, a, b]));
+            }
+        }
+        let mut decode = HashMap::new();
+        for s in seqs.iter().filter(|s| self.valid(s)) {
+            if let Some(c) = base_char(base, s) {
+                decode.insert(pack(s), c);
+            }
+        }
+        for &(first, last, cp) in self.fix().decode {
+            for s in (first..=last).filter(|&s| s <= 0xff_ffff) {
+                let bytes = Seq::packed(s);
+                if !self.valid(bytes.as_bytes()) {
+                    continue;
+                }
+                match char::from_u32(cp + (s - first)).filter(|_| cp != 0) {
+                    Some(c) => decode.insert(s, c),
+                    None => decode.remove(&s),
+                };
+            }
+        }
+        let mut pairs: Vec<(u32, char)> = decode.iter().map(|(s, c)| (*s, *c)).collect();
+        pairs.sort_unstable();
+        // Where several sequences decode to one character, Postgres writes SJIS's last
+        // and the other encodings' first.
+        if self == MultiByte::Sjis {
+            pairs.reverse();
+        }
+        let mut encode = HashMap::new();
+        for (s, c) in pairs {
+            encode.entry(c).or_insert(s);
+        }
+        for &(cp, s) in self.fix().encode {
+            if let Some(c) = char::from_u32(cp) {
+                encode.insert(c, s);
+            }
+        }
+        Tables { decode, encode }
+    }
+
+    /// A GB18030 four-byte sequence's character.
+    fn decode_four(self, s: u32, bytes: &[u8]) -> Option<char> {
+        for &(first, last, cp) in self.fix().decode {
+            if (first..=last).contains(&s) {
+                return char::from_u32(cp + (s - first)).filter(|_| cp != 0);
+            }
+        }
+        base_char(self.base(), bytes)
+    }
+
+    /// The character a valid sequence stands for; None when Postgres has no equivalent.
+    pub fn decode_char(self, s: &[u8]) -> Option<char> {
+        let v = pack(s);
+        if s.len() == 4 {
+            return self.decode_four(v, s);
+        }
+        self.tables().decode.get(&v).copied()
+    }
+
+    /// The bytes for character `c`; None when the encoding cannot represent it.
+    pub fn encode_char(self, c: char) -> Option<Seq> {
+        if c.is_ascii() {
+            return Some(Seq::packed(u32::from(c)));
+        }
+        match self.tables().encode.get(&c) {
+            Some(0) => None,
+            Some(&s) => Some(Seq::packed(s)),
+            None if self == MultiByte::Gb18030 => {
+                let s = base_seq(self.base(), c).filter(|&s| s > 0xff_ffff)?;
+                let seq = Seq::packed(s);
+                (self.decode_four(s, seq.as_bytes()) == Some(c)).then_some(seq)
+            }
+            None => None,
+        }
+    }
+}
+
+/// Multi-byte text (from the client) to UTF-8, stopping at the first character Postgres
+/// rejects.
+pub(super) fn decode(m: MultiByte, b: &[u8]) -> Result<Cow<'_, str>, EncodingError> {
+    if b.is_ascii() && !b.contains(&0) {
+        if let Ok(t) = std::str::from_utf8(b) {
+            return Ok(Cow::Borrowed(t));
+        }
+    }
+    let mut out = String::with_capacity(b.len() * 2);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c != 0 && c < 0x80 {
+            out.push(char::from(c));
+            i += 1;
+            continue;
+        }
+        let n = match (c, m.char_len(&b[i..])) {
+            (0, _) => Err(1),
+            (_, n) => n,
+        };
+        let n = n.map_err(|n| EncodingError::Invalid {
+            encoding: m.name(),
+            bytes: b[i..i + n].to_vec(),
+        })?;
+        let ch = m
+            .decode_char(&b[i..i + n])
+            .ok_or_else(|| EncodingError::Untranslatable {
+                from: m.name(),
+                to: "UTF8",
+                bytes: b[i..i + n].to_vec(),
+            })?;
+        out.push(ch);
+        i += n;
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// UTF-8 text (from the server) to a multi-byte encoding.
+pub(super) fn encode(m: MultiByte, b: &[u8]) -> Result<Cow<'_, [u8]>, EncodingError> {
+    if b.is_ascii() {
+        return Ok(Cow::Borrowed(b));
+    }
+    let text = std::str::from_utf8(b).map_err(|e| EncodingError::Invalid {
+        encoding: "UTF8",
+        bytes: shown(b, e.valid_up_to()),
+    })?;
+    let mut out = Vec::with_capacity(b.len());
+    for (at, ch) in text.char_indices() {
+        match m.encode_char(ch) {
+            Some(s) => out.extend_from_slice(s.as_bytes()),
+            None => {
+                return Err(EncodingError::Untranslatable {
+                    from: "UTF8",
+                    to: m.name(),
+                    bytes: shown(b, at),
+                })
+            }
+        }
+    }
+    Ok(Cow::Owned(out))
+}
