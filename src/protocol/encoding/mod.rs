@@ -12,10 +12,10 @@
 //! against a real server.
 //!
 //! It also converts between UTF8 and the multi-byte client encodings SJIS, EUC_JP, BIG5,
-//! GBK, UHC, EUC_KR, GB18030 and EUC_CN (see `multibyte`; checked exhaustively by the
-//! integration test `encoding_multibyte`). Every other pair of encodings (EUC_TW,
-//! EUC_JIS_2004, SHIFT_JIS_2004, JOHAB, a server encoding other than UTF8 that differs from
-//! the client's) is left unconverted: see [`Conversion::Unsupported`].
+//! GBK, UHC, EUC_KR, GB18030, EUC_CN and JOHAB (see `multibyte`; checked exhaustively by
+//! the integration test `encoding_multibyte`). Every other pair of encodings (EUC_TW,
+//! EUC_JIS_2004, SHIFT_JIS_2004, MULE_INTERNAL, a server encoding other than UTF8 that
+//! differs from the client's) is left unconverted: see [`Conversion::Unsupported`].
 
 use std::borrow::Cow;
 use std::sync::OnceLock;

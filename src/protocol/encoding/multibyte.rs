@@ -1,7 +1,8 @@
 //! The multi-byte client encodings pgherald converts to and from a UTF8 server (SJIS,
-//! EUC_JP, BIG5, GBK, UHC, EUC_KR, GB18030, EUC_CN): which byte sequences Postgres takes
-//! as characters, its tables (`encoding_rs`'s, corrected by `multibyte_data`), and the
-//! conversion of whole strings with Postgres's errors.
+//! EUC_JP, BIG5, GBK, UHC, EUC_KR, GB18030, EUC_CN, JOHAB): which byte sequences Postgres
+//! takes as characters, its tables (`encoding_rs`'s, corrected by `multibyte_data`; JOHAB's
+//! are computed: Hangul syllables from their jamo, symbols and Hanja from EUC_KR's KS X 1001
+//! rows), and the conversion of whole strings with Postgres's errors.
 //!
 //! Postgres converts a client's text character by character and stops at the first
 //! character that is invalid (22021, showing as many bytes as the lead byte announces) or
@@ -13,6 +14,8 @@
 //! - BIG5, GBK, UHC: any high byte and a non-NUL trail, except 0x8D 0x20.
 //! - GB18030: lead 0x81..0xFE, trail 0x40..0x7E or 0x80..0xFE, or four bytes
 //!   0x81..0xFE 0x30..0x39 0x81..0xFE 0x30..0x39.
+//! - JOHAB: a high lead other than 0x8F and a trail of 0xA1..0xFE (so Postgres takes only
+//!   part of what it writes); 0x8F + two of 0xA1..0xFE, none of them mapped.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -40,12 +43,14 @@ pub enum MultiByte {
     Gb18030,
     /// EUC_CN (GB2312).
     EucCn,
+    /// JOHAB.
+    Johab,
 }
 
 /// Every multi-byte encoding pgherald converts, in `MultiByte` order.
-pub const MULTI_BYTE: [MultiByte; 8] = {
+pub const MULTI_BYTE: [MultiByte; 9] = {
     use MultiByte::*;
-    [Sjis, EucJp, Big5, Gbk, Uhc, EucKr, Gb18030, EucCn]
+    [Sjis, EucJp, Big5, Gbk, Uhc, EucKr, Gb18030, EucCn, Johab]
 };
 
 /// A character's bytes in a multi-byte encoding.
@@ -110,6 +115,49 @@ fn base_seq(enc: &'static encoding_rs::Encoding, c: char) -> Option<u32> {
     (res == encoding_rs::EncoderResult::InputEmpty && written > 0).then(|| pack(&out[..written]))
 }
 
+/// JOHAB's character for two bytes, whether or not Postgres reads them (it writes them).
+fn johab_char(s: &[u8]) -> Option<char> {
+    let &[a, b] = s else { return None };
+    match a {
+        0x84..=0xd3 => {
+            let x = u32::from(a) << 8 | u32::from(b);
+            let (i, m, f) = ((x >> 10) & 31, (x >> 5) & 31, x & 31);
+            let v = match m {
+                3..=7 => m - 3,
+                10..=15 => m - 5,
+                18..=23 => m - 7,
+                26..=29 => m - 9,
+                _ => return None,
+            };
+            let t = match f {
+                1..=17 => f - 1,
+                19..=29 => f - 2,
+                _ => return None,
+            };
+            if !(2..=20).contains(&i) {
+                return None;
+            }
+            char::from_u32(0xac00 + ((i - 2) * 21 + v) * 28 + t)
+        }
+        0xd9..=0xde | 0xe0..=0xf9 => {
+            // Two KS X 1001 rows per lead byte.
+            let first = if a <= 0xde {
+                0x21 + 2 * (a - 0xd9)
+            } else {
+                0x4a + 2 * (a - 0xe0)
+            };
+            let (row, col) = match b {
+                0x31..=0x7e => (first, 0x21 + b - 0x31),
+                0x91..=0xa0 => (first, 0x6f + b - 0x91),
+                0xa1..=0xfe => (first + 1, b - 0x80),
+                _ => return None,
+            };
+            MultiByte::EucKr.decode_char(&[row | 0x80, col | 0x80])
+        }
+        _ => None,
+    }
+}
+
 /// One encoding's characters both ways (sequences as big-endian numbers). GB18030's
 /// four-byte sequences are not here: they are `encoding_rs`'s, with `Fix` applied.
 struct Tables {
@@ -131,6 +179,7 @@ impl MultiByte {
             EucKr => "EUC_KR",
             Gb18030 => "GB18030",
             EucCn => "EUC_CN",
+            Johab => "JOHAB",
         }
     }
 
@@ -142,8 +191,16 @@ impl MultiByte {
             EucJp => e::EUC_JP,
             Big5 => e::BIG5,
             Gbk | EucCn => e::GBK,
-            Uhc | EucKr => e::EUC_KR,
+            Uhc | EucKr | Johab => e::EUC_KR,
             Gb18030 => e::GB18030,
+        }
+    }
+
+    /// The base table's character for `s`, before `Fix`.
+    fn base_char(self, s: &[u8]) -> Option<char> {
+        match self {
+            MultiByte::Johab => johab_char(s),
+            _ => base_char(self.base(), s),
         }
     }
 
@@ -158,6 +215,7 @@ impl MultiByte {
             EucKr => &data::EUC_KR,
             Gb18030 => &data::GB18030,
             EucCn => &data::EUC_CN,
+            Johab => &data::JOHAB,
         }
     }
 
@@ -167,7 +225,7 @@ impl MultiByte {
         use MultiByte::*;
         match self {
             Sjis if within(b[0], 0xa1, 0xdf) => 1,
-            EucJp | EucKr | EucCn if b[0] == 0x8f => 3,
+            EucJp | EucKr | EucCn | Johab if b[0] == 0x8f => 3,
             EucCn if b[0] == 0x8e => 3,
             Gb18030 if b.len() > 1 && within(b[1], 0x30, 0x39) => 4,
             _ => 2,
@@ -190,6 +248,8 @@ impl MultiByte {
             (Gb18030, [a, b]) => {
                 within(*a, 0x81, 0xfe) && (within(*b, 0x40, 0x7e) || within(*b, 0x80, 0xfe))
             }
+            (Johab, [0x8f, a, b]) => within(*a, 0xa1, 0xfe) && within(*b, 0xa1, 0xfe),
+            (Johab, [a, b]) => *a >= 0x80 && *a != 0x8f && within(*b, 0xa1, 0xfe),
             (Gb18030, [a, _, c, d]) => {
                 within(*a, 0x81, 0xfe) && within(*c, 0x81, 0xfe) && within(*d, 0x30, 0x39)
             }
@@ -212,24 +272,25 @@ impl MultiByte {
     }
 
     fn tables(self) -> &'static Tables {
-        static TABLES: [OnceLock<Tables>; 8] = [const { OnceLock::new() }; 8];
+        static TABLES: [OnceLock<Tables>; 9] = [const { OnceLock::new() }; 9];
         TABLES[self as usize].get_or_init(|| self.build())
     }
 
     fn build(self) -> Tables {
-        let base = self.base();
         let mut seqs: Vec<Vec<u8>> = (0x80..=0xffu8).map(|a| vec![a]).collect();
         for a in 0x80..=0xffu8 {
             seqs.extend((0..=0xffu8).map(|b| vec![a, b]));
         }
-        if self == MultiByte::EucJp {
+        if matches!(self, MultiByte::EucJp | MultiByte::Johab) {
             for a in 0xa1..=0xfeu8 {
                 seqs.extend((0xa1..=0xfeu8).map(|b| vec![0x8f, a, b]));
             }
         }
+        // What Postgres writes: JOHAB writes characters it does not read.
+        let written = |s: &[u8]| self.valid(s) || (self == MultiByte::Johab && s.len() == 2);
         let mut decode = HashMap::new();
-        for s in seqs.iter().filter(|s| self.valid(s)) {
-            if let Some(c) = base_char(base, s) {
+        for s in seqs.iter().filter(|s| written(s)) {
+            if let Some(c) = self.base_char(s) {
                 decode.insert(pack(s), c);
             }
         }
@@ -261,6 +322,7 @@ impl MultiByte {
                 encode.insert(c, s);
             }
         }
+        decode.retain(|&s, _| self.valid(Seq::packed(s).as_bytes()));
         Tables { decode, encode }
     }
 

@@ -242,6 +242,13 @@ fn multibyte_samples_as_postgres_15_converts_them() {
         "22021: invalid byte sequence for encoding \"GB18030\": 0x81 0x30 0x81"
     );
     assert_eq!(sample(EucCn, b"\xd6\xd0"), "中");
+    // JOHAB reads only trails 0xA1..0xFE, though it writes others.
+    assert_eq!(sample(Johab, b"\x88\xa1"), "갸");
+    assert_eq!(sample(Johab, b"\xd9\xa1"), "⇒");
+    assert_eq!(
+        sample(Johab, b"\x88\x61"),
+        "22021: invalid byte sequence for encoding \"JOHAB\": 0x88 0x61"
+    );
     assert_eq!(
         sample(EucCn, b"\x81\x40"),
         "22021: invalid byte sequence for encoding \"EUC_CN\": 0x81 0x40"
@@ -272,6 +279,7 @@ fn multibyte_to_client_as_postgres_15_converts() {
         to(EucCn, "€"),
         "character with byte sequence 0xe2 0x82 0xac in encoding \"UTF8\" has no equivalent in encoding \"EUC_CN\"".as_bytes()
     );
+    assert_eq!(to(Johab, "가ㄱ"), b"\x88\x61\x88\x41");
     assert!(!Conversion::Multi(Sjis).passes_through());
 }
 
