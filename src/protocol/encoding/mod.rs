@@ -310,7 +310,8 @@ pub enum Encoding {
     Single(SingleByte),
     /// A multi-byte encoding pgherald converts.
     Multi(MultiByte),
-    /// An encoding pgherald does not convert (multi-byte client encodings and the like);
+    /// An encoding pgherald does not convert (EUC_TW, EUC_JIS_2004, SHIFT_JIS_2004,
+    /// MULE_INTERNAL);
     /// Postgres's name for it.
     Other(&'static str),
 }

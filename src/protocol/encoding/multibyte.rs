@@ -277,33 +277,36 @@ impl MultiByte {
     }
 
     fn build(self) -> Tables {
-        let mut seqs: Vec<Vec<u8>> = (0x80..=0xffu8).map(|a| vec![a]).collect();
-        for a in 0x80..=0xffu8 {
-            seqs.extend((0..=0xffu8).map(|b| vec![a, b]));
-        }
+        // Every sequence of one or two bytes, and of three where 0x8F leads some.
+        let mut seqs: Vec<u32> = (0x80..=0xff).chain(0x8000..=0xffff).collect();
         if matches!(self, MultiByte::EucJp | MultiByte::Johab) {
-            for a in 0xa1..=0xfeu8 {
-                seqs.extend((0xa1..=0xfeu8).map(|b| vec![0x8f, a, b]));
-            }
+            seqs.extend(0x8f_a1a1..=0x8f_fefe);
         }
         // What Postgres writes: JOHAB writes characters it does not read.
         let written = |s: &[u8]| self.valid(s) || (self == MultiByte::Johab && s.len() == 2);
         let mut decode = HashMap::new();
-        for s in seqs.iter().filter(|s| written(s)) {
-            if let Some(c) = self.base_char(s) {
-                decode.insert(pack(s), c);
+        for s in seqs {
+            let bytes = Seq::packed(s);
+            if !written(bytes.as_bytes()) {
+                continue;
+            }
+            if let Some(c) = self.base_char(bytes.as_bytes()) {
+                decode.insert(s, c);
             }
         }
-        for &(first, last, cp) in self.fix().decode {
-            for s in (first..=last).filter(|&s| s <= 0xff_ffff) {
+        for &(first, last, cp) in self.fix().decode.iter().filter(|f| f.0 <= 0xff_ffff) {
+            if cp == 0 {
+                // Unmapped ranges can span many numbers (from two bytes to three).
+                decode.retain(|s, _| !(first..=last).contains(s));
+                continue;
+            }
+            for s in first..=last {
                 let bytes = Seq::packed(s);
-                if !self.valid(bytes.as_bytes()) {
-                    continue;
+                if let Some(c) = char::from_u32(cp + (s - first)) {
+                    if self.valid(bytes.as_bytes()) {
+                        decode.insert(s, c);
+                    }
                 }
-                match char::from_u32(cp + (s - first)).filter(|_| cp != 0) {
-                    Some(c) => decode.insert(s, c),
-                    None => decode.remove(&s),
-                };
             }
         }
         let mut pairs: Vec<(u32, char)> = decode.iter().map(|(s, c)| (*s, *c)).collect();
