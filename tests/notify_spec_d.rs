@@ -209,6 +209,28 @@ async fn d32_statement_and_parameter_encoding_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d32_multibyte_client_encodings() {
+    // SJIS and GB18030 sessions: a UTF8 session's notification arrives converted, raw SJIS
+    // and GB18030 parameters reach everyone as UTF8, and bytes SJIS cannot read or map get
+    // Postgres's errors (the UTF-8 bytes of "ｱ" read as SJIS are 0xEF 0xBD, unmapped).
+    check_all(vec![Scenario::new("d32 SJIS and GB18030", 3)
+        .q(0, "SET client_encoding = 'SJIS'")
+        .q(2, "SET client_encoding = 'GB18030'")
+        .q(0, "LISTEN d32j")
+        .q(1, "LISTEN d32j")
+        .q(2, "LISTEN d32j")
+        .q(1, "NOTIFY d32j, '日本語と中文'")
+        .ext(0, pg_notify_bound(b"d32j", b"\x82\xa0\x83\x5c"))
+        .ext(2, pg_notify_bound(b"d32j", b"\xd6\xd0\x81\x30\x81\x30"))
+        .ext(0, pg_notify_bound(b"d32j", b"\xf0\x40"))
+        .ext(0, pg_notify_bound(b"d32j", b"ab\x81"))
+        .q(0, "NOTIFY d32j, 'ｱ'")
+        .q(0, "SELECT pg_listening_channels()")
+        .q(1, "NOTIFY d32j, 'last'")])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d32_unconvertible_notification_in_place_of_its_frame() {
     // Postgres converts each notification as it sends it: those before the one the listener
     // cannot take arrive, then FATAL 22P05 where it would be (after the COMMIT's C, instead

@@ -9,12 +9,21 @@
 //! windows-1254), the code pages leave their undefined bytes unmapped (WHATWG maps them to C1
 //! controls; WIN1255 also leaves 0xCA unmapped), and KOI8U is KOI8-U without the two KOI8-RU
 //! letters. The integration test `d32_conversion_tables_match_postgres` checks every table
-//! against a real server. Every other pair of
-//! encodings (the multi-byte client encodings, a server encoding other than UTF8 that differs
-//! from the client's) is left unconverted: see [`Conversion::Unsupported`].
+//! against a real server.
+//!
+//! It also converts between UTF8 and the multi-byte client encodings SJIS, EUC_JP, BIG5,
+//! GBK, UHC, EUC_KR, GB18030, EUC_CN and JOHAB (see `multibyte`; checked exhaustively by
+//! the integration test `encoding_multibyte`). Every other pair of encodings (EUC_TW,
+//! EUC_JIS_2004, SHIFT_JIS_2004, MULE_INTERNAL, a server encoding other than UTF8 that
+//! differs from the client's) is left unconverted: see [`Conversion::Unsupported`].
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
+
+mod multibyte;
+mod multibyte_data;
+
+pub use multibyte::{MultiByte, Seq, MULTI_BYTE};
 
 /// An encoding error, as Postgres words it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -299,7 +308,10 @@ pub enum Encoding {
     Utf8,
     /// A single-byte encoding pgherald converts.
     Single(SingleByte),
-    /// An encoding pgherald does not convert (multi-byte client encodings and the like);
+    /// A multi-byte encoding pgherald converts.
+    Multi(MultiByte),
+    /// An encoding pgherald does not convert (EUC_TW, EUC_JIS_2004, SHIFT_JIS_2004,
+    /// MULE_INTERNAL);
     /// Postgres's name for it.
     Other(&'static str),
 }
@@ -405,7 +417,10 @@ impl Encoding {
             "UTF8" => Encoding::Utf8,
             other => match SINGLE_BYTE.iter().find(|s| s.name() == other) {
                 Some(s) => Encoding::Single(*s),
-                None => Encoding::Other(canonical),
+                None => match MULTI_BYTE.iter().find(|m| m.name() == other) {
+                    Some(m) => Encoding::Multi(*m),
+                    None => Encoding::Other(canonical),
+                },
             },
         })
     }
@@ -416,6 +431,7 @@ impl Encoding {
             Encoding::SqlAscii => "SQL_ASCII",
             Encoding::Utf8 => "UTF8",
             Encoding::Single(s) => s.name(),
+            Encoding::Multi(m) => m.name(),
             Encoding::Other(n) => n,
         }
     }
@@ -433,6 +449,8 @@ pub enum Conversion {
     Same,
     /// A single-byte client encoding and a UTF8 server: converted both ways.
     Single(SingleByte),
+    /// A multi-byte client encoding and a UTF8 server: converted both ways.
+    Multi(MultiByte),
     /// An encoding pair pgherald cannot convert: only ASCII statement text is taken from
     /// the client (anything else goes to Postgres), and nothing else is converted.
     Unsupported,
@@ -448,6 +466,7 @@ impl Conversion {
             (c, s) if c == s => Conversion::Same,
             (_, Encoding::SqlAscii) => Conversion::Same,
             (Encoding::Single(c), Encoding::Utf8) => Conversion::Single(c),
+            (Encoding::Multi(c), Encoding::Utf8) => Conversion::Multi(c),
             _ => Conversion::Unsupported,
         }
     }
@@ -459,6 +478,7 @@ impl Conversion {
         match self {
             Conversion::Utf8 | Conversion::Same => std::str::from_utf8(b).ok().map(Cow::Borrowed),
             Conversion::Single(s) => decode(s, b).ok(),
+            Conversion::Multi(m) => multibyte::decode(m, b).ok(),
             Conversion::Unsupported => b
                 .is_ascii()
                 .then(|| std::str::from_utf8(b).ok().map(Cow::Borrowed))
@@ -472,10 +492,8 @@ impl Conversion {
         match self {
             Conversion::Utf8 => validate_utf8(b).map(|()| Cow::Borrowed(b)),
             Conversion::Same | Conversion::Unsupported => Ok(Cow::Borrowed(b)),
-            Conversion::Single(s) => decode(s, b).map(|t| match t {
-                Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
-                Cow::Owned(t) => Cow::Owned(t.into_bytes()),
-            }),
+            Conversion::Single(s) => decode(s, b).map(text_bytes),
+            Conversion::Multi(m) => multibyte::decode(m, b).map(text_bytes),
         }
     }
 
@@ -484,13 +502,21 @@ impl Conversion {
     pub fn to_client(self, b: &[u8]) -> Result<Cow<'_, [u8]>, EncodingError> {
         match self {
             Conversion::Single(s) => encode(s, b),
+            Conversion::Multi(m) => multibyte::encode(m, b),
             _ => Ok(Cow::Borrowed(b)),
         }
     }
 
     /// True when what goes to the client is written unchanged (the fast path).
     pub fn passes_through(self) -> bool {
-        !matches!(self, Conversion::Single(_))
+        !matches!(self, Conversion::Single(_) | Conversion::Multi(_))
+    }
+}
+
+fn text_bytes(t: Cow<'_, str>) -> Cow<'_, [u8]> {
+    match t {
+        Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
+        Cow::Owned(t) => Cow::Owned(t.into_bytes()),
     }
 }
 

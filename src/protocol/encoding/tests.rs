@@ -38,10 +38,30 @@ fn names_and_aliases_as_postgres_reads_them() {
     }
     assert_eq!(Encoding::from_name("cp1252"), None);
     assert_eq!(Encoding::from_name("utf16"), None);
+    assert_eq!(
+        Encoding::from_name("eucjp"),
+        Some(Encoding::Multi(MultiByte::EucJp))
+    );
     assert!(matches!(
-        Encoding::from_name("EUC_JP"),
-        Some(Encoding::Other("EUC_JP"))
+        Encoding::from_name("EUC_TW"),
+        Some(Encoding::Other("EUC_TW"))
     ));
+    for (alias, want) in [
+        ("Shift_JIS", MultiByte::Sjis),
+        ("WIN932", MultiByte::Sjis),
+        ("WIN936", MultiByte::Gbk),
+        ("WIN949", MultiByte::Uhc),
+        ("WIN950", MultiByte::Big5),
+    ] {
+        assert_eq!(Encoding::from_name(alias), Some(Encoding::Multi(want)));
+    }
+    assert_eq!(
+        Encoding::from_name("SHIFT_JIS_2004").map(Encoding::name),
+        Some("SHIFT_JIS_2004")
+    );
+    for m in MULTI_BYTE {
+        assert_eq!(Encoding::from_name(m.name()), Some(Encoding::Multi(m)));
+    }
     for s in SINGLE_BYTE {
         assert_eq!(Encoding::from_name(s.name()), Some(Encoding::Single(s)));
     }
@@ -56,7 +76,9 @@ fn conversions_by_pair() {
     assert_eq!(c("LATIN1", "LATIN1"), Conversion::Same);
     assert_eq!(c("LATIN1", "SQL_ASCII"), Conversion::Same);
     assert_eq!(c("LATIN1", "UTF8"), Conversion::Single(SingleByte::Latin1));
-    assert_eq!(c("EUC_JP", "UTF8"), Conversion::Unsupported);
+    assert_eq!(c("EUC_JP", "UTF8"), Conversion::Multi(MultiByte::EucJp));
+    assert_eq!(c("EUC_TW", "UTF8"), Conversion::Unsupported);
+    assert_eq!(c("EUC_JP", "EUC_JP"), Conversion::Same);
     assert_eq!(c("UTF8", "LATIN1"), Conversion::Unsupported);
     assert_eq!(Conversion::new(None, None), Conversion::Utf8);
     assert!(Conversion::Utf8.passes_through());
@@ -169,5 +191,114 @@ fn unsupported_pairs_take_ascii_statements_only() {
     assert_eq!(
         Conversion::Single(SingleByte::Latin1).statement_text(b"x\x00"),
         None
+    );
+}
+
+fn sample(m: MultiByte, bytes: &[u8]) -> String {
+    match Conversion::Multi(m).parameter(bytes) {
+        Ok(t) => String::from_utf8(t.into_owned()).unwrap(),
+        Err(e) => format!("{}: {e}", e.sqlstate()),
+    }
+}
+
+#[test]
+fn multibyte_samples_as_postgres_15_converts_them() {
+    // Observed on PostgreSQL 15 with convert_from/convert_to.
+    use MultiByte::*;
+    assert_eq!(sample(Sjis, b"\x82\xa0 \xb1"), "あ ｱ");
+    assert_eq!(sample(Sjis, b"\x81\x5f"), "＼");
+    assert_eq!(
+        sample(Sjis, b"\xf0\x40"),
+        "22P05: character with byte sequence 0xf0 0x40 in encoding \"SJIS\" has no equivalent in encoding \"UTF8\""
+    );
+    assert_eq!(
+        sample(Sjis, b"a\x81"),
+        "22021: invalid byte sequence for encoding \"SJIS\": 0x81"
+    );
+    assert_eq!(
+        sample(Sjis, b"\x81\x00"),
+        "22021: invalid byte sequence for encoding \"SJIS\": 0x81 0x00"
+    );
+    assert_eq!(sample(EucJp, b"\xa4\xa2\x8e\xb1"), "あｱ");
+    assert_eq!(sample(EucJp, b"\x8f\xa2\xc3"), "￤");
+    assert_eq!(
+        sample(EucJp, b"\x8f\xa1\x41"),
+        "22021: invalid byte sequence for encoding \"EUC_JP\": 0x8f 0xa1 0x41"
+    );
+    assert_eq!(sample(Big5, b"\xa4\xa4"), "中");
+    assert_eq!(sample(Big5, b"\xa1\x45"), "•");
+    assert_eq!(
+        sample(Big5, b"\x8d\x20"),
+        "22021: invalid byte sequence for encoding \"BIG5\": 0x8d 0x20"
+    );
+    assert_eq!(sample(Gbk, b"\xd6\xd0"), "中");
+    assert_eq!(sample(Uhc, b"\xb0\xa1"), "가");
+    assert_eq!(sample(EucKr, b"\xa2\xe8"), "㉾");
+    assert_eq!(sample(Gb18030, b"\x81\x30\x81\x30"), "\u{80}");
+    assert_eq!(sample(Gb18030, b"\xa6\xd9"), "\u{e78d}");
+    assert_eq!(sample(Gb18030, b"\x90\x30\x81\x30"), "\u{10000}");
+    assert_eq!(
+        sample(Gb18030, b"\x81\x30\x81"),
+        "22021: invalid byte sequence for encoding \"GB18030\": 0x81 0x30 0x81"
+    );
+    assert_eq!(sample(EucCn, b"\xd6\xd0"), "中");
+    // JOHAB reads only trails 0xA1..0xFE, though it writes others.
+    assert_eq!(sample(Johab, b"\x88\xa1"), "갸");
+    assert_eq!(sample(Johab, b"\xd9\xa1"), "⇒");
+    assert_eq!(
+        sample(Johab, b"\x88\x61"),
+        "22021: invalid byte sequence for encoding \"JOHAB\": 0x88 0x61"
+    );
+    assert_eq!(
+        sample(EucCn, b"\x81\x40"),
+        "22021: invalid byte sequence for encoding \"EUC_CN\": 0x81 0x40"
+    );
+    assert_eq!(
+        sample(EucCn, b"\x8e\xa1\xa4"),
+        "22021: invalid byte sequence for encoding \"EUC_CN\": 0x8e 0xa1 0xa4"
+    );
+}
+
+#[test]
+fn multibyte_to_client_as_postgres_15_converts() {
+    use MultiByte::*;
+    let to = |m: MultiByte, s: &str| match Conversion::Multi(m).to_client(s.as_bytes()) {
+        Ok(b) => b.into_owned(),
+        Err(e) => e.to_string().into_bytes(),
+    };
+    assert_eq!(to(Sjis, "¥‾"), b"\x5c\x7e");
+    assert_eq!(to(Sjis, "∵"), b"\x81\xe6");
+    assert_eq!(to(Sjis, "ⅰ"), b"\xfa\x40");
+    assert_eq!(to(EucJp, "あ"), b"\xa4\xa2");
+    assert_eq!(to(Big5, "中"), b"\xa4\xa4");
+    assert_eq!(to(Gbk, "€"), b"\x80");
+    assert_eq!(to(Gb18030, "\u{1e3f}"), b"\x81\x35\xf4\x37");
+    assert_eq!(to(Gb18030, "\u{9fb4}"), b"\x82\x35\x90\x37");
+    assert_eq!(to(Gb18030, "😀"), b"\x94\x39\xfc\x36");
+    assert_eq!(
+        to(EucCn, "€"),
+        "character with byte sequence 0xe2 0x82 0xac in encoding \"UTF8\" has no equivalent in encoding \"EUC_CN\"".as_bytes()
+    );
+    assert_eq!(to(Johab, "가ㄱ"), b"\x88\x61\x88\x41");
+    assert!(!Conversion::Multi(Sjis).passes_through());
+}
+
+#[test]
+fn multibyte_ascii_is_borrowed() {
+    for m in MULTI_BYTE {
+        let c = Conversion::Multi(m);
+        assert!(matches!(c.parameter(b"LISTEN x"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(c.to_client(b"payload"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(
+            c.statement_text(b"NOTIFY c"),
+            Some(Cow::Borrowed(_))
+        ));
+        assert_eq!(c.statement_text(b"x\x00"), None);
+    }
+    let sjis = Conversion::Multi(MultiByte::Sjis);
+    // A trail byte in the ASCII range belongs to its character.
+    assert_eq!(
+        sjis.statement_text(b"NOTIFY c, '\x83\x5c'").as_deref(),
+        Some("NOTIFY c, 'ソ'")
     );
 }
