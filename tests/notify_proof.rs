@@ -312,13 +312,15 @@ async fn postgres_never_sees_listen_or_notify() {
     );
     // The relay: at most one connection per pgherald that has it on (it connects in the
     // background, so whether it got there before a run ended is timing), LISTEN/UNLISTEN
-    // only, never a NOTIFY. It LISTENs ahead of a Query that may commit a LISTEN, so it may
-    // have listened on the rolled-back proof_e, but it let go of it again.
+    // only (besides its catalog check for functions that raise notifications, which reads
+    // pg_proc and pg_rewrite), never a NOTIFY. It LISTENs ahead of a Query that may commit a
+    // LISTEN, so it may have listened on the rolled-back proof_e, but it let go of it again.
     let relay_runs = runs.iter().filter(|r| r.1).count();
     assert!(relay_pids.len() <= relay_runs, "{relay:#?}");
+    let catalog_check = |e: &str| e.contains("FROM pg_catalog.pg_proc") && !e.contains(';');
     let wrong: Vec<_> = relay
         .iter()
-        .filter(|(_, e)| lower(e).contains("notify"))
+        .filter(|(_, e)| lower(e).contains("notify") && !catalog_check(e))
         .collect();
     assert!(
         wrong.is_empty(),

@@ -302,10 +302,10 @@ async fn e_relay_listens_when_the_listen_commits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e_relay_keeps_transaction_order_and_dedup() {
     // Items 13 and 27 across both kinds of notification in one transaction: Postgres's
-    // (trigger, buried pg_notify) and pgherald's own NOTIFYs. Once the database has seen a
-    // pgherald client make Postgres raise one (the first INSERT), pgherald publishes each such
-    // transaction in one step: its NOTIFYs issued before the first server statement, then
-    // what the server raised, then the rest, deduplicated.
+    // (trigger, buried pg_notify) and pgherald's own NOTIFYs. In a database with a function
+    // that raises notifications (the trigger's, found when the relay connects), pgherald
+    // publishes each such transaction in one step: its NOTIFYs issued before the first server
+    // statement, then what the server raised, then the rest, deduplicated.
     let t = "e_relay4_t";
     check_all(vec![Scenario::new(
         "E relay mixed with NOTIFY in one transaction",
@@ -313,7 +313,6 @@ async fn e_relay_keeps_transaction_order_and_dedup() {
     )
     .q(1, &relay_setup(t))
     .q(0, "LISTEN e_relay4")
-    .q(1, &format!("INSERT INTO {t} VALUES ('e_relay4', 'a')"))
     .q(
         1,
         &format!("BEGIN; INSERT INTO {t} VALUES ('e_relay4', 'b'); NOTIFY e_relay4, 'c'; COMMIT"),
@@ -344,6 +343,15 @@ async fn e_relay_keeps_transaction_order_and_dedup() {
     .q(
         1,
         &format!("NOTIFY e_relay4, 'n'; COMMIT; INSERT INTO {t} VALUES ('e_relay4', 'o')"),
+    )
+    // Two Queries sent together: a trigger's notification, then a NOTIFY pgherald answers
+    // alone; commit order holds.
+    .ext(
+        1,
+        vec![
+            diff::Fe::Query(format!("INSERT INTO {t} VALUES ('e_relay4', 'p')")),
+            diff::Fe::Query("NOTIFY e_relay4, 'q'".into()),
+        ],
     )
     // The listener's own transaction, mixed, too.
     .q(

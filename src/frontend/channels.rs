@@ -50,6 +50,8 @@ pub struct Channels {
     reserved: Vec<Vec<u8>>,
     /// The relay holds what this session's server connections raise (see `capture_ahead`).
     capturing: bool,
+    /// Statements ran on the server since the relay last caught up with this session.
+    server_unsynced: bool,
     /// Committed transactions' own notifications, waiting for `relay_wait` to be merged
     /// with what the server raised: each batch and how many came before the server ran.
     held: Vec<(Vec<Notification>, usize)>,
@@ -74,6 +76,7 @@ impl Channels {
             relay_on,
             reserved: Vec::new(),
             capturing: false,
+            server_unsynced: false,
             held: Vec::new(),
             database,
             pid,
@@ -125,7 +128,9 @@ impl Channels {
                     payload: Bytes::from(payload),
                 })
                 .collect();
-            if self.capturing {
+            if self.capturing || (self.server_unsynced && !batch.is_empty() && self.raised()) {
+                // Also a transaction of pgherald's alone, right after one that ran on the
+                // server: what that one raised in Postgres goes first (commit order).
                 self.hold(batch, c.before_server);
             } else {
                 self.publish(batch);
@@ -133,10 +138,25 @@ impl Channels {
         }
     }
 
+    /// Statements of this session go to the server.
+    pub fn server_ran(&mut self) {
+        self.server_unsynced = true;
+    }
+
+    /// pgherald's clients make Postgres raise notifications in this database.
+    fn raised(&self) -> bool {
+        self.relay_on
+            && self
+                .relays
+                .as_ref()
+                .is_some_and(|r| r.raised(&self.database))
+    }
+
     /// What the server raised in this transaction is still on its way to the relay: publish
     /// the commit once a round trip there has brought it.
     fn hold(&mut self, batch: Vec<Notification>, before_server: usize) {
         self.held.push((batch, before_server));
+        self.server_unsynced = false;
         self.relay_wait = self.relays.as_ref().and_then(|r| r.sync(&self.database));
         if self.relay_wait.is_none() {
             self.publish_held();
@@ -311,6 +331,7 @@ impl Channels {
             .and_then(|r| r.sync_now(&self.database))
         {
             Some(rx) => {
+                self.server_unsynced = false;
                 self.relay_wait = Some(rx);
                 self.drain_after_relay = true;
                 true

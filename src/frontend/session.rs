@@ -443,6 +443,7 @@ impl Session {
         if !self.ch.relay_on() {
             return;
         }
+        self.ch.server_ran();
         let notifies = self.ch.txn.notifies() || self.plan.iter().any(Entry::notifies);
         self.ch.capture_ahead(notifies);
         let ahead: Vec<Vec<u8>> = self

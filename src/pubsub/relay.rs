@@ -199,7 +199,8 @@ impl Relays {
     }
 
     /// True once a notification raised by one of pgherald's own server connections has been
-    /// relayed in `database`.
+    /// relayed in `database`, or when the relay found functions or rules there that raise
+    /// notifications (checked each time it connects).
     pub fn raised(&self, database: &str) -> bool {
         self.shared.raised.contains_key(database)
     }
@@ -390,6 +391,10 @@ impl Task {
                 sql.push_str(&format!("LISTEN {q};"));
             }
         }
+        // Before any LISTEN, so that no notification can arrive in between.
+        if !self.shared.raised.contains_key(&self.database) && has_rows(conn, RAISERS).await? {
+            self.shared.raised.insert(self.database.clone(), ());
+        }
         conn.run_quiet(&sql).await?;
         lock(&self.view).channels = self.active.clone();
         let own_pid = conn.cancel.pid;
@@ -510,6 +515,32 @@ impl Task {
             }
         }
         self.shared.hub.publish_relayed(&self.database, &[n]);
+    }
+}
+
+/// Functions (triggers, procedures) or rules of the database that may raise notifications:
+/// their source mentions NOTIFY, or a rule's action is one. Then clients' statements there
+/// are taken to raise notifications from the first transaction on (see `Relays::raised`).
+const RAISERS: &str = "SELECT 1 FROM pg_catalog.pg_proc \
+     WHERE prosrc ~* 'notify' AND pronamespace NOT IN \
+     ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) \
+     UNION ALL SELECT 1 FROM pg_catalog.pg_rewrite WHERE ev_action::text ~ 'NOTIFY' LIMIT 1";
+
+/// Run `sql` on the relay connection before it LISTENs: does it return a row?
+async fn has_rows(conn: &mut ServerConn, sql: &str) -> Result<bool, ServerError> {
+    send_query(conn, sql).await?;
+    let mut rows = false;
+    loop {
+        let (tag, body) = conn.next_message().await?;
+        match tag {
+            b'D' => rows = true,
+            b'E' => {
+                let text = String::from_utf8_lossy(framer::field(&body, b'M').unwrap_or_default());
+                tracing::debug!("relay catalog check failed: {text}");
+            }
+            b'Z' => return Ok(rows),
+            _ => {}
+        }
     }
 }
 
