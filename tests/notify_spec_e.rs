@@ -309,7 +309,7 @@ async fn e_relay_keeps_transaction_order_and_dedup() {
     let t = "e_relay4_t";
     check_all(vec![Scenario::new(
         "E relay mixed with NOTIFY in one transaction",
-        2,
+        3,
     )
     .q(1, &relay_setup(t))
     .q(0, "LISTEN e_relay4")
@@ -351,6 +351,16 @@ async fn e_relay_keeps_transaction_order_and_dedup() {
         vec![
             diff::Fe::Query(format!("INSERT INTO {t} VALUES ('e_relay4', 'p')")),
             diff::Fe::Query("NOTIFY e_relay4, 'q'".into()),
+        ],
+    )
+    // A listener never fed by Postgres: its NOTIFY right after a server transaction waits
+    // for the relay, and its own copy still comes before its ReadyForQuery (item 26).
+    .q(2, "LISTEN e_relay4")
+    .ext(
+        2,
+        vec![
+            diff::Fe::Query(format!("INSERT INTO {t} VALUES ('e_relay4_none', 't')")),
+            diff::Fe::Query("NOTIFY e_relay4, 'u'".into()),
         ],
     )
     // The listener's own transaction, mixed, too.

@@ -310,16 +310,19 @@ impl Channels {
         !self.reserved.is_empty()
     }
 
-    /// A transaction the server ran has committed: what it raised inside Postgres must reach
+    /// A transaction has committed (`server`: one the server ran): what it raised inside Postgres must reach
     /// the session before the ReadyForQuery (item 26). When the session listens and either
     /// has had notifications from Postgres before or reserved channels in this transaction
     /// (`fresh`), ask the relay for a round trip and drain after it; false: drain now.
     /// Sessions fed only by pgherald's own NOTIFYs never pay the round trip.
-    pub fn sync_relay(&mut self, fresh: bool) -> bool {
+    pub fn sync_relay(&mut self, fresh: bool, server: bool) -> bool {
         if !self.held.is_empty() {
             // The commit waits for the relay already; its self-delivery follows it.
             self.drain_after_relay = true;
             return true;
+        }
+        if !server {
+            return false;
         }
         let fed = fresh || self.sub.as_ref().is_some_and(Subscriber::fed);
         if !self.relay_on || self.listens.is_empty() || !fed {

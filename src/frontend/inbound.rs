@@ -140,6 +140,7 @@ impl Session {
                 if self.plan.front().is_some_and(Entry::is_local) {
                     // A client Flush marker the server had nothing left to answer before.
                     self.advance_locals();
+                    self.relay_sync().await;
                     self.flush_out().await?;
                 }
             }

@@ -13,7 +13,10 @@ use crate::protocol::reply;
 impl Session {
     /// Run pgherald's own replies that have reached the head of the plan.
     pub(crate) fn advance_locals(&mut self) {
-        while self.ch.unconvertible.is_none() && self.plan.front().is_some_and(Entry::is_local) {
+        while self.ch.unconvertible.is_none()
+            && self.ready_after_relay.is_none()
+            && self.plan.front().is_some_and(Entry::is_local)
+        {
             let Some(entry) = self.plan.pop_front() else {
                 return;
             };
@@ -48,7 +51,10 @@ impl Session {
 
     pub(super) fn local_ready(&mut self, status: u8, failed: bool) {
         self.finish_transaction(status, failed, false);
-        if self.ch.unconvertible.is_none() {
+        if self.ch.drain_after_relay {
+            // The commit waits for the relay: its own notifications, then this, follow it.
+            self.ready_after_relay = Some(status);
+        } else if self.ch.unconvertible.is_none() {
             reply::ready_for_query(&mut self.client.out, status);
         }
     }

@@ -619,7 +619,7 @@ impl Session {
             if self.plan.is_empty() {
                 self.ch.drop_reserved();
             }
-            if !(server && self.ch.sync_relay(fresh)) {
+            if !self.ch.sync_relay(fresh, server) {
                 self.ch.drain_into(&mut self.client.out);
             }
         }

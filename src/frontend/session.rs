@@ -206,6 +206,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
         deferred: false,
         owe_begin: false,
         flush_follows: false,
+        ready_after_relay: None,
     };
     let exit = match session.greet(start.settings).await {
         Ok(()) => session.run().await,
@@ -272,6 +273,9 @@ pub(crate) struct Session {
     pub(crate) owe_begin: bool,
     /// The client message being decided is followed, in what has arrived, by a Sync or Flush.
     pub(crate) flush_follows: bool,
+    /// pgherald's own ReadyForQuery, due once the relay round trip its commit waits for is
+    /// done (`relay_sync`); pgherald's later replies wait behind it.
+    pub(crate) ready_after_relay: Option<u8>,
 }
 
 impl Session {
@@ -417,20 +421,35 @@ impl Session {
         Ok(())
     }
 
-    /// Wait (bounded) until the relay LISTENs upstream on channels this session just
-    /// started listening on, so the client's LISTEN completes only after that.
+    /// Wait (bounded) for the relay round trip the session asked for (its LISTEN upstream, or
+    /// what the server raised in a transaction just committed), then publish the commit held
+    /// for it, queue the session's own notifications, and the ReadyForQuery and replies of
+    /// pgherald's that wait behind them.
     pub(crate) async fn relay_sync(&mut self) {
-        if let Some(rx) = self.ch.relay_wait.take() {
-            if tokio::time::timeout(HOUSEKEEPING_TIMEOUT, rx)
-                .await
-                .is_err()
-            {
-                tracing::warn!("relay did not confirm LISTEN in time");
+        loop {
+            if let Some(rx) = self.ch.relay_wait.take() {
+                if tokio::time::timeout(HOUSEKEEPING_TIMEOUT, rx)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("relay did not confirm LISTEN in time");
+                }
             }
-        }
-        self.ch.publish_held();
-        if std::mem::take(&mut self.ch.drain_after_relay) {
-            self.ch.drain_into(&mut self.client.out);
+            self.ch.publish_held();
+            if std::mem::take(&mut self.ch.drain_after_relay) {
+                self.ch.drain_into(&mut self.client.out);
+            }
+            let Some(status) = self.ready_after_relay.take() else {
+                return;
+            };
+            if self.ch.unconvertible.is_none() {
+                reply::ready_for_query(&mut self.client.out, status);
+            }
+            // pgherald's replies queued behind that ReadyForQuery.
+            self.advance_locals();
+            if self.ch.relay_wait.is_none() && self.ready_after_relay.is_none() {
+                return;
+            }
         }
     }
 
