@@ -107,14 +107,13 @@ impl Channels {
             let (added, removed) = self.listens.apply(&c.listen_ops);
             if !added.is_empty() {
                 self.ever_listened = true;
-            }
-            if !added.is_empty() {
                 self.subscribe();
             }
             if let Some(sub) = &self.sub {
                 sub.update(&added, &removed);
             }
             if !added.is_empty() {
+                // After `update`, which tells the relay about the new channels.
                 self.relay_wait = self.relays.as_ref().and_then(|r| r.barrier(&self.database));
             }
         }

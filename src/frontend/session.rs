@@ -458,7 +458,7 @@ impl Session {
     /// upstream first, so what the server raises with or right after them is not missed; and
     /// NOTIFYs that may commit with it have the relay hold what the server raises meanwhile
     /// (`Channels::capture_ahead`).
-    async fn reserve_ahead(&mut self) {
+    async fn prepare_relay(&mut self) {
         if !self.ch.relay_on() {
             return;
         }
@@ -537,7 +537,7 @@ impl Session {
     /// can block the other (output past the backlog is forwarded to the client). A deferred
     /// BEGIN the server is owed goes first, in the same write.
     pub(crate) async fn write_server(&mut self, data: &[u8]) -> Result<(), Exit> {
-        self.reserve_ahead().await;
+        self.prepare_relay().await;
         let prefix: &[u8] = if std::mem::take(&mut self.owe_begin) {
             super::deferred::HIDDEN_BEGIN
         } else {

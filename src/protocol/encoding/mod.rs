@@ -586,6 +586,18 @@ fn decode(s: SingleByte, b: &[u8]) -> Result<Cow<'_, str>, EncodingError> {
 
 /// UTF-8 text (from the server) to a single-byte encoding.
 fn encode(s: SingleByte, b: &[u8]) -> Result<Cow<'_, [u8]>, EncodingError> {
+    from_utf8_with(b, s.name(), |ch, out| {
+        s.encode_char(ch).map(|c| out.push(c))
+    })
+}
+
+/// UTF-8 text (from the server) to the encoding named `to`, one character at a time with
+/// `put` (None: no equivalent, Postgres's 22P05). Pure ASCII is borrowed unchanged.
+fn from_utf8_with<'a>(
+    b: &'a [u8],
+    to: &'static str,
+    mut put: impl FnMut(char, &mut Vec<u8>) -> Option<()>,
+) -> Result<Cow<'a, [u8]>, EncodingError> {
     if b.is_ascii() {
         return Ok(Cow::Borrowed(b));
     }
@@ -595,15 +607,12 @@ fn encode(s: SingleByte, b: &[u8]) -> Result<Cow<'_, [u8]>, EncodingError> {
     })?;
     let mut out = Vec::with_capacity(b.len());
     for (at, ch) in text.char_indices() {
-        match s.encode_char(ch) {
-            Some(c) => out.push(c),
-            None => {
-                return Err(EncodingError::Untranslatable {
-                    from: "UTF8",
-                    to: s.name(),
-                    bytes: shown(b, at),
-                })
-            }
+        if put(ch, &mut out).is_none() {
+            return Err(EncodingError::Untranslatable {
+                from: "UTF8",
+                to,
+                bytes: shown(b, at),
+            });
         }
     }
     Ok(Cow::Owned(out))

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use super::multibyte_data as data;
-use super::{shown, EncodingError};
+use super::EncodingError;
 
 /// A multi-byte client encoding pgherald converts exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,25 +406,8 @@ pub(super) fn decode(m: MultiByte, b: &[u8]) -> Result<Cow<'_, str>, EncodingErr
 
 /// UTF-8 text (from the server) to a multi-byte encoding.
 pub(super) fn encode(m: MultiByte, b: &[u8]) -> Result<Cow<'_, [u8]>, EncodingError> {
-    if b.is_ascii() {
-        return Ok(Cow::Borrowed(b));
-    }
-    let text = std::str::from_utf8(b).map_err(|e| EncodingError::Invalid {
-        encoding: "UTF8",
-        bytes: shown(b, e.valid_up_to()),
-    })?;
-    let mut out = Vec::with_capacity(b.len());
-    for (at, ch) in text.char_indices() {
-        match m.encode_char(ch) {
-            Some(s) => out.extend_from_slice(s.as_bytes()),
-            None => {
-                return Err(EncodingError::Untranslatable {
-                    from: "UTF8",
-                    to: m.name(),
-                    bytes: shown(b, at),
-                })
-            }
-        }
-    }
-    Ok(Cow::Owned(out))
+    super::from_utf8_with(b, m.name(), |ch, out| {
+        m.encode_char(ch)
+            .map(|s| out.extend_from_slice(s.as_bytes()))
+    })
 }
