@@ -95,6 +95,9 @@ pub struct Config {
     pub server_reset_query: String,
     /// Seconds that shutdown waits for clients to finish.
     pub shutdown_timeout: f64,
+    /// Seconds a client has from accept to the end of authentication (PgBouncer's
+    /// client_login_timeout; zero disables).
+    pub client_login_timeout: f64,
     /// Notifications a listener may have queued before it is disconnected.
     pub listener_queue_limit: usize,
     /// Named statements prepared per server connection in transaction pooling (0: do not
@@ -162,6 +165,7 @@ impl Default for Config {
             server_connect_timeout: 15.0,
             server_reset_query: "DISCARD ALL".into(),
             shutdown_timeout: 30.0,
+            client_login_timeout: 60.0,
             listener_queue_limit: 1_000_000,
             max_prepared_statements: 200,
             relay: true,
@@ -257,6 +261,8 @@ pub struct Timeouts {
     pub server_connect: Duration,
     /// shutdown_timeout.
     pub shutdown: Duration,
+    /// client_login_timeout (zero = no limit).
+    pub client_login: Duration,
 }
 
 impl Config {
@@ -368,6 +374,7 @@ impl Config {
             server_lifetime: secs("server_lifetime", self.server_lifetime)?,
             server_connect: secs("server_connect_timeout", self.server_connect_timeout)?,
             shutdown: secs("shutdown_timeout", self.shutdown_timeout)?,
+            client_login: secs("client_login_timeout", self.client_login_timeout)?,
         })
     }
 

@@ -18,6 +18,9 @@ pub enum ClientError {
     /// The client went away.
     #[error("client disconnected")]
     Closed,
+    /// A login message longer than its limit (the length word given).
+    #[error("invalid message length {0}")]
+    TooLong(usize),
 }
 
 /// Faults of a Postgres server connection (upstream).

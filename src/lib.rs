@@ -48,8 +48,10 @@ pub struct App {
     pub relays: Arc<pubsub::relay::Relays>,
     /// Server-side names of named prepared statements (transaction pooling).
     pub prepared: backend::prepared::Registry,
-    /// Clients logged in or logging in.
+    /// Clients logged in (counted against `max_client_conn`).
     pub clients: AtomicUsize,
+    /// Connections still in their login phase (capped at `LOGIN_FACTOR × max_client_conn`).
+    pub logins: AtomicUsize,
     /// Becomes true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -83,6 +85,7 @@ impl Server {
             users,
             prepared: Default::default(),
             clients: AtomicUsize::new(0),
+            logins: AtomicUsize::new(0),
             shutdown,
         });
         Ok(Server {

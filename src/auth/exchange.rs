@@ -5,7 +5,7 @@ use bytes::BytesMut;
 
 use super::{verify_md5_response, AuthType, ScramServer, Secret, UserList, SCRAM_SHA_256};
 use crate::error::ClientError;
-use crate::frontend::client::ClientIo;
+use crate::frontend::client::{ClientIo, MAX_PASSWORD_MESSAGE, MAX_SASL_MESSAGE};
 use crate::protocol::{framer, reply};
 use crate::App;
 
@@ -62,13 +62,19 @@ pub async fn authenticate(client: &mut ClientIo, app: &App, user: &str) -> Resul
             client.fatal("08P01", &m).await;
             Err(AuthError::Client(ClientError::Protocol(m)))
         }
+        Err(AuthError::Client(e @ ClientError::TooLong(_))) => {
+            client.fatal("08P01", &e.to_string()).await;
+            Err(AuthError::Client(e))
+        }
         Err(e) => Err(e),
     }
 }
 
-async fn password_message(client: &mut ClientIo) -> Result<BytesMut, AuthError> {
+/// The client's next message, which must be a password message (`p`) whose length word is
+/// at most `max_len`.
+async fn password_message(client: &mut ClientIo, max_len: usize) -> Result<BytesMut, AuthError> {
     client.flush().await?;
-    let (tag, body) = client.next_message().await?;
+    let (tag, body) = client.next_message(max_len).await?;
     if tag != b'p' {
         return Err(ClientError::Protocol(format!(
             "expected password response, got message type {}",
@@ -79,10 +85,19 @@ async fn password_message(client: &mut ClientIo) -> Result<BytesMut, AuthError> 
     Ok(body)
 }
 
+/// A SASL message: longer than Postgres's limit fails the login as Postgres fails it
+/// (28P01), before its body is read.
+async fn sasl_message(client: &mut ClientIo, user: &str) -> Result<BytesMut, AuthError> {
+    match password_message(client, MAX_SASL_MESSAGE).await {
+        Err(AuthError::Client(ClientError::TooLong(_))) => Err(AuthError::Failed(user.into())),
+        other => other,
+    }
+}
+
 async fn md5(client: &mut ClientIo, secret: Option<&Secret>, user: &str) -> Result<(), AuthError> {
     let salt: [u8; 4] = rand::random();
     reply::auth_md5(&mut client.out, salt);
-    let body = password_message(client).await?;
+    let body = password_message(client, MAX_PASSWORD_MESSAGE).await?;
     let response = framer::cstr(&body).map(|(s, _)| s).unwrap_or(&body[..]);
     match secret {
         Some(s) if verify_md5_response(s, user, salt, response) => Ok(()),
@@ -100,7 +115,7 @@ async fn scram(
         None => ScramServer::new_failing(user),
     };
     reply::auth_sasl(&mut client.out);
-    let body = password_message(client).await?;
+    let body = sasl_message(client, user).await?;
     let bad = || {
         AuthError::Client(ClientError::Protocol(
             "malformed SASLInitialResponse message".into(),
@@ -124,11 +139,15 @@ async fn scram(
     let first = server
         .handle_client_first(data)
         .map_err(|_| AuthError::Failed(user.to_string()))?;
-    reply::auth_sasl_continue(&mut client.out, first);
-    let body = password_message(client).await?;
+    if !reply::auth_sasl_continue(&mut client.out, &first) {
+        return Err(bad());
+    }
+    let body = sasl_message(client, user).await?;
     let fin = server
         .handle_client_final(&body)
         .map_err(|_| AuthError::Failed(user.to_string()))?;
-    reply::auth_sasl_final(&mut client.out, fin);
+    if !reply::auth_sasl_final(&mut client.out, &fin) {
+        return Err(bad());
+    }
     Ok(())
 }

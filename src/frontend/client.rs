@@ -10,8 +10,10 @@ use crate::error::ClientError;
 use crate::protocol::framer;
 use crate::protocol::reply::{self, Severity};
 
-/// Largest message accepted during login (passwords, SASL data).
-const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
+/// Largest length word of a password message (Postgres's PG_MAX_AUTH_TOKEN_LENGTH).
+pub const MAX_PASSWORD_MESSAGE: usize = 65_535;
+/// Largest length word of a SASL message (Postgres's PG_MAX_SASL_MESSAGE_LENGTH).
+pub const MAX_SASL_MESSAGE: usize = 1024;
 /// Read buffer size; an idle client keeps no more than this.
 const READ_CHUNK: usize = 4 * 1024;
 /// A read buffer that grew past this (a large message) is given back once empty.
@@ -63,17 +65,15 @@ impl ClientIo {
         let _ = self.flush().await;
     }
 
-    /// Read one whole message during login (never used on the forwarding path).
-    pub async fn next_message(&mut self) -> Result<(u8, BytesMut), ClientError> {
+    /// Read one whole message during login (never used on the forwarding path) whose length
+    /// word is at most `max_len`; a longer one is refused before its body is read.
+    pub async fn next_message(&mut self, max_len: usize) -> Result<(u8, BytesMut), ClientError> {
         loop {
             if let Some(h) =
                 framer::header(&self.buf).map_err(|e| ClientError::Protocol(e.to_string()))?
             {
-                if h.total > MAX_LOGIN_MESSAGE {
-                    return Err(ClientError::Protocol(format!(
-                        "invalid message length {}",
-                        h.total - 1
-                    )));
+                if h.total - 1 > max_len {
+                    return Err(ClientError::TooLong(h.total - 1));
                 }
                 if self.buf.len() >= h.total {
                     let mut msg = self.buf.split_to(h.total);

@@ -105,10 +105,9 @@ impl Session {
             while let Some(h) = framer::header(&buf[run..])? {
                 let avail = buf.len() - run;
                 if avail < h.total {
-                    if h.total > STREAM_THRESHOLD
-                        && matches!(h.tag, b'Q' | b'P' | b'B' | b'd' | b'F')
-                    {
-                        // Too large to be anything pgherald intercepts: stream it through.
+                    // Query and Parse are read whole whatever their size: what they say
+                    // decides interception. Large data-carrying frames stream through.
+                    if h.total > STREAM_THRESHOLD && matches!(h.tag, b'B' | b'd' | b'F') {
                         let entry = self.big_entry(h.tag);
                         self.push_forwarded(entry);
                         self.client_pass = h.total - avail;
@@ -404,12 +403,7 @@ impl Session {
 
     fn big_entry(&mut self, tag: u8) -> Option<Entry> {
         match tag {
-            b'Q' => Some(Entry::Query(QueryPlan::opaque())),
             b'F' => Some(Entry::Function),
-            b'P' => {
-                self.batch_open = true;
-                Some(Entry::Parse)
-            }
             b'B' => {
                 self.batch_open = true;
                 Some(Entry::Bind)

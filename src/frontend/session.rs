@@ -6,7 +6,6 @@
 //! (`inbound`), server frames are matched against the plan (`outbound`); this module owns
 //! the session's state, the login greeting, server checkout/release and the I/O loop.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +24,7 @@ use crate::error::{ClientError, PoolError, ServerError};
 use crate::frontend::channels::Channels;
 use crate::frontend::client::ClientIo;
 use crate::frontend::extended::Extended;
+use crate::frontend::admission::{within_login_timeout, ClientSlot, LoginSlot, GOODBYE_TIMEOUT};
 use crate::frontend::hold::Hold;
 use crate::frontend::plan::Entry;
 use crate::frontend::{login, params};
@@ -76,49 +76,31 @@ impl From<framer::FrameError> for Exit {
     }
 }
 
-/// Counts a client against `max_client_conn` for as long as it lives.
-struct ClientSlot(Arc<App>);
-
-impl ClientSlot {
-    fn take(app: &Arc<App>) -> Option<ClientSlot> {
-        let max = app.config.max_client_conn;
-        app.clients
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| ClientSlot(app.clone()))
-    }
+/// What a finished login phase hands to the session.
+struct LoggedIn {
+    start: login::Startup,
+    target: crate::config::Target,
+    slot: ClientSlot,
 }
 
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Serve one accepted client connection to its end.
-pub async fn serve(app: Arc<App>, stream: TcpStream) {
-    let mut client = ClientIo::new(stream);
-    let start = match login::startup(&mut client, &app).await {
+/// The login phase: startup packet (and any SSL negotiation), admission checks and
+/// authentication. `started` turns true once the client speaks the protocol (it sent its
+/// StartupMessage), so a timeout can be reported to it. `None`: the connection is done.
+async fn log_in(app: &Arc<App>, client: &mut ClientIo, started: &mut bool) -> Option<LoggedIn> {
+    let start = match login::startup(client, app).await {
         Ok(Some(s)) => s,
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(e) => {
             tracing::debug!("startup failed: {e}");
-            return;
+            return None;
         }
     };
-    let Some(_slot) = ClientSlot::take(&app) else {
-        client
-            .fatal("53300", "sorry, too many clients already")
-            .await;
-        return;
-    };
+    *started = true;
     if *app.shutdown.borrow() {
         client
             .fatal("57P03", "the database system is shutting down")
             .await;
-        return;
+        return None;
     }
     let Some(target) = app.config.target(&start.database) else {
         client
@@ -127,12 +109,52 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
                 &format!("database \"{}\" does not exist", start.database),
             )
             .await;
-        return;
+        return None;
     };
-    if let Err(e) = crate::auth::exchange::authenticate(&mut client, &app, &start.user).await {
+    if let Err(e) = crate::auth::exchange::authenticate(client, app, &start.user).await {
         tracing::info!(user = %start.user, "authentication failed: {e}");
-        return;
+        return None;
     }
+    // Only a logged-in client takes a max_client_conn slot: logins in progress are
+    // bounded by their own cap and client_login_timeout.
+    let Some(slot) = ClientSlot::take(app) else {
+        client
+            .fatal("53300", "sorry, too many clients already")
+            .await;
+        return None;
+    };
+    Some(LoggedIn {
+        start,
+        target,
+        slot,
+    })
+}
+
+/// Serve one accepted client connection to its end. `login_slot` counts it among the
+/// connections logging in until authentication ends.
+pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
+    let mut client = ClientIo::new(stream);
+    let mut started = false;
+    let logged_in = within_login_timeout(&app, log_in(&app, &mut client, &mut started)).await;
+    drop(login_slot);
+    let LoggedIn {
+        start,
+        target,
+        slot: _slot,
+    } = match logged_in {
+        Ok(Some(l)) => l,
+        Ok(None) => return,
+        Err(timeout) => {
+            tracing::info!("closing because: {timeout}");
+            if started {
+                // PgBouncer's report; before the StartupMessage (or inside a TLS
+                // handshake) the connection is closed without a word, as Postgres does.
+                let reason = timeout.to_string();
+                let _ = tokio::time::timeout(GOODBYE_TIMEOUT, client.fatal("08P01", &reason)).await;
+            }
+            return;
+        }
+    };
     tracing::debug!(user = %start.user, database = %start.database, "logged in");
     let server_user = target.user.clone().unwrap_or_else(|| start.user.clone());
     let password = target
