@@ -257,3 +257,51 @@ async fn oversized_password_message_is_refused() {
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     assert_eq!(msgs[0].field(b'C').as_deref(), Some("08P01"));
 }
+
+/// `statement` followed by a comment that makes the Query `size` bytes of text.
+fn padded(statement: &str, size: usize) -> String {
+    let mut q = format!("{statement}; /* ");
+    q.push_str(&"x".repeat(size - q.len() - 3));
+    q.push_str(" */");
+    q
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interception_does_not_depend_on_query_size() {
+    let h = Herald::start(herald::config(
+        postgres::shared(),
+        PoolMode::Transaction,
+        1,
+    ))
+    .await;
+    let conn = h.conn_str(SUPERUSER, None, DEFAULT_DB);
+    let mut listener = support::listen::connect(&conn).await;
+    // A 300 KiB Query (above the size at which frames stream through) with a LISTEN in it.
+    let big = padded("SELECT 1; LISTEN big_q", 300 * 1024);
+    listener.client.batch_execute(&big).await.unwrap();
+    let rows = listener
+        .client
+        .simple_query("SELECT pg_listening_channels()")
+        .await
+        .unwrap();
+    assert!(rows.iter().any(|m| matches!(m,
+        tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("big_q"))));
+    let sender = h.connect(SUPERUSER, None, DEFAULT_DB).await;
+    sender.batch_execute("NOTIFY big_q, 'hello'").await.unwrap();
+    let n = listener.next().await;
+    assert_eq!((n.channel(), n.payload()), ("big_q", "hello"));
+    // A big NOTIFY sent in a big Query, with its payload past Postgres's limit: 22023.
+    let payload = "p".repeat(300 * 1024);
+    let e = sender
+        .batch_execute(&format!("NOTIFY big_q, '{payload}'"))
+        .await
+        .expect_err("payload too long");
+    let db = e.as_db_error().expect("ErrorResponse");
+    assert_eq!(db.code().code(), "22023");
+    assert_eq!(db.message(), "payload string too long");
+    // A big Parse (extended protocol) is intercepted too.
+    let stmt = padded("NOTIFY big_q, 'extended'", 300 * 1024);
+    sender.execute(stmt.as_str(), &[]).await.unwrap();
+    let n = listener.next().await;
+    assert_eq!(n.payload(), "extended");
+}
