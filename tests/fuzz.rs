@@ -255,6 +255,9 @@ fn classifier_never_panics_and_prefilter_has_no_false_negatives() {
     });
 }
 
+#[path = "fuzz/live.rs"]
+mod live;
+
 /// Generous bound for one fuzz case against a running pgherald: exceeding it is a hang.
 pub const CASE_WAIT: Duration = Duration::from_secs(30);
 

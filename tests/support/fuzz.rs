@@ -35,3 +35,11 @@ where
         }
     }
 }
+
+/// `default` cases, or `PGHERALD_FUZZ_CASES` when set.
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PGHERALD_FUZZ_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
