@@ -210,7 +210,9 @@ fn assert_auth_failed(msgs: &[Msg], port: u16) {
     assert_eq!(msgs[0].field(b'C').as_deref(), Some("28P01"), "port {port}");
     assert_eq!(
         msgs[0].field(b'M'),
-        Some(format!("password authentication failed for user \"{SCRAM_USER}\""))
+        Some(format!(
+            "password authentication failed for user \"{SCRAM_USER}\""
+        ))
     );
 }
 
@@ -268,12 +270,7 @@ fn padded(statement: &str, size: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interception_does_not_depend_on_query_size() {
-    let h = Herald::start(herald::config(
-        postgres::shared(),
-        PoolMode::Transaction,
-        1,
-    ))
-    .await;
+    let h = Herald::start(herald::config(postgres::shared(), PoolMode::Transaction, 1)).await;
     let conn = h.conn_str(SUPERUSER, None, DEFAULT_DB);
     let mut listener = support::listen::connect(&conn).await;
     // A 300 KiB Query (above the size at which frames stream through) with a LISTEN in it.

@@ -36,7 +36,14 @@ fn mutation() -> impl Strategy<Value = Mutation> {
             .prop_map(|(i, v)| Mutation::Insert(i, v)),
         (
             any::<usize>(),
-            prop_oneof![Just(-1), Just(0), Just(3), Just(4), Just(0x3fff_ffff), any::<i32>()]
+            prop_oneof![
+                Just(-1),
+                Just(0),
+                Just(3),
+                Just(4),
+                Just(0x3fff_ffff),
+                any::<i32>()
+            ]
         )
             .prop_map(|(i, w)| Mutation::Word(i, w)),
     ]
@@ -44,7 +51,13 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 
 fn apply(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
     for m in mutations {
-        let at = |i: usize| if bytes.is_empty() { 0 } else { i % (bytes.len() + 1) };
+        let at = |i: usize| {
+            if bytes.is_empty() {
+                0
+            } else {
+                i % (bytes.len() + 1)
+            }
+        };
         match m {
             Mutation::Set(i, b) => {
                 if !bytes.is_empty() {
@@ -131,12 +144,22 @@ fn startup_body(params: &[(String, String)]) -> Vec<u8> {
 #[test]
 fn startup_packets_decode_or_fail_cleanly() {
     let params = prop::collection::vec(("[a-z_]{1,12}", "[ -~]{0,20}"), 0..5);
-    let codes = prop::sample::select(vec![80877102u32, 80877103, 80877104, 196608, 196609, 131072]);
+    let codes = prop::sample::select(vec![
+        80877102u32,
+        80877103,
+        80877104,
+        196608,
+        196609,
+        131072,
+    ]);
     let strategy = (params, codes, prop::collection::vec(mutation(), 0..3));
     fuzz::run(512, strategy, |(params, code, mutations)| {
         let body = startup_body(&params);
         match startup::decode(&body) {
-            Ok(startup::StartupPacket::Startup { minor: 0, params: got }) => {
+            Ok(startup::StartupPacket::Startup {
+                minor: 0,
+                params: got,
+            }) => {
                 prop_assert_eq!(got, params)
             }
             other => prop_assert!(false, "{other:?}"),
@@ -214,10 +237,25 @@ fn statement() -> impl Strategy<Value = String> {
         ", 'unterminated".into(),
     ]);
     let tail = prop::sample::select(vec!["", ";", "; ;", " extra", "; SELECT 1", ";;"]);
-    let notify = (verb, space.clone(), channel.clone(), payload, space.clone(), tail.clone())
+    let notify = (
+        verb,
+        space.clone(),
+        channel.clone(),
+        payload,
+        space.clone(),
+        tail.clone(),
+    )
         .prop_map(|(v, s, c, p, s2, t)| format!("{v}{s}{c}{p}{s2}{t}"));
     let arg = prop::sample::select(vec![
-        "'c'", "'C h'", "NULL", "5", "'x'::text", "''", "'p'", "E'\\n'", "$$d$$",
+        "'c'",
+        "'C h'",
+        "NULL",
+        "5",
+        "'x'::text",
+        "''",
+        "'p'",
+        "E'\\n'",
+        "$$d$$",
     ]);
     let pg_notify = (
         prop::sample::select(vec!["SELECT", "select", "SELECT *, 1 FROM (SELECT"]),

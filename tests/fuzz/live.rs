@@ -8,10 +8,10 @@ use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::support::fuzz::{self, cases as fuzz_cases};
 use super::support::herald::{self, Herald};
 use super::support::postgres::{self, DEFAULT_DB, SUPERUSER};
 use super::support::raw::Raw;
-use super::support::fuzz::{self, cases as fuzz_cases};
 use super::{apply, backend, client_frames, mutation, param, statement, CASE_WAIT};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -66,25 +66,29 @@ fn corrupted_client_frames_never_hang_or_break_pgherald() {
         client_frames(),
         prop::collection::vec(mutation(), 0..3),
     );
-    fuzz::run(fuzz_cases(24), strategy, |(logged_in, frames, login_mutations)| {
-        rt.block_on(async {
-            let mut stream = if logged_in {
-                let (r, _) = Raw::login(port, SUPERUSER, DEFAULT_DB).await;
-                let mut s = r.stream;
-                let _ = s.write_all(&frames).await;
-                s
-            } else {
-                let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-                let _ = s.write_all(&apply(startup.clone(), &login_mutations)).await;
-                let _ = s.write_all(&frames).await;
-                s
-            };
-            let _ = stream.shutdown().await;
-            prop_assert!(closes(&mut stream).await, "pgherald hung");
-            still_serves(port).await;
-            Ok(())
-        })
-    });
+    fuzz::run(
+        fuzz_cases(24),
+        strategy,
+        |(logged_in, frames, login_mutations)| {
+            rt.block_on(async {
+                let mut stream = if logged_in {
+                    let (r, _) = Raw::login(port, SUPERUSER, DEFAULT_DB).await;
+                    let mut s = r.stream;
+                    let _ = s.write_all(&frames).await;
+                    s
+                } else {
+                    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                    let _ = s.write_all(&apply(startup.clone(), &login_mutations)).await;
+                    let _ = s.write_all(&frames).await;
+                    s
+                };
+                let _ = stream.shutdown().await;
+                prop_assert!(closes(&mut stream).await, "pgherald hung");
+                still_serves(port).await;
+                Ok(())
+            })
+        },
+    );
     drop(h);
 }
 
@@ -106,10 +110,12 @@ fn generated_statements_get_postgres_own_answers() {
     let pg = postgres::shared();
     let (h, direct, through) = rt.block_on(async {
         let h = Herald::start(herald::config(pg, PoolMode::Transaction, 2)).await;
-        let (direct, conn) =
-            tokio_postgres::connect(&pg.conn_str(SUPERUSER, None, DEFAULT_DB), tokio_postgres::NoTls)
-                .await
-                .unwrap();
+        let (direct, conn) = tokio_postgres::connect(
+            &pg.conn_str(SUPERUSER, None, DEFAULT_DB),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
         tokio::spawn(conn);
         let through = h.connect(SUPERUSER, None, DEFAULT_DB).await;
         (h, direct, through)
@@ -170,7 +176,10 @@ fn hostile_server_never_hangs_or_breaks_pgherald() {
     ]
     .concat();
     let select_one = [
-        backend(b'T', b"\0\x01a\0\0\0\0\0\0\x01\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0"),
+        backend(
+            b'T',
+            b"\0\x01a\0\0\0\0\0\0\x01\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0",
+        ),
         backend(b'D', b"\0\x01\0\0\0\x011"),
         backend(b'C', b"SELECT 1\0"),
         backend(b'Z', b"I"),
