@@ -18,4 +18,5 @@ mod pipeline;
 pub mod plan;
 pub mod session;
 pub mod simple;
+mod state;
 pub mod txn;

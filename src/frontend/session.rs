@@ -40,7 +40,7 @@ pub(crate) const STREAM_THRESHOLD: usize = 256 * 1024;
 /// is forwarded to the client.
 const SERVER_BACKLOG: usize = 4 * 1024 * 1024;
 /// Housekeeping on a server (ROLLBACK, reset query) must finish within this.
-const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a session ends.
 #[derive(Debug)]
@@ -207,6 +207,8 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
         owe_begin: false,
         flush_follows: false,
         ready_after_relay: None,
+        touched: false,
+        pinned: false,
     };
     let exit = match session.greet(start.settings).await {
         Ok(()) => session.run().await,
@@ -276,6 +278,12 @@ pub(crate) struct Session {
     /// pgherald's own ReadyForQuery, due once the relay round trip its commit waits for is
     /// done (`relay_sync`); pgherald's later replies wait behind it.
     pub(crate) ready_after_relay: Option<u8>,
+    /// Transaction mode: something since the server was taken may have changed its session
+    /// state (`state`); it is probed before the server goes back.
+    pub(crate) touched: bool,
+    /// Transaction mode: the client left state on its server that cannot be carried, so it
+    /// keeps that server until it disconnects.
+    pub(crate) pinned: bool,
 }
 
 impl Session {
@@ -681,18 +689,23 @@ impl Session {
         }
         // A deferred block never reached the server: it is idle.
         let mut status = if self.deferred { b'I' } else { self.status };
+        // In transaction mode the server is reset when the client may have left state on it:
+        // pinned, a transaction that changed state, or gone in the middle of a transaction.
+        let reset = if !self.transaction_mode() {
+            self.pool.reset_query.as_str()
+        } else if self.pinned || self.touched || status != b'I' {
+            "DISCARD ALL"
+        } else {
+            ""
+        };
         if status != b'I' {
             match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet("ROLLBACK")).await {
                 Ok(Ok(s)) => status = s,
                 _ => return,
             }
         }
-        if !self.transaction_mode() && !self.pool.reset_query.is_empty() {
-            match tokio::time::timeout(
-                HOUSEKEEPING_TIMEOUT,
-                co.conn.run_quiet(&self.pool.reset_query),
-            )
-            .await
+        if !reset.is_empty() {
+            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(reset)).await
             {
                 Ok(Ok(s)) => status = s,
                 _ => return,
