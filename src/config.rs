@@ -93,6 +93,9 @@ pub struct Config {
     pub server_connect_timeout: f64,
     /// Query run on a server before another session-mode client gets it. Empty disables.
     pub server_reset_query: String,
+    /// Seconds a pool's greeting may be reused for client logins before a fresh server
+    /// login confirms that Postgres still admits the pool's user (0: every login checks).
+    pub login_recheck_interval: f64,
     /// Seconds that shutdown waits for clients to finish.
     pub shutdown_timeout: f64,
     /// Notifications a listener may have queued before it is disconnected.
@@ -161,6 +164,7 @@ impl Default for Config {
             server_lifetime: 3600.0,
             server_connect_timeout: 15.0,
             server_reset_query: "DISCARD ALL".into(),
+            login_recheck_interval: 30.0,
             shutdown_timeout: 30.0,
             listener_queue_limit: 1_000_000,
             max_prepared_statements: 200,
@@ -257,6 +261,8 @@ pub struct Timeouts {
     pub server_connect: Duration,
     /// shutdown_timeout.
     pub shutdown: Duration,
+    /// login_recheck_interval.
+    pub login_recheck: Duration,
 }
 
 impl Config {
@@ -368,6 +374,7 @@ impl Config {
             server_lifetime: secs("server_lifetime", self.server_lifetime)?,
             server_connect: secs("server_connect_timeout", self.server_connect_timeout)?,
             shutdown: secs("shutdown_timeout", self.shutdown_timeout)?,
+            login_recheck: secs("login_recheck_interval", self.login_recheck_interval)?,
         })
     }
 

@@ -123,6 +123,7 @@ fn refused(body: &[u8]) -> ServerError {
         code: s(b'C'),
         severity: s(b'V'),
         message: s(b'M'),
+        detail: framer::field(body, b'D').map(|d| String::from_utf8_lossy(d).into_owned()),
     }
 }
 

@@ -368,7 +368,8 @@ impl Session {
             set_param(&mut self.wants, k, v);
         }
         let reported = if need_server {
-            self.acquire().await?;
+            // No greeting, or one too old to stand for Postgres's decision: a real login.
+            self.acquire_from(welcome.is_none()).await?;
             let server = &self.server.as_ref().ok_or(Exit::ClientGone)?.conn;
             for name in params::TRACKED {
                 if get_param(&self.wants, name).is_none() {
@@ -404,7 +405,17 @@ impl Session {
 
     /// Take a server connection and make its settings match the client's.
     pub(crate) async fn acquire(&mut self) -> Result<(), Exit> {
-        let mut co = self.pool.checkout().await.map_err(Exit::Pool)?;
+        self.acquire_from(false).await
+    }
+
+    /// `acquire`, from a fresh server login when `fresh` (see `Pool::checkout_fresh`).
+    async fn acquire_from(&mut self, fresh: bool) -> Result<(), Exit> {
+        let co = if fresh {
+            self.pool.checkout_fresh().await
+        } else {
+            self.pool.checkout().await
+        };
+        let mut co = co.map_err(Exit::Pool)?;
         let sql = params::sync_sql(&self.wants, &co.conn.params, &co.conn.extra);
         if !sql.is_empty() {
             let res = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(&sql)).await;
@@ -646,8 +657,15 @@ impl Session {
                     )
                     .await
             }
-            Exit::Pool(PoolError::Server(ServerError::Refused { code, message, .. })) => {
-                self.client.fatal(code, message).await
+            Exit::Pool(PoolError::Server(ServerError::Refused {
+                code,
+                message,
+                detail,
+                ..
+            })) => {
+                self.client
+                    .fatal_detail(code, message, detail.as_deref())
+                    .await
             }
             Exit::Pool(e) => {
                 self.client
