@@ -159,21 +159,39 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
             app.timeouts.clone(),
         )
     });
-    app.relays.register(
+    // The hub and the relay are keyed by the upstream database, so aliases share them.
+    let hub_key = target.upstream_key();
+    let relay_login = target.relay_user.clone().map(|user| Login {
+        password: target
+            .relay_password
+            .clone()
+            .or_else(|| crate::auth::exchange::plain_password(&app.users, &user)),
+        user,
+        ..pool.login.clone()
+    });
+    let configured = relay_login.is_some();
+    let registered = app.relays.register(
+        &hub_key,
         &start.database,
         RelaySettings {
-            login: pool.login.clone(),
-            relay: target.relay,
-            forward: target.forward_notify,
+            login: relay_login.unwrap_or_else(|| pool.login.clone()),
+            relay: target.relay && configured,
+            forward: target.forward_notify && configured,
         },
     );
+    if registered && !configured && (target.relay || target.forward_notify) {
+        tracing::warn!(
+            database = %start.database,
+            "relay off: no relay_user and no fixed user for this database; notifications raised inside Postgres are not relayed"
+        );
+    }
     let cancel = app.cancels.register();
-    let forward = app.relays.forwards(&start.database);
+    let forward = app.relays.forwards(&hub_key);
     let ch = Channels::new(
         app.hub.clone(),
         Some(app.relays.clone()),
         forward,
-        start.database.clone(),
+        hub_key,
         cancel.pid,
     );
     let mut session = Session {
