@@ -22,11 +22,15 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_keeps_delivering_after_a_client_user_loses_connect() {
     let db = "identity_revoke";
-    let pg = postgres::shared().connect(SUPERUSER, None, DEFAULT_DB).await;
+    let pg = postgres::shared()
+        .connect(SUPERUSER, None, DEFAULT_DB)
+        .await;
     pg.simple_query(&format!("drop database if exists {db} with (force)"))
         .await
         .unwrap();
-    pg.simple_query(&format!("create database {db}")).await.unwrap();
+    pg.simple_query(&format!("create database {db}"))
+        .await
+        .unwrap();
     // Servers log in as each client's own role; the relay as relay_user.
     let mut config = herald::config_as_client_user(postgres::shared(), PoolMode::Transaction, 2);
     config.relay_user = Some(SUPERUSER.into());
@@ -49,7 +53,11 @@ async fn relay_keeps_delivering_after_a_client_user_loses_connect() {
         .unwrap();
     wait_until("the relay reconnected", || {
         app.relays.backend_pid(db).is_some_and(|p| p != pid)
-            && app.relays.listening(db).iter().any(|c| &c[..] == b"ident_c")
+            && app
+                .relays
+                .listening(db)
+                .iter()
+                .any(|c| &c[..] == b"ident_c")
     })
     .await;
     let d = listen::connect(&postgres::shared().conn_str(SUPERUSER, None, db)).await;

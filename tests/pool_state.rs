@@ -23,11 +23,20 @@ async fn one(c: &Client, sql: &str) -> String {
 
 async fn code(c: &Client, sql: &str) -> String {
     let e = c.simple_query(sql).await.expect_err(sql);
-    e.as_db_error().expect("a server error").code().code().to_string()
+    e.as_db_error()
+        .expect("a server error")
+        .code()
+        .code()
+        .to_string()
 }
 
 async fn herald(size: usize) -> Herald {
-    Herald::start(herald::config(postgres::shared(), PoolMode::Transaction, size)).await
+    Herald::start(herald::config(
+        postgres::shared(),
+        PoolMode::Transaction,
+        size,
+    ))
+    .await
 }
 
 /// Advisory locks held anywhere on the test server for `key`.
@@ -49,7 +58,8 @@ async fn advisory_lock_of_a_killed_client_is_not_left_on_the_server() {
     assert_eq!(raw.until_ready().await.last().unwrap().body, b"T");
     drop(raw);
     let b = h.connect(SUPERUSER, None, DB1).await;
-    let mine = "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()";
+    let mine =
+        "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()";
     assert_eq!(one(&b, mine).await, "0");
     assert_eq!(lock_holders(4201).await, "0");
     // Killed between transactions, after a lock taken in autocommit.
@@ -69,7 +79,8 @@ async fn advisory_lock_pins_its_client_to_the_server() {
     assert_eq!(one(&a, "select pg_advisory_lock(4203)").await, "");
     // b takes a server inside a transaction: never the one holding a's lock.
     b.simple_query("begin").await.unwrap();
-    let mine = "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()";
+    let mine =
+        "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()";
     assert_eq!(one(&b, mine).await, "0");
     // a's later transaction runs where its lock is, and can release it.
     assert_eq!(one(&a, "select pg_advisory_unlock(4203)").await, "t");
@@ -82,9 +93,14 @@ async fn sql_prepare_once_then_execute_in_later_transactions() {
     let h = herald(2).await;
     let a = h.connect(SUPERUSER, None, DB1).await;
     let b = h.connect(SUPERUSER, None, DB1).await;
-    a.simple_query("prepare pq_add(int) as select $1 + 1").await.unwrap();
+    a.simple_query("prepare pq_add(int) as select $1 + 1")
+        .await
+        .unwrap();
     b.simple_query("begin").await.unwrap();
-    assert_eq!(one(&b, "select count(*) from pg_prepared_statements").await, "0");
+    assert_eq!(
+        one(&b, "select count(*) from pg_prepared_statements").await,
+        "0"
+    );
     assert_eq!(one(&a, "execute pq_add(41)").await, "42");
     a.simple_query("begin").await.unwrap();
     assert_eq!(one(&a, "execute pq_add(1)").await, "2");
@@ -97,7 +113,14 @@ async fn sql_prepare_once_then_execute_in_later_transactions() {
     let d = h.connect(SUPERUSER, None, DB1).await;
     d.simple_query("begin").await.unwrap();
     for x in [&c, &d] {
-        assert_eq!(one(x, "select count(*) from pg_prepared_statements where from_sql").await, "0");
+        assert_eq!(
+            one(
+                x,
+                "select count(*) from pg_prepared_statements where from_sql"
+            )
+            .await,
+            "0"
+        );
     }
 }
 
@@ -105,12 +128,18 @@ async fn sql_prepare_once_then_execute_in_later_transactions() {
 async fn temporary_tables_do_not_collide() {
     let h = herald(1).await;
     let a = h.connect(SUPERUSER, None, DB1).await;
-    a.simple_query("create temporary table state_tt(x int)").await.unwrap();
-    a.simple_query("insert into state_tt values (1)").await.unwrap();
+    a.simple_query("create temporary table state_tt(x int)")
+        .await
+        .unwrap();
+    a.simple_query("insert into state_tt values (1)")
+        .await
+        .unwrap();
     assert_eq!(one(&a, "select count(*) from state_tt").await, "1");
     drop(a);
     let b = h.connect(SUPERUSER, None, DB1).await;
-    b.simple_query("create temporary table state_tt(x int)").await.unwrap();
+    b.simple_query("create temporary table state_tt(x int)")
+        .await
+        .unwrap();
     assert_eq!(one(&b, "select count(*) from state_tt").await, "0");
 }
 
@@ -122,10 +151,16 @@ async fn read_only_default_stays_with_its_client() {
     b.simple_query("drop table if exists state_ro; create table state_ro(x int)")
         .await
         .unwrap();
-    a.simple_query("set default_transaction_read_only = on").await.unwrap();
-    b.simple_query("insert into state_ro values (1)").await.unwrap();
+    a.simple_query("set default_transaction_read_only = on")
+        .await
+        .unwrap();
+    b.simple_query("insert into state_ro values (1)")
+        .await
+        .unwrap();
     assert_eq!(code(&a, "insert into state_ro values (2)").await, "25006");
-    b.simple_query("begin; insert into state_ro values (3); commit").await.unwrap();
+    b.simple_query("begin; insert into state_ro values (3); commit")
+        .await
+        .unwrap();
     assert_eq!(one(&a, "show default_transaction_read_only").await, "on");
     assert_eq!(one(&b, "show default_transaction_read_only").await, "off");
     assert_eq!(one(&b, "select count(*) from state_ro").await, "2");
@@ -141,16 +176,24 @@ async fn settings_are_seen_only_by_the_client_that_set_them() {
     assert_eq!(one(&b, "show work_mem").await, default);
     assert_eq!(one(&a, "show work_mem").await, "77MB");
     // Only what commits counts: SET LOCAL and a rolled-back SET leave it as it was.
-    a.simple_query("begin; set work_mem = '11MB'; rollback").await.unwrap();
-    a.simple_query("begin; set local work_mem = '12MB'; commit").await.unwrap();
+    a.simple_query("begin; set work_mem = '11MB'; rollback")
+        .await
+        .unwrap();
+    a.simple_query("begin; set local work_mem = '12MB'; commit")
+        .await
+        .unwrap();
     assert_eq!(one(&b, "show work_mem").await, default);
     assert_eq!(one(&a, "show work_mem").await, "77MB");
     a.simple_query("reset work_mem").await.unwrap();
     assert_eq!(one(&a, "show work_mem").await, default);
     // search_path, SET ROLE and SET SESSION AUTHORIZATION the same way.
     let path = one(&b, "show search_path").await;
-    a.simple_query("set search_path = pg_temp, public").await.unwrap();
-    a.simple_query(&format!("set role {TRUST_USER}")).await.unwrap();
+    a.simple_query("set search_path = pg_temp, public")
+        .await
+        .unwrap();
+    a.simple_query(&format!("set role {TRUST_USER}"))
+        .await
+        .unwrap();
     assert_eq!(one(&b, "show search_path").await, path);
     assert_eq!(one(&b, "select current_user").await, SUPERUSER);
     assert_eq!(one(&a, "show search_path").await, "pg_temp, public");

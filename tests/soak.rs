@@ -28,7 +28,9 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 fn fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 fn rss_kib() -> u64 {
@@ -56,9 +58,16 @@ async fn soak_clients_churn_while_notifications_flow() {
     let h = Herald::start(config).await;
     let conn = h.conn_str(SUPERUSER, None, DB1);
     let mut checker = listen::connect(&conn).await;
-    checker.client.batch_execute("LISTEN soak_seq").await.unwrap();
+    checker
+        .client
+        .batch_execute("LISTEN soak_seq")
+        .await
+        .unwrap();
     let sender = h.connect(SUPERUSER, None, DB1).await;
-    sender.batch_execute("NOTIFY soak_seq, 'warm'").await.unwrap();
+    sender
+        .batch_execute("NOTIFY soak_seq, 'warm'")
+        .await
+        .unwrap();
     assert_eq!(checker.next().await.payload(), "warm");
     let (fd0, rss0) = (fds(), rss_kib());
     println!("soak: {clients} churners for {secs} s; start: {fd0} fds, {rss0} KiB RSS");
@@ -82,7 +91,10 @@ async fn soak_clients_churn_while_notifications_flow() {
                     1 => {
                         let mut l = listen::connect(&conn).await;
                         l.client.batch_execute("LISTEN soak_seq").await.unwrap();
-                        l.client.batch_execute("SET work_mem = '8MB'").await.unwrap();
+                        l.client
+                            .batch_execute("SET work_mem = '8MB'")
+                            .await
+                            .unwrap();
                         let _ = tokio::time::timeout(Duration::from_secs(5), l.rx.recv()).await;
                         l.client.batch_execute("SELECT 1").await.unwrap();
                     }
@@ -116,7 +128,11 @@ async fn soak_clients_churn_while_notifications_flow() {
         sent += 1;
         // The checker keeps up: read what has arrived.
         while let Ok(n) = checker.rx.try_recv() {
-            assert_eq!(n.payload(), expect.to_string(), "lost, duplicated or misordered");
+            assert_eq!(
+                n.payload(),
+                expect.to_string(),
+                "lost, duplicated or misordered"
+            );
             expect += 1;
         }
         if Instant::now() > next_report {
@@ -133,13 +149,20 @@ async fn soak_clients_churn_while_notifications_flow() {
     for w in workers {
         w.await.unwrap();
     }
-    sender.batch_execute("NOTIFY soak_seq, 'end'").await.unwrap();
+    sender
+        .batch_execute("NOTIFY soak_seq, 'end'")
+        .await
+        .unwrap();
     loop {
         let n = checker.next().await;
         if n.payload() == "end" {
             break;
         }
-        assert_eq!(n.payload(), expect.to_string(), "lost, duplicated or misordered");
+        assert_eq!(
+            n.payload(),
+            expect.to_string(),
+            "lost, duplicated or misordered"
+        );
         expect += 1;
     }
     assert_eq!(expect, sent, "every notification arrived once, in order");
@@ -163,5 +186,9 @@ async fn soak_clients_churn_while_notifications_flow() {
             _ => None,
         })
     );
-    assert!(fds() <= fd0 + 8, "file descriptors leak: {} > {fd0} + 8", fds());
+    assert!(
+        fds() <= fd0 + 8,
+        "file descriptors leak: {} > {fd0} + 8",
+        fds()
+    );
 }

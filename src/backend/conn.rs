@@ -65,7 +65,10 @@ pub type Row = Vec<Option<String>>;
 /// Parse a DataRow body of text columns.
 fn parse_data_row(body: &[u8]) -> Result<Row, ServerError> {
     let bad = || ServerError::Protocol("malformed DataRow".into());
-    let n = u16::from_be_bytes([*body.first().ok_or_else(bad)?, *body.get(1).ok_or_else(bad)?]);
+    let n = u16::from_be_bytes([
+        *body.first().ok_or_else(bad)?,
+        *body.get(1).ok_or_else(bad)?,
+    ]);
     let mut at = 2;
     let mut row = Vec::with_capacity(n as usize);
     for _ in 0..n {

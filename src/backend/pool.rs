@@ -151,7 +151,10 @@ impl Pool {
                 tokio::spawn(oldest.terminate());
             }
         }
-        while !fresh {
+        loop {
+            if fresh {
+                break;
+            }
             let candidate = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(mut conn) = candidate else { break };
             if self.expired(&conn, now) || !conn.looks_alive() {

@@ -741,8 +741,7 @@ impl Session {
             }
         }
         if !reset.is_empty() {
-            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(reset)).await
-            {
+            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(reset)).await {
                 Ok(Ok(s)) => status = s,
                 _ => return,
             }

@@ -83,7 +83,10 @@ pub(crate) fn read_probe(rows: &[Row], login_user: &str) -> Found {
         pin: false,
     };
     for row in rows {
-        match (row.first().cloned().flatten(), row.get(1).cloned().flatten()) {
+        match (
+            row.first().cloned().flatten(),
+            row.get(1).cloned().flatten(),
+        ) {
             (None, count) => found.pin = count.as_deref() != Some("0"),
             (Some(name), Some(value)) => {
                 let skip = match name.as_str() {
