@@ -93,6 +93,9 @@ pub struct Config {
     pub server_connect_timeout: f64,
     /// Query run on a server before another session-mode client gets it. Empty disables.
     pub server_reset_query: String,
+    /// Seconds a pool's greeting may be reused for client logins before a fresh server
+    /// login confirms that Postgres still admits the pool's user (0: every login checks).
+    pub login_recheck_interval: f64,
     /// Seconds that shutdown waits for clients to finish.
     pub shutdown_timeout: f64,
     /// Seconds a client has from accept to the end of authentication (PgBouncer's
@@ -107,6 +110,11 @@ pub struct Config {
     pub relay: bool,
     /// Also send notifications committed through pgherald to Postgres (per-database default).
     pub forward_notify: bool,
+    /// Role the relay connection logs in as (per-database default; else the database's
+    /// `user`). Never a client's role.
+    pub relay_user: Option<String>,
+    /// Password for `relay_user`.
+    pub relay_password: Option<String>,
     /// Answer a bare BEGIN at once and send it to the server with the block's first
     /// statement that needs one (saves a round trip per transaction).
     pub defer_begin: bool,
@@ -138,6 +146,11 @@ pub struct DatabaseConfig {
     pub relay: Option<bool>,
     /// Send notifications committed through pgherald to Postgres too (default: global).
     pub forward_notify: Option<bool>,
+    /// Role the relay logs in as (default: the global `relay_user`, else `user`).
+    pub relay_user: Option<String>,
+    /// Password for the relay's role (default: the global `relay_password`, else the
+    /// password of `user` when the relay logs in as `user`).
+    pub relay_password: Option<String>,
 }
 
 /// The `[auth]` section.
@@ -164,12 +177,15 @@ impl Default for Config {
             server_lifetime: 3600.0,
             server_connect_timeout: 15.0,
             server_reset_query: "DISCARD ALL".into(),
+            login_recheck_interval: 30.0,
             shutdown_timeout: 30.0,
             client_login_timeout: 60.0,
             listener_queue_limit: 1_000_000,
             max_prepared_statements: 200,
             relay: true,
             forward_notify: false,
+            relay_user: None,
+            relay_password: None,
             defer_begin: true,
             databases: BTreeMap::new(),
             auth: None,
@@ -198,6 +214,19 @@ pub struct Target {
     pub relay: bool,
     /// Forward notifications committed through pgherald to Postgres.
     pub forward_notify: bool,
+    /// Role the relay logs in as: `relay_user` (database, then global), else the fixed
+    /// login user; None when neither is configured (the relay is then off).
+    pub relay_user: Option<String>,
+    /// Password for `relay_user`, when configured.
+    pub relay_password: Option<String>,
+}
+
+impl Target {
+    /// The upstream database's identity, `host:port/dbname`: what the hub and the relay are
+    /// keyed by, so names that point at the same database share notifications.
+    pub fn upstream_key(&self) -> String {
+        format!("{}:{}/{}", self.host, self.port, self.dbname)
+    }
 }
 
 /// Parsed `postgres://user[:password]@host[:port]` upstream URL.
@@ -263,6 +292,8 @@ pub struct Timeouts {
     pub shutdown: Duration,
     /// client_login_timeout (zero = no limit).
     pub client_login: Duration,
+    /// login_recheck_interval.
+    pub login_recheck: Duration,
 }
 
 impl Config {
@@ -375,6 +406,7 @@ impl Config {
             server_connect: secs("server_connect_timeout", self.server_connect_timeout)?,
             shutdown: secs("shutdown_timeout", self.shutdown_timeout)?,
             client_login: secs("client_login_timeout", self.client_login_timeout)?,
+            login_recheck: secs("login_recheck_interval", self.login_recheck_interval)?,
         })
     }
 
@@ -408,7 +440,20 @@ impl Config {
         } else {
             entry.password.clone().or(upass)
         };
+        let relay_user = entry.relay_user.clone().or(self.relay_user.clone());
+        let relay_password = match &relay_user {
+            Some(_) if entry.relay_user.is_some() => entry.relay_password.clone(),
+            Some(_) => entry.relay_password.clone().or(self.relay_password.clone()),
+            None => entry
+                .relay_password
+                .clone()
+                .or(self.relay_password.clone())
+                .or(password.clone()),
+        };
+        let relay_user = relay_user.or(user.clone());
         Some(Target {
+            relay_user,
+            relay_password,
             host: entry.host.or(uhost).unwrap_or_else(|| "127.0.0.1".into()),
             port: entry.port.or(uport).unwrap_or(5432),
             dbname: entry

@@ -44,6 +44,8 @@ pub enum ServerError {
         severity: String,
         /// Primary message.
         message: String,
+        /// DETAIL, if the server sent one.
+        detail: Option<String>,
     },
     /// The server asked for an authentication method pgherald cannot perform.
     #[error("server authentication: {0}")]

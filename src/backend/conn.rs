@@ -59,6 +59,33 @@ pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
     Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?))
 }
 
+/// One row of a housekeeping query, as text (`None` for NULL).
+pub type Row = Vec<Option<String>>;
+
+/// Parse a DataRow body of text columns.
+fn parse_data_row(body: &[u8]) -> Result<Row, ServerError> {
+    let bad = || ServerError::Protocol("malformed DataRow".into());
+    let n = u16::from_be_bytes([
+        *body.first().ok_or_else(bad)?,
+        *body.get(1).ok_or_else(bad)?,
+    ]);
+    let mut at = 2;
+    let mut row = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let len = body.get(at..at + 4).ok_or_else(bad)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        at += 4;
+        if len < 0 {
+            row.push(None);
+            continue;
+        }
+        let v = body.get(at..at + len as usize).ok_or_else(bad)?;
+        row.push(Some(String::from_utf8_lossy(v).into_owned()));
+        at += len as usize;
+    }
+    Ok(row)
+}
+
 /// Where a CancelRequest for this server connection goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CancelTarget {
@@ -99,6 +126,7 @@ fn refused(body: &[u8]) -> ServerError {
         code: s(b'C'),
         severity: s(b'V'),
         message: s(b'M'),
+        detail: framer::field(body, b'D').map(|d| String::from_utf8_lossy(d).into_owned()),
     }
 }
 
@@ -285,6 +313,36 @@ impl ServerConn {
                     return match failure {
                         Some(e) => Err(e),
                         None => Ok(status),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Run a housekeeping query and collect its rows as text (NULL as `None`); returns the
+    /// rows and the final transaction status, or the first error the server raised.
+    pub async fn query_rows(&mut self, sql: &str) -> Result<(Vec<Row>, u8), ServerError> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out)?;
+        self.wr.write_all(&out).await?;
+        let mut failure = None;
+        let mut rows = Vec::new();
+        loop {
+            let (tag, body) = self.next_message().await?;
+            match tag {
+                b'S' => {
+                    if let Some((k, v)) = parse_parameter_status(&body) {
+                        set_param(&mut self.params, k, v);
+                    }
+                }
+                b'D' => rows.push(parse_data_row(&body)?),
+                b'E' if failure.is_none() => failure = Some(refused(&body)),
+                b'Z' => {
+                    let status = body.first().copied().unwrap_or(b'I');
+                    return match failure {
+                        Some(e) => Err(e),
+                        None => Ok((rows, status)),
                     };
                 }
                 _ => {}

@@ -73,7 +73,8 @@ pub struct Pool {
     timeouts: Timeouts,
     slots: Arc<Semaphore>,
     idle: Mutex<Vec<ServerConn>>,
-    welcome: Mutex<Option<Params>>,
+    /// The parameters of the newest server login, and when it happened.
+    welcome: Mutex<Option<(Params, Instant)>>,
     /// Counters.
     pub stats: PoolStats,
 }
@@ -109,6 +110,17 @@ impl Pool {
 
     /// Take a server connection, waiting in FIFO order for a free slot.
     pub async fn checkout(&self) -> Result<Checkout, PoolError> {
+        self.checkout_from(false).await
+    }
+
+    /// Take a server connection that has just logged in, so Postgres has decided now
+    /// whether the pool's user may connect (an idle connection was admitted long ago). The
+    /// oldest idle connection is closed in its place, so the pool does not grow.
+    pub async fn checkout_fresh(&self) -> Result<Checkout, PoolError> {
+        self.checkout_from(true).await
+    }
+
+    async fn checkout_from(&self, fresh: bool) -> Result<Checkout, PoolError> {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -130,7 +142,19 @@ impl Pool {
             }
         };
         let now = Instant::now();
+        if fresh {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if !idle.is_empty() {
+                let oldest = idle.remove(0);
+                drop(idle);
+                self.stats.closed.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(oldest.terminate());
+            }
+        }
         loop {
+            if fresh {
+                break;
+            }
             let candidate = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(mut conn) = candidate else { break };
             if self.expired(&conn, now) || !conn.looks_alive() {
@@ -145,11 +169,8 @@ impl Pool {
         }
         let conn = self.connect_retrying().await?;
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
-        let mut welcome = self.welcome.lock().unwrap_or_else(|e| e.into_inner());
-        if welcome.is_none() {
-            *welcome = Some(conn.params.clone());
-        }
-        drop(welcome);
+        *self.welcome.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((conn.params.clone(), Instant::now()));
         Ok(Checkout {
             conn,
             _permit: permit,
@@ -194,12 +215,16 @@ impl Pool {
             .push(c.conn);
     }
 
-    /// The parameters of the first server connection, to greet clients with.
+    /// The parameters of the newest server login, to greet clients with, while that login is
+    /// younger than `login_recheck_interval`; after that a client login needs a new one.
     pub fn welcome(&self) -> Option<Params> {
-        self.welcome
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let welcome = self.welcome.lock().unwrap_or_else(|e| e.into_inner());
+        match &*welcome {
+            Some((params, at)) if at.elapsed() < self.timeouts.login_recheck => {
+                Some(params.clone())
+            }
+            _ => None,
+        }
     }
 
     /// Close idle connections past `server_idle_timeout` or `server_lifetime`.

@@ -230,7 +230,7 @@ impl Session {
     /// After the client's input is handled: give a transaction-mode server back if idle.
     async fn settle(&mut self) -> Result<(), Exit> {
         if self.server.is_some() && self.transaction_mode() && self.idle() && !self.writing {
-            self.release();
+            self.give_back().await?;
         }
         Ok(())
     }
@@ -466,6 +466,9 @@ impl Session {
             b'Q' => {
                 self.local_executed = false;
                 let sql = framer::cstr(body).map(|(s, _)| s).unwrap_or(body);
+                if self.watch_state() && super::state::text_touches(sql) {
+                    self.touched = true;
+                }
                 if let Some(local) = self.control(sql) {
                     return Ok(Inbound::Local(local));
                 }
@@ -488,6 +491,9 @@ impl Session {
             }
             b'P' => {
                 self.batch_open = true;
+                if self.watch_state() && super::state::text_touches(body) {
+                    self.touched = true;
+                }
                 let scs = self.scs();
                 let d = self.ext.parse(body, scs, self.ch.conv);
                 extended(self, d)?

@@ -19,4 +19,5 @@ mod pipeline;
 pub mod plan;
 pub mod session;
 pub mod simple;
+mod state;
 pub mod txn;

@@ -40,7 +40,7 @@ pub(crate) const STREAM_THRESHOLD: usize = 256 * 1024;
 /// is forwarded to the client.
 const SERVER_BACKLOG: usize = 4 * 1024 * 1024;
 /// Housekeeping on a server (ROLLBACK, reset query) must finish within this.
-const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a session ends.
 #[derive(Debug)]
@@ -181,21 +181,39 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
             app.timeouts.clone(),
         )
     });
-    app.relays.register(
+    // The hub and the relay are keyed by the upstream database, so aliases share them.
+    let hub_key = target.upstream_key();
+    let relay_login = target.relay_user.clone().map(|user| Login {
+        password: target
+            .relay_password
+            .clone()
+            .or_else(|| crate::auth::exchange::plain_password(&app.users, &user)),
+        user,
+        ..pool.login.clone()
+    });
+    let configured = relay_login.is_some();
+    let registered = app.relays.register(
+        &hub_key,
         &start.database,
         RelaySettings {
-            login: pool.login.clone(),
-            relay: target.relay,
-            forward: target.forward_notify,
+            login: relay_login.unwrap_or_else(|| pool.login.clone()),
+            relay: target.relay && configured,
+            forward: target.forward_notify && configured,
         },
     );
+    if registered && !configured && (target.relay || target.forward_notify) {
+        tracing::warn!(
+            database = %start.database,
+            "relay off: no relay_user and no fixed user for this database; notifications raised inside Postgres are not relayed"
+        );
+    }
     let cancel = app.cancels.register();
-    let forward = app.relays.forwards(&start.database);
+    let forward = app.relays.forwards(&hub_key);
     let ch = Channels::new(
         app.hub.clone(),
         Some(app.relays.clone()),
         forward,
-        start.database.clone(),
+        hub_key,
         cancel.pid,
     );
     let mut session = Session {
@@ -229,6 +247,8 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
         owe_begin: false,
         flush_follows: false,
         ready_after_relay: None,
+        touched: false,
+        pinned: false,
     };
     let exit = match session.greet(start.settings).await {
         Ok(()) => session.run().await,
@@ -298,6 +318,12 @@ pub(crate) struct Session {
     /// pgherald's own ReadyForQuery, due once the relay round trip its commit waits for is
     /// done (`relay_sync`); pgherald's later replies wait behind it.
     pub(crate) ready_after_relay: Option<u8>,
+    /// Transaction mode: something since the server was taken may have changed its session
+    /// state (`state`); it is probed before the server goes back.
+    pub(crate) touched: bool,
+    /// Transaction mode: the client left state on its server that cannot be carried, so it
+    /// keeps that server until it disconnects.
+    pub(crate) pinned: bool,
 }
 
 impl Session {
@@ -382,7 +408,8 @@ impl Session {
             set_param(&mut self.wants, k, v);
         }
         let reported = if need_server {
-            self.acquire().await?;
+            // No greeting, or one too old to stand for Postgres's decision: a real login.
+            self.acquire_from(welcome.is_none()).await?;
             let server = &self.server.as_ref().ok_or(Exit::ClientGone)?.conn;
             for name in params::TRACKED {
                 if get_param(&self.wants, name).is_none() {
@@ -418,7 +445,17 @@ impl Session {
 
     /// Take a server connection and make its settings match the client's.
     pub(crate) async fn acquire(&mut self) -> Result<(), Exit> {
-        let mut co = self.pool.checkout().await.map_err(Exit::Pool)?;
+        self.acquire_from(false).await
+    }
+
+    /// `acquire`, from a fresh server login when `fresh` (see `Pool::checkout_fresh`).
+    async fn acquire_from(&mut self, fresh: bool) -> Result<(), Exit> {
+        let co = if fresh {
+            self.pool.checkout_fresh().await
+        } else {
+            self.pool.checkout().await
+        };
+        let mut co = co.map_err(Exit::Pool)?;
         let sql = params::sync_sql(&self.wants, &co.conn.params, &co.conn.extra);
         if !sql.is_empty() {
             let res = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(&sql)).await;
@@ -660,8 +697,15 @@ impl Session {
                     )
                     .await
             }
-            Exit::Pool(PoolError::Server(ServerError::Refused { code, message, .. })) => {
-                self.client.fatal(code, message).await
+            Exit::Pool(PoolError::Server(ServerError::Refused {
+                code,
+                message,
+                detail,
+                ..
+            })) => {
+                self.client
+                    .fatal_detail(code, message, detail.as_deref())
+                    .await
             }
             Exit::Pool(e) => {
                 self.client
@@ -703,19 +747,23 @@ impl Session {
         }
         // A deferred block never reached the server: it is idle.
         let mut status = if self.deferred { b'I' } else { self.status };
+        // In transaction mode the server is reset when the client may have left state on it:
+        // pinned, a transaction that changed state, or gone in the middle of a transaction.
+        let reset = if !self.transaction_mode() {
+            self.pool.reset_query.as_str()
+        } else if self.pinned || self.touched || status != b'I' {
+            "DISCARD ALL"
+        } else {
+            ""
+        };
         if status != b'I' {
             match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet("ROLLBACK")).await {
                 Ok(Ok(s)) => status = s,
                 _ => return,
             }
         }
-        if !self.transaction_mode() && !self.pool.reset_query.is_empty() {
-            match tokio::time::timeout(
-                HOUSEKEEPING_TIMEOUT,
-                co.conn.run_quiet(&self.pool.reset_query),
-            )
-            .await
-            {
+        if !reset.is_empty() {
+            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(reset)).await {
                 Ok(Ok(s)) => status = s,
                 _ => return,
             }
