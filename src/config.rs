@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::tls::names::SslMode;
+use crate::tls::TlsFiles;
+
 /// A configuration problem, phrased as one line naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -111,6 +114,30 @@ pub struct Config {
     pub databases: BTreeMap<String, DatabaseConfig>,
     /// Client authentication.
     pub auth: Option<AuthConfig>,
+    /// TLS towards clients: disable (default), allow, prefer, require, verify-ca, verify-full.
+    pub client_tls_sslmode: SslMode,
+    /// pgherald's private key for clients (PEM).
+    pub client_tls_key_file: Option<PathBuf>,
+    /// pgherald's certificate (chain) for clients (PEM).
+    pub client_tls_cert_file: Option<PathBuf>,
+    /// CA that client certificates must chain to (verify-ca, verify-full).
+    pub client_tls_ca_file: Option<PathBuf>,
+    /// TLS versions offered to clients (PgBouncer syntax; default `secure`).
+    pub client_tls_protocols: String,
+    /// TLS 1.2 cipher suites offered to clients (default `default`: all rustls has).
+    pub client_tls_ciphers: String,
+    /// TLS towards servers: disable, allow, prefer (default), require, verify-ca, verify-full.
+    pub server_tls_sslmode: SslMode,
+    /// CA the server certificate must chain to (verify-ca, verify-full).
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// Client certificate pgherald presents to servers (PEM).
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub server_tls_key_file: Option<PathBuf>,
+    /// TLS versions towards servers.
+    pub server_tls_protocols: String,
+    /// TLS 1.2 cipher suites towards servers.
+    pub server_tls_ciphers: String,
 }
 
 /// A `[databases.NAME]` entry.
@@ -135,6 +162,16 @@ pub struct DatabaseConfig {
     pub relay: Option<bool>,
     /// Send notifications committed through pgherald to Postgres too (default: global).
     pub forward_notify: Option<bool>,
+    /// server_tls_sslmode for this database (default: the upstream URL's, else global).
+    pub server_tls_sslmode: Option<SslMode>,
+    /// server_tls_ca_file for this database.
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// server_tls_cert_file for this database.
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// server_tls_key_file for this database.
+    pub server_tls_key_file: Option<PathBuf>,
+    /// server_tls_protocols for this database.
+    pub server_tls_protocols: Option<String>,
 }
 
 /// The `[auth]` section.
@@ -169,6 +206,18 @@ impl Default for Config {
             defer_begin: true,
             databases: BTreeMap::new(),
             auth: None,
+            client_tls_sslmode: SslMode::Disable,
+            client_tls_key_file: None,
+            client_tls_cert_file: None,
+            client_tls_ca_file: None,
+            client_tls_protocols: "secure".into(),
+            client_tls_ciphers: "default".into(),
+            server_tls_sslmode: SslMode::Prefer,
+            server_tls_ca_file: None,
+            server_tls_cert_file: None,
+            server_tls_key_file: None,
+            server_tls_protocols: "secure".into(),
+            server_tls_ciphers: "default".into(),
         }
     }
 }
@@ -194,6 +243,8 @@ pub struct Target {
     pub relay: bool,
     /// Forward notifications committed through pgherald to Postgres.
     pub forward_notify: bool,
+    /// TLS towards this server.
+    pub tls: TlsFiles,
 }
 
 /// Parsed `postgres://user[:password]@host[:port]` upstream URL.
@@ -207,6 +258,14 @@ pub struct Upstream {
     pub user: Option<String>,
     /// Password, if the URL has one.
     pub password: Option<String>,
+    /// `?sslmode=`, as libpq reads it.
+    pub sslmode: Option<SslMode>,
+    /// `?sslrootcert=`.
+    pub sslrootcert: Option<PathBuf>,
+    /// `?sslcert=`.
+    pub sslcert: Option<PathBuf>,
+    /// `?sslkey=`.
+    pub sslkey: Option<PathBuf>,
 }
 
 /// Parse an upstream URL; errors name the `upstream` key.
@@ -229,12 +288,37 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
     };
     let user = Some(decode(url.username())).filter(|u| !u.is_empty());
     let password = url.password().map(decode);
-    Ok(Upstream {
+    let mut up = Upstream {
         host,
         port: url.port().unwrap_or(5432),
         user,
         password,
-    })
+        sslmode: None,
+        sslrootcert: None,
+        sslcert: None,
+        sslkey: None,
+    };
+    for (k, v) in url.query_pairs() {
+        match &*k {
+            "sslmode" => {
+                up.sslmode = Some(v.parse().map_err(|e: String| invalid("upstream", e))?)
+            }
+            "sslrootcert" => up.sslrootcert = Some(PathBuf::from(&*v)),
+            "sslcert" => up.sslcert = Some(PathBuf::from(&*v)),
+            "sslkey" => up.sslkey = Some(PathBuf::from(&*v)),
+            other => {
+                return Err(invalid(
+                    "upstream",
+                    format!("unsupported URL parameter `{other}` (pgherald reads sslmode, sslrootcert, sslcert, sslkey)"),
+                ))
+            }
+        }
+    }
+    Ok(up)
+}
+
+fn tls_invalid(e: crate::tls::TlsError) -> ConfigError {
+    invalid(&e.key, e.problem)
 }
 
 fn secs(key: &str, v: f64) -> Result<Duration, ConfigError> {
@@ -337,6 +421,21 @@ impl Config {
                 }
             }
         }
+        self.client_tls().check().map_err(tls_invalid)?;
+        if let Some(u) = &self.upstream {
+            self.server_tls(self.databases.get("*"), Some(&parse_upstream(u)?), "*")
+                .check()
+                .map_err(tls_invalid)?;
+        }
+        for (name, db) in &self.databases {
+            let up = self
+                .upstream
+                .as_deref()
+                .and_then(|u| parse_upstream(u).ok());
+            self.server_tls(Some(db), up.as_ref(), name)
+                .check()
+                .map_err(tls_invalid)?;
+        }
         if self.auth.is_none() && !self.listen_addr()?.ip().is_loopback() {
             return Err(invalid(
                 "listen",
@@ -371,6 +470,58 @@ impl Config {
         })
     }
 
+    /// The client-facing TLS settings.
+    pub fn client_tls(&self) -> TlsFiles {
+        TlsFiles {
+            prefix: "client_tls".into(),
+            mode: self.client_tls_sslmode,
+            ca_file: self.client_tls_ca_file.clone(),
+            cert_file: self.client_tls_cert_file.clone(),
+            key_file: self.client_tls_key_file.clone(),
+            protocols: self.client_tls_protocols.clone(),
+            ciphers: self.client_tls_ciphers.clone(),
+        }
+    }
+
+    /// The server-facing TLS settings of a database: its entry's keys, else the upstream
+    /// URL's `sslmode`/`sslrootcert`/`sslcert`/`sslkey`, else the global keys.
+    fn server_tls(
+        &self,
+        db: Option<&DatabaseConfig>,
+        up: Option<&Upstream>,
+        name: &str,
+    ) -> TlsFiles {
+        let db = db.cloned().unwrap_or_default();
+        let from_db = db.server_tls_sslmode.is_some();
+        TlsFiles {
+            prefix: if from_db || db.server_tls_ca_file.is_some() {
+                format!("databases.{name}.server_tls")
+            } else {
+                "server_tls".into()
+            },
+            mode: db
+                .server_tls_sslmode
+                .or(up.and_then(|u| u.sslmode))
+                .unwrap_or(self.server_tls_sslmode),
+            ca_file: db
+                .server_tls_ca_file
+                .or(up.and_then(|u| u.sslrootcert.clone()))
+                .or_else(|| self.server_tls_ca_file.clone()),
+            cert_file: db
+                .server_tls_cert_file
+                .or(up.and_then(|u| u.sslcert.clone()))
+                .or_else(|| self.server_tls_cert_file.clone()),
+            key_file: db
+                .server_tls_key_file
+                .or(up.and_then(|u| u.sslkey.clone()))
+                .or_else(|| self.server_tls_key_file.clone()),
+            protocols: db
+                .server_tls_protocols
+                .unwrap_or_else(|| self.server_tls_protocols.clone()),
+            ciphers: self.server_tls_ciphers.clone(),
+        }
+    }
+
     /// Resolve the server target for a database name a client asked for, or None if unknown.
     pub fn target(&self, database: &str) -> Option<Target> {
         let upstream = self
@@ -401,7 +552,9 @@ impl Config {
         } else {
             entry.password.clone().or(upass)
         };
+        let tls = self.server_tls(Some(&entry), upstream.as_ref(), database);
         Some(Target {
+            tls,
             host: entry.host.or(uhost).unwrap_or_else(|| "127.0.0.1".into()),
             port: entry.port.or(uport).unwrap_or(5432),
             dbname: entry

@@ -18,6 +18,9 @@ pub enum ClientError {
     /// The client went away.
     #[error("client disconnected")]
     Closed,
+    /// The TLS handshake with the client failed.
+    #[error("client TLS: {0}")]
+    Tls(String),
 }
 
 /// Faults of a Postgres server connection (upstream).
@@ -45,6 +48,9 @@ pub enum ServerError {
     /// The server asked for an authentication method pgherald cannot perform.
     #[error("server authentication: {0}")]
     Auth(String),
+    /// TLS towards the server failed (refused, handshake, certificate check).
+    #[error("{0}")]
+    Tls(String),
     /// Connecting did not finish in time.
     #[error("timed out connecting to the server")]
     ConnectTimeout,

@@ -8,11 +8,11 @@ use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::error::ServerError;
 use crate::protocol::framer;
+use crate::tls::{NetRead, NetWrite, ServerTls};
 
 /// Who to log in as, where.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct Login {
     pub user: String,
     /// Password, if the server asks for one.
     pub password: Option<String>,
+    /// TLS towards this server (server_tls_* settings).
+    pub tls: ServerTls,
 }
 
 /// Server parameters as reported by ParameterStatus, in arrival order.
@@ -74,9 +76,11 @@ pub struct CancelTarget {
 #[derive(Debug)]
 pub struct ServerConn {
     /// Read half.
-    pub rd: OwnedReadHalf,
+    pub rd: NetRead,
     /// Write half.
-    pub wr: OwnedWriteHalf,
+    pub wr: NetWrite,
+    /// With TLS: the server certificate's channel binding data (SCRAM-SHA-256-PLUS).
+    pub end_point: Option<Vec<u8>>,
     /// Reused read buffer; holds unprocessed bytes between reads.
     pub buf: BytesMut,
     /// Current parameter values, as the server reported them.
@@ -114,11 +118,19 @@ impl ServerConn {
         let stream = TcpStream::connect((login.host.as_str(), login.port)).await?;
         stream.set_nodelay(true)?;
         let addr = stream.peer_addr()?;
-        let (rd, wr) = stream.into_split();
+        let tls = login
+            .tls
+            .negotiate(stream, &login.host)
+            .await
+            .map_err(|e| {
+                tracing::warn!(host = %login.host, port = login.port, "server TLS failed: {e}");
+                ServerError::Tls(e.to_string())
+            })?;
         let now = Instant::now();
         let mut conn = ServerConn {
-            rd,
-            wr,
+            rd: tls.rd,
+            wr: tls.wr,
+            end_point: tls.end_point,
             buf: BytesMut::with_capacity(16 * 1024),
             params: Vec::new(),
             extra: Vec::new(),
@@ -298,8 +310,7 @@ impl ServerConn {
         if !self.buf.is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        matches!(self.rd.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.rd.idle_open()
     }
 
     /// Send Terminate and drop the connection.

@@ -7,3 +7,4 @@ pub mod listen;
 pub mod os;
 pub mod postgres;
 pub mod raw;
+pub mod tls;
