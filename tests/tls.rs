@@ -313,3 +313,40 @@ async fn tokio_postgres_rustls_listen_notify_nothing_in_clear() {
         );
     }
 }
+
+/// psql with `sslmode=verify-full channel_binding=require` through pgherald (SCRAM-SHA-256-PLUS
+/// towards the client), and pgherald logs in to Postgres over verified TLS with
+/// SCRAM-SHA-256-PLUS as the SCRAM role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_channel_binding_require_end_to_end() {
+    use std::io::Write;
+    use support::postgres::{SCRAM_PASSWORD, SCRAM_USER};
+    let k = pki().await;
+    let pg = postgres::shared();
+    let mut users = tempfile::NamedTempFile::new().unwrap();
+    writeln!(users, "\"{SCRAM_USER}\" \"{SCRAM_PASSWORD}\"").unwrap();
+    let mut cfg = client_tls_config(SslMode::Require, &k.herald, &k.ca);
+    cfg.upstream = Some(format!(
+        "postgres://localhost:{}/?sslmode=verify-full&sslrootcert={}",
+        pg.port,
+        p(&k.ca.pem_file)
+    ));
+    cfg.auth = Some(pgherald::config::AuthConfig {
+        kind: "scram-sha-256".into(),
+        file: Some(users.path().to_path_buf()),
+    });
+    let h = Herald::start(cfg).await;
+    let c = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user={SCRAM_USER} password={SCRAM_PASSWORD} dbname={DEFAULT_DB} \
+         sslmode=verify-full sslrootcert={} channel_binding=require",
+        h.port(),
+        p(&k.ca.pem_file)
+    );
+    let (ok, out, err) = psql(
+        c,
+        "select ssl::text from pg_stat_ssl where pid = pg_backend_pid()",
+    )
+    .await;
+    assert!(ok, "psql failed: {err}");
+    assert_eq!(out, "true", "pgherald's server connection is TLS too");
+}

@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 
+use super::scram::{ScramError, SCRAM_SHA_256_PLUS};
 use super::{verify_md5_response, AuthType, ScramServer, Secret, UserList, SCRAM_SHA_256};
 use crate::error::ClientError;
 use crate::frontend::client::ClientIo;
@@ -99,7 +100,8 @@ async fn scram(
         Some(v) => ScramServer::new(v),
         None => ScramServer::new_failing(user),
     };
-    reply::auth_sasl(&mut client.out);
+    let binding = client.end_point.clone();
+    reply::auth_sasl(&mut client.out, binding.is_some());
     let body = password_message(client).await?;
     let bad = || {
         AuthError::Client(ClientError::Protocol(
@@ -107,12 +109,14 @@ async fn scram(
         ))
     };
     let (mechanism, rest) = framer::cstr(&body).ok_or_else(bad)?;
-    if mechanism != SCRAM_SHA_256.as_bytes() {
+    let plus = binding.is_some() && mechanism == SCRAM_SHA_256_PLUS.as_bytes();
+    if mechanism != SCRAM_SHA_256.as_bytes() && !plus {
         return Err(ClientError::Protocol(
             "client selected an invalid SASL authentication mechanism".into(),
         )
         .into());
     }
+    server = server.with_channel_binding(binding, plus);
     if rest.len() < 4 {
         return Err(bad());
     }
@@ -121,14 +125,19 @@ async fn scram(
     if len < 0 || len as usize != data.len() {
         return Err(bad());
     }
-    let first = server
-        .handle_client_first(data)
-        .map_err(|_| AuthError::Failed(user.to_string()))?;
+    let failed = |e: ScramError| match e {
+        ScramError::BindingDowngrade
+        | ScramError::BindingRequired
+        | ScramError::ChannelBindingUnsupported
+        | ScramError::ChannelBindingMismatch => {
+            AuthError::Client(ClientError::Protocol(e.to_string()))
+        }
+        _ => AuthError::Failed(user.to_string()),
+    };
+    let first = server.handle_client_first(data).map_err(failed)?;
     reply::auth_sasl_continue(&mut client.out, first);
     let body = password_message(client).await?;
-    let fin = server
-        .handle_client_final(&body)
-        .map_err(|_| AuthError::Failed(user.to_string()))?;
+    let fin = server.handle_client_final(&body).map_err(failed)?;
     reply::auth_sasl_final(&mut client.out, fin);
     Ok(())
 }

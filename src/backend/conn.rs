@@ -192,22 +192,24 @@ impl ServerConn {
                             frontend::password_message(hash.as_bytes(), &mut out)?;
                         }
                         10 => {
-                            let offers_scram =
-                                data.split(|b| *b == 0).any(|m| m == b"SCRAM-SHA-256");
-                            if !offers_scram {
+                            let offers = |name: &[u8]| data.split(|b| *b == 0).any(|m| m == name);
+                            // Channel binding whenever the connection is TLS and the
+                            // server offers it; `y` (supported, not offered) otherwise.
+                            let (mechanism, binding) = match &self.end_point {
+                                Some(ep) if offers(b"SCRAM-SHA-256-PLUS") => (
+                                    "SCRAM-SHA-256-PLUS",
+                                    ChannelBinding::tls_server_end_point(ep.clone()),
+                                ),
+                                Some(_) => ("SCRAM-SHA-256", ChannelBinding::unrequested()),
+                                None => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
+                            };
+                            if !offers(mechanism.as_bytes()) {
                                 return Err(ServerError::Auth(
                                     "server offers no SASL mechanism pgherald supports".into(),
                                 ));
                             }
-                            let client = ScramSha256::new(
-                                password()?.as_bytes(),
-                                ChannelBinding::unsupported(),
-                            );
-                            frontend::sasl_initial_response(
-                                "SCRAM-SHA-256",
-                                client.message(),
-                                &mut out,
-                            )?;
+                            let client = ScramSha256::new(password()?.as_bytes(), binding);
+                            frontend::sasl_initial_response(mechanism, client.message(), &mut out)?;
                             scram = Some(client);
                         }
                         11 => {
