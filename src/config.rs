@@ -403,6 +403,14 @@ impl Config {
         if let Some(auth) = &self.auth {
             match auth.kind.as_str() {
                 "trust" => {}
+                "cert" => {
+                    if !self.client_tls_sslmode.verifies() {
+                        return Err(invalid(
+                            "auth.type",
+                            "cert needs client_tls_sslmode verify-ca or verify-full (verified client certificates)",
+                        ));
+                    }
+                }
                 "md5" | "scram-sha-256" => {
                     if auth.file.is_none() {
                         return Err(invalid(
@@ -411,14 +419,12 @@ impl Config {
                         ));
                     }
                 }
-                other => {
-                    return Err(invalid(
-                        "auth.type",
-                        format!(
-                            "unknown auth type `{other}` (expected trust, md5 or scram-sha-256)"
-                        ),
-                    ))
-                }
+                other => return Err(invalid(
+                    "auth.type",
+                    format!(
+                        "unknown auth type `{other}` (expected trust, md5, scram-sha-256 or cert)"
+                    ),
+                )),
             }
         }
         self.client_tls().check().map_err(tls_invalid)?;

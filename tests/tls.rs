@@ -350,3 +350,36 @@ async fn psql_channel_binding_require_end_to_end() {
     assert!(ok, "psql failed: {err}");
     assert_eq!(out, "true", "pgherald's server connection is TLS too");
 }
+
+/// `auth_type = cert`: the verified client certificate's CN is the user name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_auth_takes_the_user_from_the_certificate() {
+    let k = pki().await;
+    let mut cfg = client_tls_config(SslMode::VerifyFull, &k.herald, &k.ca);
+    cfg.auth = Some(pgherald::config::AuthConfig {
+        kind: "cert".into(),
+        file: None,
+    });
+    let h = Herald::start(cfg).await;
+    let tls = format!(
+        "sslmode=verify-full sslrootcert={} sslcert={} sslkey={}",
+        p(&k.ca.pem_file),
+        p(&k.client.cert_file),
+        p(&k.client.key_file)
+    );
+    let as_user = |user: &str| {
+        format!(
+            "host=localhost hostaddr=127.0.0.1 port={} user={user} dbname={DEFAULT_DB} {tls}",
+            h.port()
+        )
+    };
+    let (ok, out, err) = psql(as_user("u_trust"), "select 'cert ok'").await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "cert ok");
+    let (ok, _, err) = psql(as_user(SUPERUSER), "select 1").await;
+    assert!(!ok);
+    assert!(
+        err.ends_with("FATAL:  certificate authentication failed for user \"postgres\""),
+        "{err}"
+    );
+}

@@ -35,6 +35,21 @@ pub fn plain_password(users: &UserList, user: &str) -> Option<String> {
 pub async fn authenticate(client: &mut ClientIo, app: &App, user: &str) -> Result<(), AuthError> {
     let res = match app.auth_type {
         AuthType::Trust => Ok(()),
+        AuthType::Cert => {
+            // As Postgres's cert method: the verified certificate's CN is the user name.
+            let msg = match &client.cert_cn {
+                Some(cn) if cn == user => None,
+                Some(_) => Some(format!(
+                    "certificate authentication failed for user \"{user}\""
+                )),
+                None => Some("connection requires a valid client certificate".to_string()),
+            };
+            if let Some(msg) = msg {
+                client.fatal("28000", &msg).await;
+                return Err(AuthError::Failed(user.to_string()));
+            }
+            Ok(())
+        }
         kind => {
             let secret = app.users.get(user);
             let use_scram = match secret {
