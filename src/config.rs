@@ -419,15 +419,20 @@ impl Config {
                         ));
                     }
                 }
-                other => return Err(invalid(
-                    "auth.type",
-                    format!(
+                other => {
+                    return Err(invalid(
+                        "auth.type",
+                        format!(
                         "unknown auth type `{other}` (expected trust, md5, scram-sha-256 or cert)"
                     ),
-                )),
+                    ))
+                }
             }
         }
         self.client_tls().check().map_err(tls_invalid)?;
+        self.server_tls(None, None, "*")
+            .check()
+            .map_err(tls_invalid)?;
         if let Some(u) = &self.upstream {
             self.server_tls(self.databases.get("*"), Some(&parse_upstream(u)?), "*")
                 .check()
@@ -641,5 +646,42 @@ mod tests {
         let c = Config::from_toml(text).unwrap();
         c.validate().unwrap();
         assert_eq!(c.databases["app"].pool_size, Some(10));
+    }
+
+    #[test]
+    fn tls_values_rustls_cannot_honour_name_the_key() {
+        let err = |t: &str| {
+            Config::from_toml(t)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("client_tls_protocols = \"tlsv1.1\"");
+        assert!(
+            e.contains("`client_tls_protocols`") && e.contains("tlsv1.1"),
+            "{e}"
+        );
+        let e = err("server_tls_ciphers = \"HIGH:!aNULL\"");
+        assert!(e.contains("`server_tls_ciphers`"), "{e}");
+        let e = err("client_tls_sslmode = \"require\"");
+        assert!(e.contains("`client_tls_sslmode`"), "{e}");
+        let e = err("upstream = \"postgres://h/?sslmode=verify-full\"");
+        assert!(e.contains("`server_tls_ca_file`"), "{e}");
+        let e = err("upstream = \"postgres://h/?sslmode=sometimes\"");
+        assert!(e.contains("`upstream`") && e.contains("sometimes"), "{e}");
+        let c = Config::from_toml(
+            "upstream = \"postgres://h/?sslmode=verify-full&sslrootcert=/ca.crt\"\n[databases.d]\nserver_tls_sslmode = \"disable\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let t = c.target("other").unwrap().tls;
+        assert_eq!(
+            (t.mode, t.ca_file.as_deref()),
+            (SslMode::VerifyFull, Some(Path::new("/ca.crt")))
+        );
+        assert_eq!(c.target("d").unwrap().tls.mode, SslMode::Disable);
+        assert_eq!(Config::default().server_tls_sslmode, SslMode::Prefer);
+        assert_eq!(Config::default().client_tls_sslmode, SslMode::Disable);
     }
 }
