@@ -267,7 +267,7 @@ async fn tokio_postgres_rustls_listen_notify_nothing_in_clear() {
         (*pki::client_config(&k.ca.pem_file, false)).clone(),
     );
     let conn_str = format!(
-        "host=localhost hostaddr=127.0.0.1 port={} user={SUPERUSER} dbname={DEFAULT_DB} password=sekrit-pw application_name=clear-app-name sslmode=require",
+        "host=localhost hostaddr=127.0.0.1 port={} user={SUPERUSER} dbname={DEFAULT_DB} password=sekrit-pw application_name=clear-app-name sslmode=prefer",
         relay.port()
     );
     let (listener, conn) = tokio_postgres::connect(&conn_str, tls.clone())
@@ -382,4 +382,33 @@ async fn cert_auth_takes_the_user_from_the_certificate() {
         err.ends_with("FATAL:  certificate authentication failed for user \"postgres\""),
         "{err}"
     );
+}
+
+/// GSSENCRequest stays `N` with TLS on; garbage after `S` closes that connection only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gssenc_refused_and_garbage_after_sslrequest_closes_only_that_connection() {
+    let k = pki().await;
+    let h = Herald::start(client_tls_config(SslMode::Prefer, &k.herald, &k.ca)).await;
+    let request = |code: u32| {
+        let mut b = 8u32.to_be_bytes().to_vec();
+        b.extend_from_slice(&code.to_be_bytes());
+        b
+    };
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(&request(80877104)).await.unwrap();
+    assert_eq!(s.read_u8().await.unwrap(), b'N');
+    s.write_all(&request(80877103)).await.unwrap();
+    assert_eq!(s.read_u8().await.unwrap(), b'S');
+    s.write_all(b"this is not a TLS ClientHello at all\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest).await;
+    assert!(
+        !contains(&rest, b"R\0\0\0"),
+        "no login after garbage: {rest:?}"
+    );
+    // Others are unaffected.
+    let c = h.connect(SUPERUSER, None, DEFAULT_DB).await;
+    c.simple_query("select 1").await.unwrap();
 }
