@@ -182,11 +182,11 @@ mod tests {
             "scram-sha-256".parse::<AuthType>().unwrap(),
             AuthType::ScramSha256
         );
+        assert_eq!("cert".parse::<AuthType>().unwrap(), AuthType::Cert);
         for bad in [
             "plain",
             "",
             "scram",
-            "cert",
             "hba",
             "pam",
             "password",
