@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::tls::names::SslMode;
+use crate::tls::TlsFiles;
+
 /// A configuration problem, phrased as one line naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -122,6 +125,30 @@ pub struct Config {
     pub databases: BTreeMap<String, DatabaseConfig>,
     /// Client authentication.
     pub auth: Option<AuthConfig>,
+    /// TLS towards clients: disable (default), allow, prefer, require, verify-ca, verify-full.
+    pub client_tls_sslmode: SslMode,
+    /// pgherald's private key for clients (PEM).
+    pub client_tls_key_file: Option<PathBuf>,
+    /// pgherald's certificate (chain) for clients (PEM).
+    pub client_tls_cert_file: Option<PathBuf>,
+    /// CA that client certificates must chain to (verify-ca, verify-full).
+    pub client_tls_ca_file: Option<PathBuf>,
+    /// TLS versions offered to clients (PgBouncer syntax; default `secure`).
+    pub client_tls_protocols: String,
+    /// TLS 1.2 cipher suites offered to clients (default `default`: all rustls has).
+    pub client_tls_ciphers: String,
+    /// TLS towards servers: disable, allow, prefer (default), require, verify-ca, verify-full.
+    pub server_tls_sslmode: SslMode,
+    /// CA the server certificate must chain to (verify-ca, verify-full).
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// Client certificate pgherald presents to servers (PEM).
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub server_tls_key_file: Option<PathBuf>,
+    /// TLS versions towards servers.
+    pub server_tls_protocols: String,
+    /// TLS 1.2 cipher suites towards servers.
+    pub server_tls_ciphers: String,
 }
 
 /// A `[databases.NAME]` entry.
@@ -151,6 +178,16 @@ pub struct DatabaseConfig {
     /// Password for the relay's role (default: the global `relay_password`, else the
     /// password of `user` when the relay logs in as `user`).
     pub relay_password: Option<String>,
+    /// server_tls_sslmode for this database (default: the upstream URL's, else global).
+    pub server_tls_sslmode: Option<SslMode>,
+    /// server_tls_ca_file for this database.
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// server_tls_cert_file for this database.
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// server_tls_key_file for this database.
+    pub server_tls_key_file: Option<PathBuf>,
+    /// server_tls_protocols for this database.
+    pub server_tls_protocols: Option<String>,
 }
 
 /// The `[auth]` section.
@@ -189,6 +226,18 @@ impl Default for Config {
             defer_begin: true,
             databases: BTreeMap::new(),
             auth: None,
+            client_tls_sslmode: SslMode::Disable,
+            client_tls_key_file: None,
+            client_tls_cert_file: None,
+            client_tls_ca_file: None,
+            client_tls_protocols: "secure".into(),
+            client_tls_ciphers: "default".into(),
+            server_tls_sslmode: SslMode::Prefer,
+            server_tls_ca_file: None,
+            server_tls_cert_file: None,
+            server_tls_key_file: None,
+            server_tls_protocols: "secure".into(),
+            server_tls_ciphers: "default".into(),
         }
     }
 }
@@ -219,6 +268,8 @@ pub struct Target {
     pub relay_user: Option<String>,
     /// Password for `relay_user`, when configured.
     pub relay_password: Option<String>,
+    /// TLS towards this server.
+    pub tls: TlsFiles,
 }
 
 impl Target {
@@ -240,6 +291,14 @@ pub struct Upstream {
     pub user: Option<String>,
     /// Password, if the URL has one.
     pub password: Option<String>,
+    /// `?sslmode=`, as libpq reads it.
+    pub sslmode: Option<SslMode>,
+    /// `?sslrootcert=`.
+    pub sslrootcert: Option<PathBuf>,
+    /// `?sslcert=`.
+    pub sslcert: Option<PathBuf>,
+    /// `?sslkey=`.
+    pub sslkey: Option<PathBuf>,
 }
 
 /// Parse an upstream URL; errors name the `upstream` key.
@@ -262,12 +321,37 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
     };
     let user = Some(decode(url.username())).filter(|u| !u.is_empty());
     let password = url.password().map(decode);
-    Ok(Upstream {
+    let mut up = Upstream {
         host,
         port: url.port().unwrap_or(5432),
         user,
         password,
-    })
+        sslmode: None,
+        sslrootcert: None,
+        sslcert: None,
+        sslkey: None,
+    };
+    for (k, v) in url.query_pairs() {
+        match &*k {
+            "sslmode" => {
+                up.sslmode = Some(v.parse().map_err(|e: String| invalid("upstream", e))?)
+            }
+            "sslrootcert" => up.sslrootcert = Some(PathBuf::from(&*v)),
+            "sslcert" => up.sslcert = Some(PathBuf::from(&*v)),
+            "sslkey" => up.sslkey = Some(PathBuf::from(&*v)),
+            other => {
+                return Err(invalid(
+                    "upstream",
+                    format!("unsupported URL parameter `{other}` (pgherald reads sslmode, sslrootcert, sslcert, sslkey)"),
+                ))
+            }
+        }
+    }
+    Ok(up)
+}
+
+fn tls_invalid(e: crate::tls::TlsError) -> ConfigError {
+    invalid(&e.key, e.problem)
 }
 
 fn secs(key: &str, v: f64) -> Result<Duration, ConfigError> {
@@ -356,6 +440,14 @@ impl Config {
         if let Some(auth) = &self.auth {
             match auth.kind.as_str() {
                 "trust" => {}
+                "cert" => {
+                    if !self.client_tls_sslmode.verifies() {
+                        return Err(invalid(
+                            "auth.type",
+                            "cert needs client_tls_sslmode verify-ca or verify-full (verified client certificates)",
+                        ));
+                    }
+                }
                 "md5" | "scram-sha-256" => {
                     if auth.file.is_none() {
                         return Err(invalid(
@@ -368,11 +460,29 @@ impl Config {
                     return Err(invalid(
                         "auth.type",
                         format!(
-                            "unknown auth type `{other}` (expected trust, md5 or scram-sha-256)"
-                        ),
+                        "unknown auth type `{other}` (expected trust, md5, scram-sha-256 or cert)"
+                    ),
                     ))
                 }
             }
+        }
+        self.client_tls().check().map_err(tls_invalid)?;
+        self.server_tls(None, None, "*")
+            .check()
+            .map_err(tls_invalid)?;
+        if let Some(u) = &self.upstream {
+            self.server_tls(self.databases.get("*"), Some(&parse_upstream(u)?), "*")
+                .check()
+                .map_err(tls_invalid)?;
+        }
+        for (name, db) in &self.databases {
+            let up = self
+                .upstream
+                .as_deref()
+                .and_then(|u| parse_upstream(u).ok());
+            self.server_tls(Some(db), up.as_ref(), name)
+                .check()
+                .map_err(tls_invalid)?;
         }
         if self.auth.is_none() && !self.listen_addr()?.ip().is_loopback() {
             return Err(invalid(
@@ -410,6 +520,58 @@ impl Config {
         })
     }
 
+    /// The client-facing TLS settings.
+    pub fn client_tls(&self) -> TlsFiles {
+        TlsFiles {
+            prefix: "client_tls".into(),
+            mode: self.client_tls_sslmode,
+            ca_file: self.client_tls_ca_file.clone(),
+            cert_file: self.client_tls_cert_file.clone(),
+            key_file: self.client_tls_key_file.clone(),
+            protocols: self.client_tls_protocols.clone(),
+            ciphers: self.client_tls_ciphers.clone(),
+        }
+    }
+
+    /// The server-facing TLS settings of a database: its entry's keys, else the upstream
+    /// URL's `sslmode`/`sslrootcert`/`sslcert`/`sslkey`, else the global keys.
+    fn server_tls(
+        &self,
+        db: Option<&DatabaseConfig>,
+        up: Option<&Upstream>,
+        name: &str,
+    ) -> TlsFiles {
+        let db = db.cloned().unwrap_or_default();
+        let from_db = db.server_tls_sslmode.is_some();
+        TlsFiles {
+            prefix: if from_db || db.server_tls_ca_file.is_some() {
+                format!("databases.{name}.server_tls")
+            } else {
+                "server_tls".into()
+            },
+            mode: db
+                .server_tls_sslmode
+                .or(up.and_then(|u| u.sslmode))
+                .unwrap_or(self.server_tls_sslmode),
+            ca_file: db
+                .server_tls_ca_file
+                .or(up.and_then(|u| u.sslrootcert.clone()))
+                .or_else(|| self.server_tls_ca_file.clone()),
+            cert_file: db
+                .server_tls_cert_file
+                .or(up.and_then(|u| u.sslcert.clone()))
+                .or_else(|| self.server_tls_cert_file.clone()),
+            key_file: db
+                .server_tls_key_file
+                .or(up.and_then(|u| u.sslkey.clone()))
+                .or_else(|| self.server_tls_key_file.clone()),
+            protocols: db
+                .server_tls_protocols
+                .unwrap_or_else(|| self.server_tls_protocols.clone()),
+            ciphers: self.server_tls_ciphers.clone(),
+        }
+    }
+
     /// Resolve the server target for a database name a client asked for, or None if unknown.
     pub fn target(&self, database: &str) -> Option<Target> {
         let upstream = self
@@ -440,6 +602,7 @@ impl Config {
         } else {
             entry.password.clone().or(upass)
         };
+        let tls = self.server_tls(Some(&entry), upstream.as_ref(), database);
         let relay_user = entry.relay_user.clone().or(self.relay_user.clone());
         let relay_password = match &relay_user {
             Some(_) if entry.relay_user.is_some() => entry.relay_password.clone(),
@@ -454,6 +617,7 @@ impl Config {
         Some(Target {
             relay_user,
             relay_password,
+            tls,
             host: entry.host.or(uhost).unwrap_or_else(|| "127.0.0.1".into()),
             port: entry.port.or(uport).unwrap_or(5432),
             dbname: entry
@@ -534,5 +698,42 @@ mod tests {
         let c = Config::from_toml(text).unwrap();
         c.validate().unwrap();
         assert_eq!(c.databases["app"].pool_size, Some(10));
+    }
+
+    #[test]
+    fn tls_values_rustls_cannot_honour_name_the_key() {
+        let err = |t: &str| {
+            Config::from_toml(t)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("client_tls_protocols = \"tlsv1.1\"");
+        assert!(
+            e.contains("`client_tls_protocols`") && e.contains("tlsv1.1"),
+            "{e}"
+        );
+        let e = err("server_tls_ciphers = \"HIGH:!aNULL\"");
+        assert!(e.contains("`server_tls_ciphers`"), "{e}");
+        let e = err("client_tls_sslmode = \"require\"");
+        assert!(e.contains("`client_tls_sslmode`"), "{e}");
+        let e = err("upstream = \"postgres://h/?sslmode=verify-full\"");
+        assert!(e.contains("`server_tls_ca_file`"), "{e}");
+        let e = err("upstream = \"postgres://h/?sslmode=sometimes\"");
+        assert!(e.contains("`upstream`") && e.contains("sometimes"), "{e}");
+        let c = Config::from_toml(
+            "upstream = \"postgres://h/?sslmode=verify-full&sslrootcert=/ca.crt\"\n[databases.d]\nserver_tls_sslmode = \"disable\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let t = c.target("other").unwrap().tls;
+        assert_eq!(
+            (t.mode, t.ca_file.as_deref()),
+            (SslMode::VerifyFull, Some(Path::new("/ca.crt")))
+        );
+        assert_eq!(c.target("d").unwrap().tls.mode, SslMode::Disable);
+        assert_eq!(Config::default().server_tls_sslmode, SslMode::Prefer);
+        assert_eq!(Config::default().client_tls_sslmode, SslMode::Disable);
     }
 }

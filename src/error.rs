@@ -21,6 +21,9 @@ pub enum ClientError {
     /// A login message longer than its limit (the length word given).
     #[error("invalid message length {0}")]
     TooLong(usize),
+    /// The TLS handshake with the client failed.
+    #[error("client TLS: {0}")]
+    Tls(String),
 }
 
 /// Faults of a Postgres server connection (upstream).
@@ -50,6 +53,9 @@ pub enum ServerError {
     /// The server asked for an authentication method pgherald cannot perform.
     #[error("server authentication: {0}")]
     Auth(String),
+    /// TLS towards the server failed (refused, handshake, certificate check).
+    #[error("{0}")]
+    Tls(String),
     /// Connecting did not finish in time.
     #[error("timed out connecting to the server")]
     ConnectTimeout,

@@ -12,6 +12,7 @@ pub mod frontend;
 pub mod protocol;
 pub mod pubsub;
 pub mod sql;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +55,10 @@ pub struct App {
     pub logins: AtomicUsize,
     /// Becomes true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
+    /// Client-facing TLS (client_tls_*), loaded at start.
+    pub client_tls: tls::ClientTls,
+    /// Server-facing TLS connectors by settings.
+    pub server_tls: tls::ServerTlsCache,
 }
 
 /// A bound, not yet running pgherald.
@@ -69,6 +74,19 @@ impl Server {
         config.validate()?;
         let timeouts = config.timeouts()?;
         let (auth_type, users) = load_auth(&config)?;
+        let tls_err = |e: tls::TlsError| {
+            Error::Config(config::ConfigError::Invalid {
+                key: e.key,
+                problem: e.problem,
+            })
+        };
+        let client_tls = tls::ClientTls::build(&config.client_tls()).map_err(tls_err)?;
+        let server_tls = tls::ServerTlsCache::default();
+        for name in config.databases.keys() {
+            if let Some(t) = config.target(name) {
+                server_tls.get(&t.tls).map_err(tls_err)?;
+            }
+        }
         let addr = config.listen_addr()?;
         let listener = TcpListener::bind(addr).await?;
         let (stop, shutdown) = watch::channel(false);
@@ -87,6 +105,8 @@ impl Server {
             clients: AtomicUsize::new(0),
             logins: AtomicUsize::new(0),
             shutdown,
+            client_tls,
+            server_tls,
         });
         Ok(Server {
             listener,

@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 
+use super::scram::{ScramError, SCRAM_SHA_256_PLUS};
 use super::{verify_md5_response, AuthType, ScramServer, Secret, UserList, SCRAM_SHA_256};
 use crate::error::ClientError;
 use crate::frontend::client::{ClientIo, MAX_PASSWORD_MESSAGE, MAX_SASL_MESSAGE};
@@ -34,6 +35,21 @@ pub fn plain_password(users: &UserList, user: &str) -> Option<String> {
 pub async fn authenticate(client: &mut ClientIo, app: &App, user: &str) -> Result<(), AuthError> {
     let res = match app.auth_type {
         AuthType::Trust => Ok(()),
+        AuthType::Cert => {
+            // As Postgres's cert method: the verified certificate's CN is the user name.
+            let msg = match &client.cert_cn {
+                Some(cn) if cn == user => None,
+                Some(_) => Some(format!(
+                    "certificate authentication failed for user \"{user}\""
+                )),
+                None => Some("connection requires a valid client certificate".to_string()),
+            };
+            if let Some(msg) = msg {
+                client.fatal("28000", &msg).await;
+                return Err(AuthError::Failed(user.to_string()));
+            }
+            Ok(())
+        }
         kind => {
             let secret = app.users.get(user);
             let use_scram = match secret {
@@ -114,7 +130,8 @@ async fn scram(
         Some(v) => ScramServer::new(v),
         None => ScramServer::new_failing(user),
     };
-    reply::auth_sasl(&mut client.out);
+    let binding = client.end_point.clone();
+    reply::auth_sasl(&mut client.out, binding.is_some());
     let body = sasl_message(client, user).await?;
     let bad = || {
         AuthError::Client(ClientError::Protocol(
@@ -122,12 +139,14 @@ async fn scram(
         ))
     };
     let (mechanism, rest) = framer::cstr(&body).ok_or_else(bad)?;
-    if mechanism != SCRAM_SHA_256.as_bytes() {
+    let plus = binding.is_some() && mechanism == SCRAM_SHA_256_PLUS.as_bytes();
+    if mechanism != SCRAM_SHA_256.as_bytes() && !plus {
         return Err(ClientError::Protocol(
             "client selected an invalid SASL authentication mechanism".into(),
         )
         .into());
     }
+    server = server.with_channel_binding(binding, plus);
     if rest.len() < 4 {
         return Err(bad());
     }
@@ -136,17 +155,22 @@ async fn scram(
     if len < 0 || len as usize != data.len() {
         return Err(bad());
     }
-    let first = server
-        .handle_client_first(data)
-        .map_err(|_| AuthError::Failed(user.to_string()))?;
-    if !reply::auth_sasl_continue(&mut client.out, &first) {
+    let failed = |e: ScramError| match e {
+        ScramError::BindingDowngrade
+        | ScramError::BindingRequired
+        | ScramError::ChannelBindingUnsupported
+        | ScramError::ChannelBindingMismatch => {
+            AuthError::Client(ClientError::Protocol(e.to_string()))
+        }
+        _ => AuthError::Failed(user.to_string()),
+    };
+    let first = server.handle_client_first(data).map_err(failed)?;
+    if !reply::auth_sasl_continue(&mut client.out, first.as_ref()) {
         return Err(bad());
     }
     let body = sasl_message(client, user).await?;
-    let fin = server
-        .handle_client_final(&body)
-        .map_err(|_| AuthError::Failed(user.to_string()))?;
-    if !reply::auth_sasl_final(&mut client.out, &fin) {
+    let fin = server.handle_client_final(&body).map_err(failed)?;
+    if !reply::auth_sasl_final(&mut client.out, fin.as_ref()) {
         return Err(bad());
     }
     Ok(())

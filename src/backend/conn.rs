@@ -8,11 +8,11 @@ use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::error::ServerError;
 use crate::protocol::framer;
+use crate::tls::{NetRead, NetWrite, ServerTls};
 
 /// Who to log in as, where.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct Login {
     pub user: String,
     /// Password, if the server asks for one.
     pub password: Option<String>,
+    /// TLS towards this server (server_tls_* settings).
+    pub tls: ServerTls,
 }
 
 /// Server parameters as reported by ParameterStatus, in arrival order.
@@ -101,9 +103,11 @@ pub struct CancelTarget {
 #[derive(Debug)]
 pub struct ServerConn {
     /// Read half.
-    pub rd: OwnedReadHalf,
+    pub rd: NetRead,
     /// Write half.
-    pub wr: OwnedWriteHalf,
+    pub wr: NetWrite,
+    /// With TLS: the server certificate's channel binding data (SCRAM-SHA-256-PLUS).
+    pub end_point: Option<Vec<u8>>,
     /// Reused read buffer; holds unprocessed bytes between reads.
     pub buf: BytesMut,
     /// Current parameter values, as the server reported them.
@@ -142,11 +146,19 @@ impl ServerConn {
         let stream = TcpStream::connect((login.host.as_str(), login.port)).await?;
         stream.set_nodelay(true)?;
         let addr = stream.peer_addr()?;
-        let (rd, wr) = stream.into_split();
+        let tls = login
+            .tls
+            .negotiate(stream, &login.host)
+            .await
+            .map_err(|e| {
+                tracing::warn!(host = %login.host, port = login.port, "server TLS failed: {e}");
+                ServerError::Tls(e.to_string())
+            })?;
         let now = Instant::now();
         let mut conn = ServerConn {
-            rd,
-            wr,
+            rd: tls.rd,
+            wr: tls.wr,
+            end_point: tls.end_point,
             buf: BytesMut::with_capacity(16 * 1024),
             params: Vec::new(),
             extra: Vec::new(),
@@ -208,22 +220,24 @@ impl ServerConn {
                             frontend::password_message(hash.as_bytes(), &mut out)?;
                         }
                         10 => {
-                            let offers_scram =
-                                data.split(|b| *b == 0).any(|m| m == b"SCRAM-SHA-256");
-                            if !offers_scram {
+                            let offers = |name: &[u8]| data.split(|b| *b == 0).any(|m| m == name);
+                            // Channel binding whenever the connection is TLS and the
+                            // server offers it; `y` (supported, not offered) otherwise.
+                            let (mechanism, binding) = match &self.end_point {
+                                Some(ep) if offers(b"SCRAM-SHA-256-PLUS") => (
+                                    "SCRAM-SHA-256-PLUS",
+                                    ChannelBinding::tls_server_end_point(ep.clone()),
+                                ),
+                                Some(_) => ("SCRAM-SHA-256", ChannelBinding::unrequested()),
+                                None => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
+                            };
+                            if !offers(mechanism.as_bytes()) {
                                 return Err(ServerError::Auth(
                                     "server offers no SASL mechanism pgherald supports".into(),
                                 ));
                             }
-                            let client = ScramSha256::new(
-                                password()?.as_bytes(),
-                                ChannelBinding::unsupported(),
-                            );
-                            frontend::sasl_initial_response(
-                                "SCRAM-SHA-256",
-                                client.message(),
-                                &mut out,
-                            )?;
+                            let client = ScramSha256::new(password()?.as_bytes(), binding);
+                            frontend::sasl_initial_response(mechanism, client.message(), &mut out)?;
                             scram = Some(client);
                         }
                         11 => {
@@ -356,8 +370,7 @@ impl ServerConn {
         if !self.buf.is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        matches!(self.rd.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.rd.idle_open()
     }
 
     /// Send Terminate and drop the connection.

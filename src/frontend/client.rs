@@ -3,12 +3,12 @@
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::error::ClientError;
 use crate::protocol::framer;
 use crate::protocol::reply::{self, Severity};
+use crate::tls::{stream, NetRead, NetWrite};
 
 /// Largest length word of a password message (Postgres's PG_MAX_AUTH_TOKEN_LENGTH).
 pub const MAX_PASSWORD_MESSAGE: usize = 65_535;
@@ -22,10 +22,14 @@ const SHRINK_ABOVE: usize = 64 * 1024;
 /// A connected client.
 #[derive(Debug)]
 pub struct ClientIo {
-    /// Read half.
-    pub rd: OwnedReadHalf,
+    /// Read half (plain or TLS, chosen at login).
+    pub rd: NetRead,
     /// Write half.
-    pub wr: OwnedWriteHalf,
+    pub wr: NetWrite,
+    /// With TLS: the client certificate's subject CN, if it sent one.
+    pub cert_cn: Option<String>,
+    /// With TLS: pgherald's certificate's channel binding data (SCRAM-SHA-256-PLUS).
+    pub end_point: Option<Vec<u8>>,
     /// Reused read buffer; unprocessed client bytes.
     pub buf: BytesMut,
     /// Messages pgherald composed for the client, written by `flush`.
@@ -36,13 +40,34 @@ impl ClientIo {
     /// Wrap an accepted socket.
     pub fn new(stream: TcpStream) -> ClientIo {
         let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = stream::plain(stream);
         ClientIo {
             rd,
             wr,
+            cert_cn: None,
+            end_point: None,
             buf: BytesMut::with_capacity(READ_CHUNK),
             out: BytesMut::new(),
         }
+    }
+
+    /// True when the client speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.rd.is_tls()
+    }
+
+    /// Take the plain socket back (to start TLS on it).
+    pub(crate) fn take_plain(&mut self) -> Option<TcpStream> {
+        let rd = std::mem::replace(&mut self.rd, NetRead::Detached);
+        let wr = std::mem::replace(&mut self.wr, NetWrite::Detached);
+        stream::reunite(rd, wr)
+    }
+
+    /// Use an encrypted stream from now on.
+    pub(crate) fn set_tls(&mut self, tls: stream::Tls) {
+        let (rd, wr) = stream::tls(tls);
+        self.rd = rd;
+        self.wr = wr;
     }
 
     /// Write everything composed in `out`.

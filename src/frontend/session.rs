@@ -161,6 +161,16 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
         .password
         .clone()
         .or_else(|| crate::auth::exchange::plain_password(&app.users, &server_user));
+    let server_tls = match app.server_tls.get(&target.tls) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!("server TLS settings unusable: {e}");
+            client
+                .fatal("08006", &format!("server connection failed: {e}"))
+                .await;
+            return;
+        }
+    };
     let key = PoolKey {
         database: start.database.clone(),
         user: start.user.clone(),
@@ -174,6 +184,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
                 database: target.dbname.clone(),
                 user: server_user,
                 password,
+                tls: server_tls,
             },
             target.pool_mode,
             target.pool_size,

@@ -115,11 +115,13 @@ pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
 }
 
 /// AuthenticationSASL offering SCRAM-SHA-256.
-pub fn auth_sasl(buf: &mut BytesMut) {
-    put(
-        buf,
-        &Authentication::SASL(vec!["SCRAM-SHA-256".to_string()]),
-    );
+pub fn auth_sasl(buf: &mut BytesMut, plus: bool) {
+    let mut mechanisms = Vec::with_capacity(2);
+    if plus {
+        mechanisms.push("SCRAM-SHA-256-PLUS".to_string());
+    }
+    mechanisms.push("SCRAM-SHA-256".to_string());
+    put(buf, &Authentication::SASL(mechanisms));
 }
 
 /// AuthenticationSASLContinue. Framed here rather than by pgwire, whose limit for

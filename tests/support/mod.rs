@@ -8,3 +8,4 @@ pub mod listen;
 pub mod os;
 pub mod postgres;
 pub mod raw;
+pub mod tls;
