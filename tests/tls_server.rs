@@ -71,17 +71,21 @@ async fn login_error(h: &Herald) -> String {
     db.message().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_full_from_the_upstream_url() {
+/// A pgherald whose upstream URL asks for verify-full against the test CA.
+async fn verify_full_herald() -> Herald {
     let k = pki().await;
-    let pg = postgres::shared();
     let ca = k.ca.pem_file.to_str().unwrap();
-    let h = Herald::start(config_url(
-        pg,
+    Herald::start(config_url(
+        postgres::shared(),
         "localhost",
         &format!("sslmode=verify-full&sslrootcert={ca}"),
     ))
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_from_the_upstream_url() {
+    let h = verify_full_herald().await;
     let c = h.connect(SUPERUSER, None, DEFAULT_DB).await;
     assert!(
         ssl_in_use(&c).await,
@@ -182,15 +186,7 @@ async fn expired_server_certificate() {
 /// The relay's upstream LISTEN connection uses the same TLS settings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_connects_with_tls() {
-    let k = pki().await;
-    let pg = postgres::shared();
-    let ca = k.ca.pem_file.to_str().unwrap();
-    let h = Herald::start(config_url(
-        pg,
-        "localhost",
-        &format!("sslmode=verify-full&sslrootcert={ca}"),
-    ))
-    .await;
+    let h = verify_full_herald().await;
     let mut l = listen::connect(&h.conn_str(SUPERUSER, None, DB2)).await;
     l.client.batch_execute("LISTEN tls_relay").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -204,7 +200,7 @@ async fn relay_connects_with_tls() {
         assert!(Instant::now() < deadline, "relay never listened");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let d = pg.connect(SUPERUSER, None, DB2).await;
+    let d = postgres::shared().connect(SUPERUSER, None, DB2).await;
     d.batch_execute("NOTIFY tls_relay, 'via the relay'")
         .await
         .unwrap();

@@ -309,29 +309,7 @@ impl ServerConn {
     /// recording ParameterStatus changes. Returns the final transaction status, or the
     /// first error the server raised.
     pub async fn run_quiet(&mut self, sql: &str) -> Result<u8, ServerError> {
-        let mut out = BytesMut::new();
-        frontend::query(sql, &mut out)?;
-        self.wr.write_all(&out).await?;
-        let mut failure = None;
-        loop {
-            let (tag, body) = self.next_message().await?;
-            match tag {
-                b'S' => {
-                    if let Some((k, v)) = parse_parameter_status(&body) {
-                        set_param(&mut self.params, k, v);
-                    }
-                }
-                b'E' if failure.is_none() => failure = Some(refused(&body)),
-                b'Z' => {
-                    let status = body.first().copied().unwrap_or(b'I');
-                    return match failure {
-                        Some(e) => Err(e),
-                        None => Ok(status),
-                    };
-                }
-                _ => {}
-            }
-        }
+        self.query_rows(sql).await.map(|(_, status)| status)
     }
 
     /// Run a housekeeping query and collect its rows as text (NULL as `None`); returns the
