@@ -149,6 +149,15 @@ pub struct Config {
     pub server_tls_protocols: String,
     /// TLS 1.2 cipher suites towards servers.
     pub server_tls_ciphers: String,
+    /// Share LISTEN/NOTIFY with other instances through this backplane
+    /// (`redis://host:port/db`); none by default (one instance, in-memory hub).
+    pub backplane: Option<String>,
+    /// Seconds a COMMIT may wait for the backplane to record its notifications.
+    pub backplane_timeout: f64,
+    /// Entries kept per database on the backplane (older ones are trimmed).
+    pub backplane_retention: usize,
+    /// Prefix of the backplane's key names (instances sharing notifications use the same).
+    pub backplane_prefix: String,
 }
 
 /// A `[databases.NAME]` entry.
@@ -238,6 +247,10 @@ impl Default for Config {
             server_tls_key_file: None,
             server_tls_protocols: "secure".into(),
             server_tls_ciphers: "default".into(),
+            backplane: None,
+            backplane_timeout: 5.0,
+            backplane_retention: 100_000,
+            backplane_prefix: "pgherald".into(),
         }
     }
 }

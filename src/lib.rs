@@ -47,6 +47,8 @@ pub struct App {
     pub hub: Arc<pubsub::Hub>,
     /// Upstream relays, one per database with local listeners.
     pub relays: Arc<pubsub::relay::Relays>,
+    /// Shares notifications with other instances (`backplane`); None: this instance alone.
+    pub backplane: Option<Arc<dyn pubsub::backplane::Backplane>>,
     /// Server-side names of named prepared statements (transaction pooling).
     pub prepared: backend::prepared::Registry,
     /// Clients logged in (counted against `max_client_conn`).
@@ -92,9 +94,11 @@ impl Server {
         let (stop, shutdown) = watch::channel(false);
         let hub = pubsub::Hub::new(config.listener_queue_limit);
         let relays = pubsub::relay::Relays::start(hub.clone(), timeouts.server_connect);
+        let backplane = open_backplane(&config, &hub)?;
         let app = Arc::new(App {
             hub,
             relays,
+            backplane,
             config,
             timeouts,
             pools: Pools::default(),
@@ -147,6 +151,36 @@ impl Server {
         reaper.abort();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The backplane the configuration names, if any (connections are made when used).
+fn open_backplane(
+    config: &Config,
+    hub: &Arc<pubsub::Hub>,
+) -> Result<Option<Arc<dyn pubsub::backplane::Backplane>>, Error> {
+    use pubsub::backplane::{open, BackplaneSettings};
+    let invalid = |key: String, problem: String| {
+        Error::Config(config::ConfigError::Invalid { key, problem })
+    };
+    let Some(settings) = BackplaneSettings::from_config(config).map_err(|(k, p)| invalid(k, p))?
+    else {
+        return Ok(None);
+    };
+    let url = settings.url.clone();
+    let bp = open(settings, hub.clone()).map_err(|e| invalid("backplane".into(), e.to_string()))?;
+    tracing::info!(backplane = %redact(&url), "sharing notifications with other instances");
+    Ok(Some(bp))
+}
+
+/// A URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
     }
 }
 

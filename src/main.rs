@@ -29,6 +29,10 @@ struct Cli {
     /// Maximum client connections (default 100).
     #[arg(long)]
     max_client_conn: Option<usize>,
+    /// Share LISTEN/NOTIFY with other pgherald instances through Redis Streams:
+    /// redis://HOST:PORT[/DB] (see the README, "Several instances").
+    #[arg(long)]
+    backplane: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,9 @@ fn main() -> ExitCode {
     }
     if let Some(n) = cli.max_client_conn {
         config.max_client_conn = n;
+    }
+    if let Some(b) = cli.backplane {
+        config.backplane = Some(b);
     }
     if config.upstream.is_none() && config.databases.is_empty() {
         eprintln!("pgherald: no upstream: pass --upstream postgres://USER@HOST:PORT or list [databases] in a config file");

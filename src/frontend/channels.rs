@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::txn::{ListenSet, PendingTxn};
 use crate::protocol::encoding::{Conversion, EncodingError};
 use crate::protocol::reply;
+use crate::pubsub::backplane::{Backplane, Pending};
 use crate::pubsub::relay::Relays;
 use crate::pubsub::{Delivery, Hub, Mailbox, Notification, Subscriber};
 
@@ -55,6 +56,14 @@ pub struct Channels {
     /// Committed transactions' own notifications, waiting for `relay_wait` to be merged
     /// with what the server raised: each batch and how many came before the server ran.
     held: Vec<(Vec<Notification>, usize)>,
+    /// Several instances share notifications through this (None: the in-memory hub only).
+    backplane: Option<Arc<dyn Backplane>>,
+    /// Answers the session waits for before the client sees its commit or LISTEN complete:
+    /// a commit's batch recorded on the backplane (true), or the backplane reader of the
+    /// database positioned (false).
+    pub backplane_waits: Vec<(Pending, bool)>,
+    /// Notifications for this listener were lost on the backplane: the session must end.
+    pub lost: bool,
 }
 
 impl Channels {
@@ -78,6 +87,9 @@ impl Channels {
             capturing: false,
             server_unsynced: false,
             held: Vec::new(),
+            backplane: None,
+            backplane_waits: Vec::new(),
+            lost: false,
             database,
             pid,
             txn: PendingTxn::new(),
@@ -89,6 +101,13 @@ impl Channels {
             conv: Conversion::default(),
             unconvertible: None,
         }
+    }
+
+    /// Share notifications with other instances through `backplane`. Notifications raised
+    /// inside Postgres stay with each instance's relay (every relay receives them from
+    /// Postgres), so they are never captured into a commit's batch here.
+    pub fn set_backplane(&mut self, backplane: Option<Arc<dyn Backplane>>) {
+        self.backplane = backplane;
     }
 
     /// Commit the pending actions: LISTEN/UNLISTEN take effect first, then the
@@ -162,8 +181,15 @@ impl Channels {
         }
     }
 
-    fn publish(&self, batch: Vec<Notification>) {
+    fn publish(&mut self, batch: Vec<Notification>) {
         if batch.is_empty() {
+            return;
+        }
+        if let Some(bp) = &self.backplane {
+            // Delivered here (the sender's copy included) when this instance reads it back.
+            self.backplane_waits
+                .push((bp.publish(&self.database, batch), true));
+            self.drain_after_relay = true;
             return;
         }
         self.hub.publish(&self.database, &batch);
@@ -191,7 +217,7 @@ impl Channels {
     /// other (item 13), Postgres's between the NOTIFYs issued before the transaction's first
     /// server statement and those after it (item 27).
     pub fn capture_ahead(&mut self, notifies: bool) {
-        if !notifies || self.capturing || !self.relay_on {
+        if !notifies || self.capturing || !self.relay_on || self.backplane.is_some() {
             return;
         }
         if let Some(r) = self.relays.as_ref().filter(|r| r.raised(&self.database)) {
@@ -248,6 +274,9 @@ impl Channels {
             let (sub, mailbox) = self.hub.subscriber(&self.database);
             self.sub = Some(sub);
             self.mailbox = Some(mailbox);
+            if let Some(ready) = self.backplane.as_ref().and_then(|b| b.follow(&self.database)) {
+                self.backplane_waits.push((ready, false));
+            }
         }
     }
 
@@ -379,6 +408,7 @@ impl Channels {
                 }
             }
             Delivery::Overflow { limit } => self.overflow = Some(limit),
+            Delivery::Lost => self.lost = true,
         }
     }
 

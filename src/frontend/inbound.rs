@@ -139,7 +139,7 @@ impl Session {
                 if self.plan.front().is_some_and(Entry::is_local) {
                     // A client Flush marker the server had nothing left to answer before.
                     self.advance_locals();
-                    self.relay_sync().await;
+                    self.relay_sync().await?;
                     self.flush_out().await?;
                 }
             }
@@ -154,7 +154,7 @@ impl Session {
                 Inbound::Local(entry) => {
                     self.plan.push_back(entry);
                     self.advance_locals();
-                    self.relay_sync().await;
+                    self.relay_sync().await?;
                     self.flush_out().await?;
                     self.delivery_failed()?;
                 }

@@ -100,7 +100,7 @@ impl Session {
             let Some((act, tag, total)) = action else {
                 // Hold a trailing run of ParameterStatus back until we know what follows it:
                 // notifications must precede it when a ReadyForQuery comes next (item 24).
-                self.relay_sync().await;
+                self.relay_sync().await?;
                 let upto = if self.plan.is_empty() {
                     run
                 } else {
@@ -110,7 +110,7 @@ impl Session {
                 buf.advance(upto);
                 return Ok(self.idle());
             };
-            self.relay_sync().await;
+            self.relay_sync().await?;
             // A notification drained after the relay's round trip may end the session.
             let act = match act {
                 Act::Before if tag == b'Z' && self.ch.unconvertible.is_some() => Act::Close,
@@ -147,7 +147,7 @@ impl Session {
             self.client.out = ours;
             self.client.out.clear();
             self.advance_locals();
-            self.relay_sync().await;
+            self.relay_sync().await?;
             self.flush_out().await?;
             self.delivery_failed()?;
             if tag == b'Z' && self.idle() {

@@ -59,6 +59,10 @@ pub(crate) enum Exit {
     Overflow(usize),
     /// A notification the client's encoding cannot represent (FATAL, as in Postgres).
     Unconvertible(EncodingError),
+    /// A commit's notifications could not be recorded on the backplane (why).
+    Backplane(String),
+    /// The backplane lost notifications this listener was owed.
+    Lost,
 }
 
 impl From<ClientError> for Exit {
@@ -220,13 +224,14 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
     }
     let cancel = app.cancels.register();
     let forward = app.relays.forwards(&hub_key);
-    let ch = Channels::new(
+    let mut ch = Channels::new(
         app.hub.clone(),
         Some(app.relays.clone()),
         forward,
         hub_key,
         cancel.pid,
     );
+    ch.set_backplane(app.backplane.clone());
     let mut session = Session {
         cancel,
         shutdown: app.shutdown.clone(),
@@ -495,7 +500,10 @@ impl Session {
     /// what the server raised in a transaction just committed), then publish the commit held
     /// for it, queue the session's own notifications, and the ReadyForQuery and replies of
     /// pgherald's that wait behind them.
-    pub(crate) async fn relay_sync(&mut self) {
+    pub(crate) async fn relay_sync(&mut self) -> Result<(), Exit> {
+        if !self.ch.backplane_waits.is_empty() {
+            super::backplane::settle(self).await?;
+        }
         loop {
             if let Some(rx) = self.ch.relay_wait.take() {
                 if tokio::time::timeout(HOUSEKEEPING_TIMEOUT, rx)
@@ -510,7 +518,7 @@ impl Session {
                 self.ch.drain_into(&mut self.client.out);
             }
             let Some(status) = self.ready_after_relay.take() else {
-                return;
+                return Ok(());
             };
             if self.ch.unconvertible.is_none() {
                 reply::ready_for_query(&mut self.client.out, status);
@@ -518,7 +526,7 @@ impl Session {
             // pgherald's replies queued behind that ReadyForQuery.
             self.advance_locals();
             if self.ch.relay_wait.is_none() && self.ready_after_relay.is_none() {
-                return;
+                return Ok(());
             }
         }
     }
@@ -599,6 +607,9 @@ impl Session {
             }
             if let Some(limit) = self.ch.overflow {
                 return Exit::Overflow(limit);
+            }
+            if self.ch.lost {
+                return Exit::Lost;
             }
         }
     }
@@ -691,6 +702,8 @@ impl Session {
                     .await
             }
             Exit::Unconvertible(e) => self.client.fatal(e.sqlstate(), &e.to_string()).await,
+            Exit::Backplane(why) => super::backplane::fail_commit(&mut self.client, why).await,
+            Exit::Lost => super::backplane::lost(&mut self.client).await,
             Exit::Shutdown => {
                 self.client
                     .fatal(

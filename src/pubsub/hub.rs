@@ -33,6 +33,9 @@ pub enum Delivery {
         /// The configured per-listener queue limit.
         limit: usize,
     },
+    /// Notifications for this listener were lost on the way (a backplane gap); sent once,
+    /// after everything queued before. The session must end with a FATAL saying so.
+    Lost,
 }
 
 /// Hub counters since start.
@@ -166,6 +169,10 @@ struct Queue {
     overflowed: bool,
     /// `Delivery::Overflow` has been handed out.
     overflow_reported: bool,
+    /// Notifications were lost (`Hub::lose`): nothing more is queued.
+    lost: bool,
+    /// `Delivery::Lost` has been handed out.
+    lost_reported: bool,
     /// The `Mailbox` was dropped: nobody will read.
     receiver_gone: bool,
     /// The `Subscriber` was dropped: nothing more will arrive.
@@ -186,7 +193,7 @@ impl Shared {
     /// Queues one frame; called by publishers under the database lock, never blocks on I/O.
     fn push(&self, frame: &Bytes, limit: usize) -> Push {
         let mut q = lock(&self.queue);
-        if q.overflowed || q.receiver_gone {
+        if q.overflowed || q.lost || q.receiver_gone {
             return Push::Skipped;
         }
         if q.frames.len() >= limit {
@@ -311,6 +318,30 @@ impl Hub {
                 );
             }
         }
+    }
+
+    /// Notifications of `database` were lost before they reached this hub: every current
+    /// listener gets `Delivery::Lost` after what it has queued, and nothing more. Returns
+    /// how many listeners that ends.
+    pub fn lose(&self, database: &str) -> usize {
+        let Some(db) = self.databases.get(database).map(|e| Arc::clone(e.value())) else {
+            return 0;
+        };
+        let st = lock(&db.state);
+        let mut ended = 0;
+        let mut seen = std::collections::HashSet::new();
+        for l in st.channels.values().flat_map(|c| c.list.iter()) {
+            if seen.insert(l.id) {
+                let mut q = lock(&l.shared.queue);
+                if !q.lost && !q.overflowed {
+                    q.lost = true;
+                    ended += 1;
+                    drop(q);
+                    l.shared.notify.notify_one();
+                }
+            }
+        }
+        ended
     }
 
     /// Report every channel that gains its first or loses its last listener to `watcher`
@@ -627,7 +658,8 @@ impl Mailbox {
     /// True when nothing more will ever be delivered.
     pub fn is_closed(&self) -> bool {
         let q = lock(&self.shared.queue);
-        q.frames.is_empty() && (q.overflow_reported || (q.sender_gone && !q.overflowed))
+        q.frames.is_empty()
+            && (q.overflow_reported || q.lost_reported || (q.sender_gone && !q.overflowed && !q.lost))
     }
 
     fn take(&self) -> Take {
@@ -645,6 +677,13 @@ impl Mailbox {
             }
             q.overflow_reported = true;
             return Take::Got(Delivery::Overflow { limit: self.limit });
+        }
+        if q.lost {
+            if q.lost_reported {
+                return Take::Closed;
+            }
+            q.lost_reported = true;
+            return Take::Got(Delivery::Lost);
         }
         if q.sender_gone {
             Take::Closed

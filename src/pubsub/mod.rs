@@ -1,6 +1,8 @@
 //! In-memory LISTEN/NOTIFY pub/sub: pgherald serves listeners itself, keyed by
-//! (database, channel bytes), with one commit order per database and bounded mailboxes.
+//! (database, channel bytes), with one commit order per database and bounded mailboxes;
+//! optionally shared by several instances through a backplane.
 
+pub mod backplane;
 pub mod hub;
 pub mod relay;
 
