@@ -160,9 +160,8 @@ fn open_backplane(
     hub: &Arc<pubsub::Hub>,
 ) -> Result<Option<Arc<dyn pubsub::backplane::Backplane>>, Error> {
     use pubsub::backplane::{open, BackplaneSettings};
-    let invalid = |key: String, problem: String| {
-        Error::Config(config::ConfigError::Invalid { key, problem })
-    };
+    let invalid =
+        |key: String, problem: String| Error::Config(config::ConfigError::Invalid { key, problem });
     let Some(settings) = BackplaneSettings::from_config(config).map_err(|(k, p)| invalid(k, p))?
     else {
         return Ok(None);

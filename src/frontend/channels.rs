@@ -274,7 +274,11 @@ impl Channels {
             let (sub, mailbox) = self.hub.subscriber(&self.database);
             self.sub = Some(sub);
             self.mailbox = Some(mailbox);
-            if let Some(ready) = self.backplane.as_ref().and_then(|b| b.follow(&self.database)) {
+            if let Some(ready) = self
+                .backplane
+                .as_ref()
+                .and_then(|b| b.follow(&self.database))
+            {
                 self.backplane_waits.push((ready, false));
             }
         }

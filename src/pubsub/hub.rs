@@ -659,7 +659,9 @@ impl Mailbox {
     pub fn is_closed(&self) -> bool {
         let q = lock(&self.shared.queue);
         q.frames.is_empty()
-            && (q.overflow_reported || q.lost_reported || (q.sender_gone && !q.overflowed && !q.lost))
+            && (q.overflow_reported
+                || q.lost_reported
+                || (q.sender_gone && !q.overflowed && !q.lost))
     }
 
     fn take(&self) -> Take {

@@ -117,7 +117,10 @@ pub enum BackplaneError {
 }
 
 /// Open the engine the URL names. Connections are made lazily and re-made as needed.
-pub fn open(settings: BackplaneSettings, hub: Arc<Hub>) -> Result<Arc<dyn Backplane>, BackplaneError> {
+pub fn open(
+    settings: BackplaneSettings,
+    hub: Arc<Hub>,
+) -> Result<Arc<dyn Backplane>, BackplaneError> {
     let scheme = settings.url.split(':').next().unwrap_or_default();
     match scheme {
         "redis" | "rediss" | "valkey" | "valkeys" | "redis+unix" | "unix" => {
@@ -132,7 +135,10 @@ pub fn open(settings: BackplaneSettings, hub: Arc<Hub>) -> Result<Arc<dyn Backpl
 /// Encode a batch: per notification, pid (i32), channel length (u32), channel, payload
 /// length (u32), payload; all big-endian.
 pub fn encode_batch(batch: &[Notification]) -> Bytes {
-    let size: usize = batch.iter().map(|n| 12 + n.channel.len() + n.payload.len()).sum();
+    let size: usize = batch
+        .iter()
+        .map(|n| 12 + n.channel.len() + n.payload.len())
+        .sum();
     let mut out = BytesMut::with_capacity(size);
     for n in batch {
         out.put_i32(n.pid);

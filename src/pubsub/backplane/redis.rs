@@ -25,12 +25,22 @@ use super::{
 };
 use crate::pubsub::hub::{Hub, Notification};
 
-/// Records one batch; KEYS: log, meta; ARGV: candidate generation, retention, data.
+/// Records one batch; KEYS: log, meta; ARGV: candidate generation, retention, data, this
+/// instance's id, the batch's number at this instance. A batch already recorded (a retry
+/// after a lost reply) is not recorded twice: the last entry this instance recorded is
+/// returned instead.
 const RECORD: &str = r"
+local mine = 'i:' .. ARGV[4]
+local last = redis.call('HMGET', KEYS[2], mine, mine .. ':id')
+if last[1] and tonumber(last[1]) >= tonumber(ARGV[5]) then
+  return last[2]
+end
 redis.call('HSETNX', KEYS[2], 'g', ARGV[1])
 local g = redis.call('HGET', KEYS[2], 'g')
 local s = redis.call('HINCRBY', KEYS[2], 's', 1)
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'g', g, 's', s, 'd', ARGV[3])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'g', g, 's', s, 'd', ARGV[3])
+redis.call('HSET', KEYS[2], mine, ARGV[5], mine .. ':id', id)
+return id
 ";
 
 /// Batches sent in one pipeline at most.
@@ -41,6 +51,8 @@ const READ_COUNT: usize = 512;
 const READ_BLOCK: Duration = Duration::from_secs(1);
 /// Longest pause between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Pause before a failed write is tried again on a new connection.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// A stream entry ID, ordered as Redis orders them.
 type EntryId = (u64, u64);
@@ -56,6 +68,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One batch waiting for the publisher task.
 struct Request {
+    /// Number of the batch at this instance (increasing).
+    number: u64,
     database: String,
     data: Bytes,
     reply: oneshot::Sender<Outcome>,
@@ -66,6 +80,7 @@ struct Request {
 pub struct RedisBackplane {
     inner: Arc<Inner>,
     requests: mpsc::UnboundedSender<Request>,
+    numbers: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -121,7 +136,11 @@ impl RedisBackplane {
         });
         let (requests, rx) = mpsc::unbounded_channel();
         tokio::spawn(publisher(Arc::clone(&inner), rx));
-        Ok(RedisBackplane { inner, requests })
+        Ok(RedisBackplane {
+            inner,
+            requests,
+            numbers: AtomicU64::new(1),
+        })
     }
 }
 
@@ -129,6 +148,7 @@ impl Backplane for RedisBackplane {
     fn publish(&self, database: &str, batch: Vec<Notification>) -> Pending {
         let (reply, rx) = oneshot::channel();
         let req = Request {
+            number: self.numbers.fetch_add(1, Ordering::Relaxed),
             database: database.to_owned(),
             data: encode_batch(&batch),
             reply,
@@ -159,7 +179,10 @@ impl Backplane for RedisBackplane {
 impl Inner {
     fn keys(&self, database: &str) -> (String, String) {
         let p = &self.settings.prefix;
-        (format!("{p}:{{{database}}}:log"), format!("{p}:{{{database}}}:meta"))
+        (
+            format!("{p}:{{{database}}}:log"),
+            format!("{p}:{{{database}}}:meta"),
+        )
     }
 
     /// A new connection whose replies may take up to `response` (XREAD BLOCK waits).
@@ -169,7 +192,8 @@ impl Inner {
             .set_response_timeout(response);
         match tokio::time::timeout(
             self.settings.timeout,
-            self.client.get_multiplexed_async_connection_with_config(&config),
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
         )
         .await
         {
@@ -225,44 +249,20 @@ async fn publisher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Request>) 
                 let _ = tokio::time::timeout(inner.settings.timeout, ready).await;
             }
         }
-        let result = async {
-            if conn.is_none() {
-                let mut c = inner.connect(inner.settings.timeout).await?;
-                redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(RECORD)
-                    .query_async::<String>(&mut c)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                conn = Some(c);
+        let deadline = tokio::time::Instant::now() + inner.settings.timeout;
+        let result: Result<Vec<String>, String> = loop {
+            let attempt = record(&inner, &script, &mut conn, &reqs, deadline).await;
+            match attempt {
+                Err(e) if tokio::time::Instant::now() + RETRY_PAUSE < deadline => {
+                    // A broken connection (Redis restarted): again on a new one. A batch
+                    // that was recorded before the reply got lost is not recorded twice.
+                    tracing::debug!("backplane write failed, retrying: {e}");
+                    conn = None;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => break other,
             }
-            let Some(c) = conn.as_mut() else {
-                return Err("not connected".to_string());
-            };
-            let mut pipe = redis::pipe();
-            for r in &reqs {
-                let (log, meta) = inner.keys(&r.database);
-                pipe.cmd("EVALSHA")
-                    .arg(script.get_hash())
-                    .arg(2)
-                    .arg(log)
-                    .arg(meta)
-                    .arg(&inner.generation)
-                    .arg(inner.settings.retention)
-                    .arg(&r.data[..]);
-            }
-            match tokio::time::timeout(inner.settings.timeout, pipe.query_async::<Vec<String>>(c))
-                .await
-            {
-                Ok(Ok(ids)) => Ok(ids),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!(
-                    "no answer within backplane_timeout ({:?})",
-                    inner.settings.timeout
-                )),
-            }
-        }
-        .await;
+        };
         match result {
             Ok(ids) if ids.len() == reqs.len() => {
                 inner
@@ -285,15 +285,63 @@ async fn publisher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Request>) 
                     Ok(_) => "unexpected reply".into(),
                 };
                 conn = None;
-                inner
-                    .failed
-                    .fetch_add(reqs.len() as u64, Ordering::Relaxed);
-                tracing::warn!(batches = reqs.len(), "backplane cannot record notifications: {why}");
+                inner.failed.fetch_add(reqs.len() as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    batches = reqs.len(),
+                    "backplane cannot record notifications: {why}"
+                );
                 for r in reqs {
                     let _ = r.reply.send(Outcome::Failed(why.clone()));
                 }
             }
         }
+    }
+}
+
+/// One attempt at recording `reqs` as one pipeline, on `conn` (made first if None).
+async fn record(
+    inner: &Inner,
+    script: &redis::Script,
+    conn: &mut Option<MultiplexedConnection>,
+    reqs: &[Request],
+    deadline: tokio::time::Instant,
+) -> Result<Vec<String>, String> {
+    if conn.is_none() {
+        let mut c = tokio::time::timeout_at(deadline, inner.connect(inner.settings.timeout))
+            .await
+            .map_err(|_| "connection timed out".to_string())??;
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(RECORD)
+            .query_async::<String>(&mut c)
+            .await
+            .map_err(|e| e.to_string())?;
+        *conn = Some(c);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Err("not connected".to_string());
+    };
+    let mut pipe = redis::pipe();
+    for r in reqs {
+        let (log, meta) = inner.keys(&r.database);
+        pipe.cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(2)
+            .arg(log)
+            .arg(meta)
+            .arg(&inner.generation)
+            .arg(inner.settings.retention)
+            .arg(&r.data[..])
+            .arg(&inner.generation)
+            .arg(r.number);
+    }
+    match tokio::time::timeout_at(deadline, pipe.query_async::<Vec<String>>(c)).await {
+        Ok(Ok(ids)) => Ok(ids),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within backplane_timeout ({:?})",
+            inner.settings.timeout
+        )),
     }
 }
 
@@ -446,7 +494,10 @@ async fn check_generation(
         .await?;
     let generation = generation.map(Bytes::from);
     if p.generation.is_some() && generation != p.generation {
-        inner.gap(database, "the backplane's log was reset (Redis lost its data)");
+        inner.gap(
+            database,
+            "the backplane's log was reset (Redis lost its data)",
+        );
         // The new log is read from its start.
         let _ = seq;
         *p = Position {
@@ -467,7 +518,9 @@ async fn read_once(
     log: &str,
     p: &mut Position,
 ) -> redis::RedisResult<()> {
-    let opts = StreamReadOptions::default().count(READ_COUNT).block(READ_BLOCK.as_millis() as usize);
+    let opts = StreamReadOptions::default()
+        .count(READ_COUNT)
+        .block(READ_BLOCK.as_millis() as usize);
     let reply: Option<StreamReadReply> = redis::cmd("XREAD")
         .arg(&opts)
         .arg("STREAMS")
@@ -493,7 +546,10 @@ async fn read_once(
                 .unwrap_or(0);
             let fresh = p.generation.is_none() && p.seq == 0;
             if generation != p.generation && !fresh {
-                inner.gap(database, "the backplane's log was reset (Redis lost its data)");
+                inner.gap(
+                    database,
+                    "the backplane's log was reset (Redis lost its data)",
+                );
             } else if seq != p.seq + 1 {
                 inner.gap(
                     database,
@@ -509,7 +565,9 @@ async fn read_once(
             p.id = entry.id.clone();
             match field("d").and_then(|d| decode_batch(Bytes::from(d))) {
                 Some(batch) => inner.hub.publish(database, &batch),
-                None => tracing::warn!(database, id = %entry.id, "backplane entry not understood; skipped"),
+                None => {
+                    tracing::warn!(database, id = %entry.id, "backplane entry not understood; skipped")
+                }
             }
             inner.received.fetch_add(1, Ordering::Relaxed);
             last = parse_id(&entry.id).or(last);
