@@ -399,3 +399,63 @@ async fn no_backplane_by_default() {
     let e = pgherald::Server::bind(bad).await.err().expect("refused");
     assert!(e.to_string().contains("forward_notify"), "{e}");
 }
+
+/// Notifications raised inside Postgres (a trigger; a client connected to Postgres
+/// directly) are not published on the backplane: Postgres hands them to every instance's
+/// relay, which delivers them to its own listeners, so each listener gets each exactly
+/// once, wherever it was raised; the raising session gets its own copy before its
+/// ReadyForQuery (item 26).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raised_in_postgres_reaches_each_listener_once() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let pg = shared();
+    let table = format!("bp_trig_{}", std::process::id());
+    let direct = pg.connect(SUPERUSER, None, DEFAULT_DB).await;
+    direct
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (v text);
+             CREATE FUNCTION {table}_f() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN PERFORM pg_notify('bpt', NEW.v); RETURN NEW; END $$;
+             CREATE TRIGGER {table}_t AFTER INSERT ON {table}
+               FOR EACH ROW EXECUTE FUNCTION {table}_f();"
+        ))
+        .await
+        .unwrap();
+    let hs = instances(2, &redis.url(None)).await;
+    let mut ls = vec![listener(&hs[0], "bpt").await, listener(&hs[1], "bpt").await];
+    let mut raiser = raw_listener(&hs[0], "bpt").await;
+    // A first notification from Postgres marks the session as fed by the relay; from then
+    // on its commits wait for the relay's round trip (as without a backplane).
+    direct.batch_execute("NOTIFY bpt, 'warm-up'").await.unwrap();
+    assert_eq!(raiser.recv().await.unwrap().tag, b'A');
+    for l in &mut ls {
+        assert_eq!(l.next().await.payload(), "warm-up");
+    }
+    raiser
+        .query(&format!("INSERT INTO {table} VALUES ('trigger')"))
+        .await;
+    let tags: String = raiser.until_ready().await.iter().map(|m| m.tag as char).collect();
+    assert!(tags.ends_with("CAZ"), "own raised copy before Z: {tags}");
+    direct.batch_execute("NOTIFY bpt, 'direct'").await.unwrap();
+    let via_b = hs[1].connect(SUPERUSER, None, DEFAULT_DB).await;
+    via_b.batch_execute("NOTIFY bpt, 'served'").await.unwrap();
+    // Raised by the server and sent through pgherald in one transaction.
+    let via_a = hs[0].connect(SUPERUSER, None, DEFAULT_DB).await;
+    via_a
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO {table} VALUES ('raised'); NOTIFY bpt, 'sent'; COMMIT"
+        ))
+        .await
+        .unwrap();
+    for l in &mut ls {
+        let mut got = collect(l, 5).await;
+        got.sort();
+        assert_eq!(got, ["direct", "raised", "sent", "served", "trigger"]);
+    }
+    direct
+        .batch_execute(&format!("DROP TABLE {table}; DROP FUNCTION {table}_f()"))
+        .await
+        .unwrap();
+}
