@@ -459,3 +459,35 @@ async fn raised_in_postgres_reaches_each_listener_once() {
         .await
         .unwrap();
 }
+
+/// Many sessions of one instance committing at once (their batches share pipelines): every
+/// confirmed COMMIT is recorded once and reaches the listener on the other instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_of_one_instance_are_all_recorded() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let hs = instances(2, &redis.url(None)).await;
+    let mut far = listener(&hs[1], "many").await;
+    const CLIENTS: usize = 48;
+    const EACH: usize = 40;
+    let mut tasks = Vec::new();
+    for w in 0..CLIENTS {
+        let c = hs[0].connect(SUPERUSER, None, DEFAULT_DB).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                c.batch_execute(&format!("NOTIFY many, '{w}.{i}'"))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = collect(&mut far, CLIENTS * EACH).await;
+    assert_eq!(got.len(), CLIENTS * EACH);
+    assert_eq!(got.iter().collect::<BTreeSet<_>>().len(), CLIENTS * EACH);
+    let key = redis.cli(&["KEYS", "pgherald:*:meta"]);
+    assert_eq!(redis.cli(&["HGET", &key, "s"]), (CLIENTS * EACH).to_string());
+}

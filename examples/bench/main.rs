@@ -7,6 +7,7 @@
 mod common;
 mod conn;
 mod cpu;
+mod cross;
 mod fanout;
 mod locks;
 mod memory;
@@ -38,6 +39,8 @@ enum Cmd {
     /// N clients: BEGIN; INSERT; NOTIFY (50-byte payload); COMMIT, against INSERT only;
     /// samples NOTIFY's lock waiters in pg_locks.
     Writers(writers::Args),
+    /// Writers spread over several instances sharing a backplane; a listener on each.
+    Cross(cross::Args),
     /// Two connections bounce a notification beside N idle LISTENing connections.
     Pingpong(pingpong::Args),
     /// One publisher, N listeners on one channel: delivered/s, latency, losses.
@@ -68,6 +71,12 @@ async fn run(cmd: Cmd) -> Res<()> {
                 for notify in a.variant.flags() {
                     emit(&writers::run_point(&ctx, c, notify, warmup).await);
                 }
+            }
+        }
+        Cmd::Cross(a) => {
+            let ctx = Ctx::new(&a.target)?;
+            for &c in &a.clients {
+                emit(&cross::run_point(&ctx, &a.peer_url, c).await);
             }
         }
         Cmd::Pingpong(a) => {

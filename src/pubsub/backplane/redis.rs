@@ -68,7 +68,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One batch waiting for the publisher task.
 struct Request {
-    /// Number of the batch at this instance (increasing).
+    /// Number of the batch at this instance, given in queue order by the publisher task
+    /// (the order it is recorded in), kept across retries.
     number: u64,
     database: String,
     data: Bytes,
@@ -80,7 +81,6 @@ struct Request {
 pub struct RedisBackplane {
     inner: Arc<Inner>,
     requests: mpsc::UnboundedSender<Request>,
-    numbers: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -136,11 +136,7 @@ impl RedisBackplane {
         });
         let (requests, rx) = mpsc::unbounded_channel();
         tokio::spawn(publisher(Arc::clone(&inner), rx));
-        Ok(RedisBackplane {
-            inner,
-            requests,
-            numbers: AtomicU64::new(1),
-        })
+        Ok(RedisBackplane { inner, requests })
     }
 }
 
@@ -148,7 +144,7 @@ impl Backplane for RedisBackplane {
     fn publish(&self, database: &str, batch: Vec<Notification>) -> Pending {
         let (reply, rx) = oneshot::channel();
         let req = Request {
-            number: self.numbers.fetch_add(1, Ordering::Relaxed),
+            number: 0,
             database: database.to_owned(),
             data: encode_batch(&batch),
             reply,
@@ -235,6 +231,7 @@ impl Inner {
 async fn publisher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Request>) {
     let script = redis::Script::new(RECORD);
     let mut conn: Option<MultiplexedConnection> = None;
+    let mut number = 0u64;
     while let Some(first) = rx.recv().await {
         let mut reqs = vec![first];
         while reqs.len() < MAX_PIPELINE {
@@ -242,6 +239,10 @@ async fn publisher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Request>) 
                 Ok(r) => reqs.push(r),
                 Err(_) => break,
             }
+        }
+        for r in &mut reqs {
+            number += 1;
+            r.number = number;
         }
         // The reader must be positioned before the entry exists, or it would start past it.
         for r in &reqs {
