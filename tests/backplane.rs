@@ -436,7 +436,12 @@ async fn raised_in_postgres_reaches_each_listener_once() {
     raiser
         .query(&format!("INSERT INTO {table} VALUES ('trigger')"))
         .await;
-    let tags: String = raiser.until_ready().await.iter().map(|m| m.tag as char).collect();
+    let tags: String = raiser
+        .until_ready()
+        .await
+        .iter()
+        .map(|m| m.tag as char)
+        .collect();
     assert!(tags.ends_with("CAZ"), "own raised copy before Z: {tags}");
     direct.batch_execute("NOTIFY bpt, 'direct'").await.unwrap();
     let via_b = hs[1].connect(SUPERUSER, None, DEFAULT_DB).await;
@@ -489,5 +494,8 @@ async fn concurrent_commits_of_one_instance_are_all_recorded() {
     assert_eq!(got.len(), CLIENTS * EACH);
     assert_eq!(got.iter().collect::<BTreeSet<_>>().len(), CLIENTS * EACH);
     let key = redis.cli(&["KEYS", "pgherald:*:meta"]);
-    assert_eq!(redis.cli(&["HGET", &key, "s"]), (CLIENTS * EACH).to_string());
+    assert_eq!(
+        redis.cli(&["HGET", &key, "s"]),
+        (CLIENTS * EACH).to_string()
+    );
 }
