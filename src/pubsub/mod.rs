@@ -432,6 +432,34 @@ mod hub_tests {
     }
 
     #[test]
+    fn lose_ends_current_listeners_after_what_they_had_queued() {
+        let hub = Hub::new(16);
+        let (a, mut ma) = hub.subscriber("db");
+        let (b, mut mb) = hub.subscriber("db");
+        let (o, mut mo) = hub.subscriber("other");
+        a.listen(b"c");
+        a.listen(b"d");
+        b.listen(b"c");
+        o.listen(b"c");
+        hub.publish("db", &[note(1, "c", "queued")]);
+        assert_eq!(hub.lose("db"), 2, "each listener once");
+        assert_eq!(hub.lose("db"), 0, "already ended");
+        hub.publish("db", &[note(1, "c", "after")]);
+        hub.publish("other", &[note(1, "c", "elsewhere")]);
+        for m in [&mut ma, &mut mb] {
+            assert_eq!(decode(m.try_recv().unwrap()).2, "queued");
+            assert_eq!(m.try_recv(), Some(Delivery::Lost));
+            assert_eq!(m.try_recv(), None);
+            assert!(m.is_closed());
+        }
+        assert_eq!(drain(&mut mo).len(), 1, "another database is untouched");
+        let (later, mut ml) = hub.subscriber("db");
+        later.listen(b"c");
+        hub.publish("db", &[note(1, "c", "new")]);
+        assert_eq!(drain(&mut ml), [(1, "c".into(), "new".into())]);
+    }
+
+    #[test]
     fn unencodable_notification_is_skipped_not_sent() {
         let hub = Hub::new(16);
         let (s, mut m) = hub.subscriber("db");
