@@ -95,6 +95,10 @@ impl Server {
         let hub = pubsub::Hub::new(config.listener_queue_limit);
         let relays = pubsub::relay::Relays::start(hub.clone(), timeouts.server_connect);
         let backplane = open_backplane(&config, &hub)?;
+        let cancels = match &backplane {
+            Some(bp) => pid_block(bp.as_ref()).await,
+            None => CancelRegistry::new(),
+        };
         let app = Arc::new(App {
             hub,
             relays,
@@ -102,7 +106,7 @@ impl Server {
             config,
             timeouts,
             pools: Pools::default(),
-            cancels: CancelRegistry::new(),
+            cancels,
             auth_type,
             users,
             prepared: Default::default(),
@@ -170,6 +174,21 @@ fn open_backplane(
     let bp = open(settings, hub.clone()).map_err(|e| invalid("backplane".into(), e.to_string()))?;
     tracing::info!(backplane = %redact(&url), "sharing notifications with other instances");
     Ok(Some(bp))
+}
+
+/// Virtual cancel keys whose pids come from this instance's own block, so that a pid names
+/// one client across the instances sharing the backplane.
+async fn pid_block(bp: &dyn pubsub::backplane::Backplane) -> Arc<CancelRegistry> {
+    let n = match bp.instance_number().await {
+        Some(n) => n,
+        None => {
+            let n = rand::random::<u32>();
+            tracing::warn!("backplane unreachable at start: pid block chosen at random; pids may repeat on another instance");
+            n
+        }
+    };
+    let (lo, hi) = pubsub::backplane::pid_range(n);
+    CancelRegistry::with_pids(lo, hi)
 }
 
 /// A URL without its password, for logs.

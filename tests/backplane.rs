@@ -21,7 +21,6 @@ fn config(backplane: &str) -> Config {
     Config {
         backplane: Some(backplane.to_string()),
         backplane_timeout: 2.0,
-        backplane_retention: 100,
         ..herald::config(shared(), PoolMode::Transaction, 4)
     }
 }
@@ -328,8 +327,12 @@ async fn gap_past_retention_ends_listeners_with_fatal() {
         return;
     };
     redis.cli(&["ACL", "SETUSER", "b", "on", ">pw", "~*", "&*", "+@all"]);
-    let a = Herald::start(config(&redis.url(None))).await;
-    let b = Herald::start(config(&redis.url(Some(("b", "pw"))))).await;
+    let small = |url: String| Config {
+        backplane_retention: 100,
+        ..config(&url)
+    };
+    let a = Herald::start(small(redis.url(None))).await;
+    let b = Herald::start(small(redis.url(Some(("b", "pw"))))).await;
     let mut on_a = listener(&a, "bp").await;
     let mut on_b = raw_listener(&b, "bp").await;
     let sender = a.connect(SUPERUSER, None, DEFAULT_DB).await;
@@ -498,4 +501,29 @@ async fn concurrent_commits_of_one_instance_are_all_recorded() {
         redis.cli(&["HGET", &key, "s"]),
         (CLIENTS * EACH).to_string()
     );
+}
+
+/// Item 28 across instances: each instance takes its own block of BackendKeyData pids, so
+/// a client comparing a notification's pid with its own never mistakes another instance's
+/// client for itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pids_are_distinct_across_instances() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let hs = instances(3, &redis.url(None)).await;
+    let mut blocks = BTreeSet::new();
+    for h in &hs {
+        let mut pids = Vec::new();
+        for _ in 0..3 {
+            let (_c, login) = Raw::login(h.port(), SUPERUSER, DEFAULT_DB).await;
+            let key = login.iter().find(|m| m.tag == b'K').expect("BackendKeyData");
+            pids.push(i32::from_be_bytes(key.body[..4].try_into().unwrap()));
+        }
+        let block = pids[0] / pgherald::pubsub::backplane::PID_BLOCK;
+        assert!(block >= 1, "{pids:?}");
+        assert!(pids.iter().all(|p| p / pgherald::pubsub::backplane::PID_BLOCK == block));
+        blocks.insert(block);
+    }
+    assert_eq!(blocks.len(), 3, "one block per instance");
 }

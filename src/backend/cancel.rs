@@ -21,6 +21,9 @@ struct Slot {
 #[derive(Debug)]
 pub struct CancelRegistry {
     next: AtomicI32,
+    /// Pids are taken from `lo..hi`, wrapping.
+    lo: i32,
+    hi: i32,
     slots: DashMap<i32, Arc<Slot>>,
 }
 
@@ -38,8 +41,21 @@ pub struct CancelHandle {
 impl CancelRegistry {
     /// An empty registry.
     pub fn new() -> Arc<CancelRegistry> {
+        Self::with_range(10_000, i32::MAX, 10_000 + (rand::random::<u16>() as i32))
+    }
+
+    /// A registry whose pids come from `lo..hi` only (several instances sharing a backplane
+    /// each take their own block), starting at a random place in it.
+    pub fn with_pids(lo: i32, hi: i32) -> Arc<CancelRegistry> {
+        let span = (hi - lo).max(1) as u32;
+        Self::with_range(lo, hi, lo + (rand::random::<u32>() % span) as i32)
+    }
+
+    fn with_range(lo: i32, hi: i32, start: i32) -> Arc<CancelRegistry> {
         Arc::new(CancelRegistry {
-            next: AtomicI32::new(10_000 + (rand::random::<u16>() as i32)),
+            next: AtomicI32::new(start),
+            lo,
+            hi,
             slots: DashMap::new(),
         })
     }
@@ -53,9 +69,9 @@ impl CancelRegistry {
         });
         loop {
             let mut pid = self.next.fetch_add(1, Ordering::Relaxed);
-            if pid <= 0 {
+            if pid <= 0 || pid < self.lo || pid >= self.hi {
                 // Wrapped: start over; taken pids are skipped below.
-                self.next.store(10_000, Ordering::Relaxed);
+                self.next.store(self.lo, Ordering::Relaxed);
                 pid = self.next.fetch_add(1, Ordering::Relaxed);
             }
             if let dashmap::Entry::Vacant(v) = self.slots.entry(pid) {

@@ -13,6 +13,8 @@
 pub mod redis;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +66,19 @@ pub trait Backplane: Send + Sync + fmt::Debug {
     fn follow(&self, database: &str) -> Option<Pending>;
     /// Counters.
     fn stats(&self) -> BackplaneStats;
+    /// A number for this instance, distinct from the other instances' (None when the engine
+    /// cannot be reached now): BackendKeyData pids are taken from its block, so that a pid
+    /// names one client across the cluster (item 28).
+    fn instance_number(&self) -> Pin<Box<dyn Future<Output = Option<u32>> + Send + '_>>;
+}
+
+/// Pids per instance block (2^20); blocks 1..=2047 fit in a positive i32.
+pub const PID_BLOCK: i32 = 1 << 20;
+
+/// The pid range of instance number `n`.
+pub fn pid_range(n: u32) -> (i32, i32) {
+    let block = (n % 2047) as i32 + 1;
+    (block * PID_BLOCK, block * PID_BLOCK + (PID_BLOCK - 1))
 }
 
 /// How the backplane is set up (from the configuration).

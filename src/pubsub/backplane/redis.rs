@@ -159,6 +159,17 @@ impl Backplane for RedisBackplane {
         self.inner.follow(database)
     }
 
+    fn instance_number(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<u32>> + Send + '_>> {
+        Box::pin(async move {
+            let mut c = self.inner.connect(self.inner.settings.timeout).await.ok()?;
+            let key = format!("{}:instances", self.inner.settings.prefix);
+            let n: u64 = redis::cmd("INCR").arg(key).query_async(&mut c).await.ok()?;
+            Some(n as u32)
+        })
+    }
+
     fn stats(&self) -> BackplaneStats {
         let i = &self.inner;
         BackplaneStats {
