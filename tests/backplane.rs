@@ -517,12 +517,17 @@ async fn pids_are_distinct_across_instances() {
         let mut pids = Vec::new();
         for _ in 0..3 {
             let (_c, login) = Raw::login(h.port(), SUPERUSER, DEFAULT_DB).await;
-            let key = login.iter().find(|m| m.tag == b'K').expect("BackendKeyData");
+            let key = login
+                .iter()
+                .find(|m| m.tag == b'K')
+                .expect("BackendKeyData");
             pids.push(i32::from_be_bytes(key.body[..4].try_into().unwrap()));
         }
         let block = pids[0] / pgherald::pubsub::backplane::PID_BLOCK;
         assert!(block >= 1, "{pids:?}");
-        assert!(pids.iter().all(|p| p / pgherald::pubsub::backplane::PID_BLOCK == block));
+        assert!(pids
+            .iter()
+            .all(|p| p / pgherald::pubsub::backplane::PID_BLOCK == block));
         blocks.insert(block);
     }
     assert_eq!(blocks.len(), 3, "one block per instance");

@@ -502,7 +502,7 @@ impl Session {
     /// pgherald's that wait behind them.
     pub(crate) async fn relay_sync(&mut self) -> Result<(), Exit> {
         if !self.ch.backplane_waits.is_empty() {
-            super::backplane::settle(self).await?;
+            self.settle_backplane().await?;
         }
         loop {
             if let Some(rx) = self.ch.relay_wait.take() {
@@ -702,8 +702,8 @@ impl Session {
                     .await
             }
             Exit::Unconvertible(e) => self.client.fatal(e.sqlstate(), &e.to_string()).await,
-            Exit::Backplane(why) => super::backplane::fail_commit(&mut self.client, why).await,
-            Exit::Lost => super::backplane::lost(&mut self.client).await,
+            Exit::Backplane(why) => self.backplane_failed(why).await,
+            Exit::Lost => self.backplane_lost().await,
             Exit::Shutdown => {
                 self.client
                     .fatal(

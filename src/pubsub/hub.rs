@@ -7,9 +7,11 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::Notify;
+
+use super::frame::encode;
 
 /// One notification of a committed transaction, as the hub receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,7 +283,10 @@ impl Hub {
         let Some(db) = self.databases.get(database).map(|e| Arc::clone(e.value())) else {
             return;
         };
-        let frames: Vec<Option<Bytes>> = batch.iter().map(encode).collect();
+        let frames: Vec<Option<Bytes>> = batch
+            .iter()
+            .map(|n| encode(n.pid, &n.channel, &n.payload))
+            .collect();
         let mut delivered = 0u64;
         let mut overflowed: Vec<u64> = Vec::new();
         {
@@ -396,32 +401,6 @@ impl fmt::Debug for Hub {
             .field("stats", &self.stats())
             .finish()
     }
-}
-
-/// Encodes a NotificationResponse: `'A'`, i32 length, i32 pid, channel `\0`, payload `\0`.
-/// Returns None (and logs) for bytes that cannot travel in the message: an embedded NUL or a
-/// length past i32.
-fn encode(n: &Notification) -> Option<Bytes> {
-    let body = 4 + 4 + n.channel.len() + 1 + n.payload.len() + 1;
-    let len = match i32::try_from(body) {
-        Ok(len) if !n.channel.contains(&0) && !n.payload.contains(&0) => len,
-        _ => {
-            tracing::warn!(
-                pid = n.pid,
-                "dropping unencodable notification (NUL byte or too long)"
-            );
-            return None;
-        }
-    };
-    let mut buf = BytesMut::with_capacity(1 + body);
-    buf.put_u8(b'A');
-    buf.put_i32(len);
-    buf.put_i32(n.pid);
-    buf.put_slice(&n.channel);
-    buf.put_u8(0);
-    buf.put_slice(&n.payload);
-    buf.put_u8(0);
-    Some(buf.freeze())
 }
 
 /// A session's registration in one database; manages which channels it listens on.

@@ -3,6 +3,7 @@
 //! optionally shared by several instances through a backplane.
 
 pub mod backplane;
+mod frame;
 pub mod hub;
 pub mod relay;
 
