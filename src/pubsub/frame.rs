@@ -22,9 +22,9 @@ pub(super) fn encode(pid: i32, channel: &[u8], payload: &[u8]) -> Option<Bytes> 
     buf.put_u8(b'A');
     buf.put_i32(len);
     buf.put_i32(pid);
-    buf.put_slice(&channel);
+    buf.put_slice(channel);
     buf.put_u8(0);
-    buf.put_slice(&payload);
+    buf.put_slice(payload);
     buf.put_u8(0);
     Some(buf.freeze())
 }
