@@ -439,6 +439,10 @@ async fn read_loop(inner: Arc<Inner>, database: String, reader: Arc<Reader>) {
         .await;
         if let Err(e) = result {
             let e: redis::RedisError = e;
+            if pos.is_none() {
+                // Nobody waits forever for a reader that cannot position itself.
+                answer_ready(&reader, Outcome::Failed(e.to_string()));
+            }
             tracing::warn!(database, "backplane reader lost its connection: {e}");
             broken = true;
             tokio::time::sleep(backoff).await;
