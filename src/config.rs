@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A configuration problem, phrased as one line naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
 }
 
 /// Pooling mode, as PgBouncer names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// A client holds one server connection from its first query until it disconnects.
@@ -70,7 +70,7 @@ impl std::str::FromStr for PoolMode {
 }
 
 /// The whole configuration, after defaults and overrides.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address clients connect to (PgBouncer: listen_addr + listen_port).
@@ -111,10 +111,20 @@ pub struct Config {
     pub databases: BTreeMap<String, DatabaseConfig>,
     /// Client authentication.
     pub auth: Option<AuthConfig>,
+    /// Users allowed every admin console command (PgBouncer: comma-separated list).
+    pub admin_users: String,
+    /// Users allowed the admin console's read-only SHOW commands.
+    pub stats_users: String,
+    /// Address serving Prometheus `/metrics` over HTTP (off when unset).
+    pub metrics_listen: Option<String>,
+    /// Seconds between the averages of SHOW STATS / STATS_AVERAGES (PgBouncer's stats_period).
+    pub stats_period: f64,
+    /// tracing filter (e.g. `info`, `pgherald=debug`); RUST_LOG wins when set. Reloadable.
+    pub log_level: Option<String>,
 }
 
 /// A `[databases.NAME]` entry.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// Server host (default: the upstream's, else 127.0.0.1).
@@ -138,7 +148,7 @@ pub struct DatabaseConfig {
 }
 
 /// The `[auth]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// trust, md5 or scram-sha-256.
@@ -169,6 +179,47 @@ impl Default for Config {
             defer_begin: true,
             databases: BTreeMap::new(),
             auth: None,
+            admin_users: String::new(),
+            stats_users: String::new(),
+            metrics_listen: None,
+            stats_period: 60.0,
+            log_level: None,
+        }
+    }
+}
+
+/// Settings given on the command line: they win over the file, at start and at every reload.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--upstream`.
+    pub upstream: Option<String>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--pool-mode`.
+    pub pool_mode: Option<PoolMode>,
+    /// `--pool-size`.
+    pub pool_size: Option<usize>,
+    /// `--max-client-conn`.
+    pub max_client_conn: Option<usize>,
+}
+
+impl Overrides {
+    /// Write the overrides into `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(u) = &self.upstream {
+            config.upstream = Some(u.clone());
+        }
+        if let Some(l) = &self.listen {
+            config.listen = l.clone();
+        }
+        if let Some(m) = self.pool_mode {
+            config.pool_mode = m;
+        }
+        if let Some(n) = self.pool_size {
+            config.default_pool_size = n;
+        }
+        if let Some(n) = self.max_client_conn {
+            config.max_client_conn = n;
         }
     }
 }
@@ -235,6 +286,10 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
         user,
         password,
     })
+}
+
+fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|u| !u.is_empty())
 }
 
 fn secs(key: &str, v: f64) -> Result<Duration, ConfigError> {
@@ -305,6 +360,17 @@ impl Config {
         if let Some(u) = &self.upstream {
             parse_upstream(u)?;
         }
+        if let Some(m) = &self.metrics_listen {
+            m.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "metrics_listen",
+                    format!("`{m}` is not an address like 127.0.0.1:9127"),
+                )
+            })?;
+        }
+        if !(self.stats_period.is_finite() && self.stats_period >= 1.0) {
+            return Err(invalid("stats_period", "must be at least 1 second"));
+        }
         for (name, db) in &self.databases {
             if db.pool_size == Some(0) {
                 return Err(invalid(
@@ -348,6 +414,16 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// `admin_users` as a list.
+    pub fn admin_user_list(&self) -> impl Iterator<Item = &str> {
+        split_list(&self.admin_users)
+    }
+
+    /// `stats_users` as a list.
+    pub fn stats_user_list(&self) -> impl Iterator<Item = &str> {
+        split_list(&self.stats_users)
     }
 
     /// The socket address to listen on.

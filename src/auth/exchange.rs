@@ -7,7 +7,7 @@ use super::{verify_md5_response, AuthType, ScramServer, Secret, UserList, SCRAM_
 use crate::error::ClientError;
 use crate::frontend::client::ClientIo;
 use crate::protocol::{framer, reply};
-use crate::App;
+use crate::live::Snapshot;
 
 /// Why a login was refused.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,11 @@ pub fn plain_password(users: &UserList, user: &str) -> Option<String> {
 
 /// Authenticate `user` as the configuration demands and send AuthenticationOk. On failure
 /// the client has been sent its FATAL.
-pub async fn authenticate(client: &mut ClientIo, app: &App, user: &str) -> Result<(), AuthError> {
+pub async fn authenticate(
+    client: &mut ClientIo,
+    app: &Snapshot,
+    user: &str,
+) -> Result<(), AuthError> {
     let res = match app.auth_type {
         AuthType::Trust => Ok(()),
         kind => {

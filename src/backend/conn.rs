@@ -15,7 +15,7 @@ use crate::error::ServerError;
 use crate::protocol::framer;
 
 /// Who to log in as, where.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Login {
     /// Host name or address.
     pub host: String,

@@ -16,6 +16,7 @@ mod outbound;
 pub mod params;
 mod pipeline;
 pub mod plan;
+pub mod registry;
 pub mod session;
 pub mod simple;
 pub mod txn;

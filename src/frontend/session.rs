@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
 
@@ -17,7 +17,10 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::backend::cancel::CancelHandle;
-use crate::backend::conn::{get_param, set_param, Login, Params};
+use crate::backend::conn::{get_param, set_param, Params};
+use crate::backend::stats::SessionCounts;
+use crate::frontend::registry::{self, Control, NewClient, Registration};
+use crate::live::Snapshot;
 use crate::backend::pool::{Checkout, Pool, PoolKey};
 use crate::backend::prepared::ClientStatements;
 use crate::config::PoolMode;
@@ -59,6 +62,8 @@ pub(crate) enum Exit {
     Overflow(usize),
     /// A notification the client's encoding cannot represent (FATAL, as in Postgres).
     Unconvertible(EncodingError),
+    /// The console killed the client (KILL, KILL_CLIENT).
+    Killed,
 }
 
 impl From<ClientError> for Exit {
@@ -77,17 +82,25 @@ impl From<framer::FrameError> for Exit {
 }
 
 /// Counts a client against `max_client_conn` for as long as it lives.
-struct ClientSlot(Arc<App>);
+pub(crate) struct ClientSlot(Arc<App>);
 
 impl ClientSlot {
-    fn take(app: &Arc<App>) -> Option<ClientSlot> {
-        let max = app.config.max_client_conn;
+    fn take(app: &Arc<App>, max: usize) -> Option<ClientSlot> {
         app.clients
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
             .map(|_| ClientSlot(app.clone()))
+    }
+}
+
+/// Counts a client in its pool's `clients` for as long as it lives.
+struct InPool(Arc<Pool>);
+
+impl Drop for InPool {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -108,7 +121,8 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
             return;
         }
     };
-    let Some(_slot) = ClientSlot::take(&app) else {
+    let snap = app.live.get();
+    let Some(_slot) = ClientSlot::take(&app, snap.config.max_client_conn) else {
         client
             .fatal("53300", "sorry, too many clients already")
             .await;
@@ -120,7 +134,16 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
             .await;
         return;
     }
-    let Some(target) = app.config.target(&start.database) else {
+    if crate::admin::is_console(&start.database) {
+        crate::admin::console::serve(app, client, start, snap).await;
+        return;
+    }
+    if app.pause.is_disabled(&start.database) {
+        let msg = format!("database \"{}\" is disabled", start.database);
+        client.fatal("08P01", &msg).await;
+        return;
+    }
+    let Some(target) = snap.config.target(&start.database) else {
         client
             .fatal(
                 "3D000",
@@ -129,45 +152,44 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
             .await;
         return;
     };
-    if let Err(e) = crate::auth::exchange::authenticate(&mut client, &app, &start.user).await {
-        tracing::info!(user = %start.user, "authentication failed: {e}");
-        return;
-    }
-    tracing::debug!(user = %start.user, database = %start.database, "logged in");
-    let server_user = target.user.clone().unwrap_or_else(|| start.user.clone());
-    let password = target
-        .password
-        .clone()
-        .or_else(|| crate::auth::exchange::plain_password(&app.users, &server_user));
     let key = PoolKey {
         database: start.database.clone(),
         user: start.user.clone(),
     };
-    let pool = app.pools.get_or_create(key, |key| {
-        Pool::new(
-            key,
-            Login {
-                host: target.host.clone(),
-                port: target.port,
-                database: target.dbname.clone(),
-                user: server_user,
-                password,
-            },
-            target.pool_mode,
-            target.pool_size,
-            app.config.server_reset_query.clone(),
-            app.timeouts.clone(),
-        )
-    });
+    if let Err(e) = crate::auth::exchange::authenticate(&mut client, &snap, &start.user).await {
+        tracing::info!(user = %start.user, "authentication failed: {e}");
+        crate::admin::metrics::login_failed(&app, &key);
+        return;
+    }
+    tracing::debug!(user = %start.user, database = %start.database, "logged in");
+    let Some(settings) = crate::pool_settings(&snap, &start.database, &start.user) else {
+        return;
+    };
+    let pool = app
+        .pools
+        .get_or_create(key, |key| Pool::new(key, target.pool_mode, settings));
+    pool.stats.logins.fetch_add(1, Ordering::Relaxed);
+    pool.clients.fetch_add(1, Ordering::Relaxed);
+    let _in_pool = InPool(pool.clone());
     app.relays.register(
         &start.database,
         RelaySettings {
-            login: pool.login.clone(),
+            login: pool.login(),
             relay: target.relay,
             forward: target.forward_notify,
         },
     );
     let cancel = app.cancels.register();
+    let app_name = get_param(&start.settings, "application_name");
+    let (reg, control) = app.registry.register(NewClient {
+        id: cancel.pid,
+        user: &start.user,
+        database: &start.database,
+        addr: client.rd.peer_addr().ok(),
+        local: client.rd.local_addr().ok(),
+        application_name: app_name.unwrap_or_default(),
+    });
+    let closing = *app.shutdown.borrow();
     let forward = app.relays.forwards(&start.database);
     let ch = Channels::new(
         app.hub.clone(),
@@ -178,7 +200,12 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
     );
     let mut session = Session {
         cancel,
-        shutdown: app.shutdown.clone(),
+        control,
+        reg,
+        cfg: snap,
+        counts: SessionCounts::default(),
+        busy_since: None,
+        xact_since: None,
         app,
         pool,
         client,
@@ -199,7 +226,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream) {
         server_pass: 0,
         writing: false,
         server_fatal: false,
-        closing: false,
+        closing,
         ch,
         ext: Extended::default(),
         stmts: ClientStatements::default(),
@@ -222,7 +249,18 @@ pub(crate) struct Session {
     pub(crate) client: ClientIo,
     pub(crate) server: Option<Checkout>,
     pub(crate) cancel: CancelHandle,
-    shutdown: watch::Receiver<bool>,
+    /// What the console or shutdown asks of this session.
+    control: watch::Receiver<Control>,
+    /// This client's entry in the registry.
+    pub(crate) reg: Registration,
+    /// The configuration as of login.
+    pub(crate) cfg: Arc<Snapshot>,
+    /// Counts not yet added to the pool's.
+    pub(crate) counts: SessionCounts,
+    /// The server works on a request since.
+    pub(crate) busy_since: Option<Instant>,
+    /// The current transaction started.
+    pub(crate) xact_since: Option<Instant>,
     /// Settings the client expects on whatever server runs its queries.
     pub(crate) wants: Params,
     /// The server encoding, as the server reported it at login.
@@ -396,7 +434,16 @@ impl Session {
 
     /// Take a server connection and make its settings match the client's.
     pub(crate) async fn acquire(&mut self) -> Result<(), Exit> {
-        let mut co = self.pool.checkout().await.map_err(Exit::Pool)?;
+        let info = &self.reg.info;
+        let t = registry::now_us();
+        info.waiting_since_us.store(t, Ordering::Relaxed);
+        self.app.pause.wait_resumed(&self.pool.key.database).await;
+        let res = self.pool.checkout().await;
+        info.waiting_since_us.store(0, Ordering::Relaxed);
+        info.request_us.store(t, Ordering::Relaxed);
+        let mut co = res.map_err(Exit::Pool)?;
+        self.pool.stats.assignments.fetch_add(1, Ordering::Relaxed);
+        info.server_pid.store(co.conn.cancel.pid, Ordering::Relaxed);
         let sql = params::sync_sql(&self.wants, &co.conn.params, &co.conn.extra);
         if !sql.is_empty() {
             let res = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(&sql)).await;
@@ -490,6 +537,8 @@ impl Session {
     /// Give the server back to the pool.
     pub(crate) fn release(&mut self) {
         if let Some(co) = self.server.take() {
+            self.reg.info.server_pid.store(0, Ordering::Relaxed);
+            self.counts.flush(&self.pool.stats);
             self.cancel.set_target(None);
             self.pool.checkin(co, self.status);
         }
@@ -504,12 +553,18 @@ impl Session {
             tokio::select! {
                 r = self.client.read_more() => match r {
                     Ok(0) | Err(_) => return Exit::ClientGone,
-                    Ok(_) => if let Err(e) = self.on_client_data().await { return e },
+                    Ok(n) => {
+                        self.counts.received += n as u64;
+                        if let Err(e) = self.on_client_data().await { return e }
+                    }
                 },
                 r = read_server(&mut self.server), if held => match r {
                     Ok(0) => return Exit::ServerGone(ServerError::Closed),
                     Err(e) => return Exit::ServerGone(e.into()),
-                    Ok(_) => if let Err(e) = self.on_server_data().await { return e },
+                    Ok(n) => {
+                        self.counts.sent += n as u64;
+                        if let Err(e) = self.on_server_data().await { return e }
+                    }
                 },
                 d = self.ch.recv(), if self.deliverable() => {
                     if let Some(d) = d {
@@ -523,8 +578,13 @@ impl Session {
                         }
                     }
                 }
-                _ = self.shutdown.changed(), if !self.closing => {
-                    self.closing = true;
+                r = self.control.changed(), if !self.closing => {
+                    let c = *self.control.borrow_and_update();
+                    match (r, c) {
+                        (Err(_), _) | (_, Control::CloseWhenIdle) => self.closing = true,
+                        (_, Control::Kill) => return Exit::Killed,
+                        (_, Control::Run) => {}
+                    }
                 }
             }
             if let Some(limit) = self.ch.overflow {
@@ -537,6 +597,11 @@ impl Session {
     /// can block the other (output past the backlog is forwarded to the client). A deferred
     /// BEGIN the server is owed goes first, in the same write.
     pub(crate) async fn write_server(&mut self, data: &[u8]) -> Result<(), Exit> {
+        if self.busy_since.is_none() {
+            let now = Instant::now();
+            self.busy_since = Some(now);
+            self.xact_since.get_or_insert(now);
+        }
         self.prepare_relay().await;
         let prefix: &[u8] = if std::mem::take(&mut self.owe_begin) {
             super::deferred::HIDDEN_BEGIN
@@ -621,6 +686,7 @@ impl Session {
                     .await
             }
             Exit::Unconvertible(e) => self.client.fatal(e.sqlstate(), &e.to_string()).await,
+            Exit::Killed => self.client.fatal("08P01", "admin forced disconnect").await,
             Exit::Shutdown => {
                 self.client
                     .fatal(
@@ -659,8 +725,12 @@ impl Session {
                 self.server = None;
             }
         }
+        if matches!(exit, Exit::Overflow(_)) {
+            self.pool.stats.overflows.fetch_add(1, Ordering::Relaxed);
+        }
         let _ = self.client.wr.shutdown().await;
         self.cleanup_server().await;
+        self.counts.flush(&self.pool.stats);
         tracing::debug!(?exit, "session ended");
     }
 
@@ -674,6 +744,7 @@ impl Session {
         let Some(mut co) = self.server.take() else {
             return;
         };
+        self.reg.info.server_pid.store(0, Ordering::Relaxed);
         self.cancel.set_target(None);
         if !self.quiet() || self.server_fatal {
             tokio::spawn(co.conn.terminate());
@@ -687,11 +758,9 @@ impl Session {
                 _ => return,
             }
         }
-        if !self.transaction_mode() && !self.pool.reset_query.is_empty() {
-            match tokio::time::timeout(
-                HOUSEKEEPING_TIMEOUT,
-                co.conn.run_quiet(&self.pool.reset_query),
-            )
+        let reset = self.pool.settings().reset_query.clone();
+        if !self.transaction_mode() && !reset.is_empty() {
+            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(&reset))
             .await
             {
                 Ok(Ok(s)) => status = s,
