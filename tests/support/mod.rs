@@ -2,6 +2,7 @@
 //! and a raw protocol client that sees every message.
 #![allow(dead_code)]
 
+pub mod console;
 pub mod herald;
 pub mod listen;
 pub mod os;
