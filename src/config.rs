@@ -288,6 +288,29 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
     })
 }
 
+/// The dotted key whose `key = value` line holds byte `at` (for type errors, which toml
+/// reports without the key).
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let section = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key.to_string(),
+    })
+}
+
 fn split_list(s: &str) -> impl Iterator<Item = &str> {
     s.split(',').map(str::trim).filter(|u| !u.is_empty())
 }
@@ -334,7 +357,13 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::new(),
-            message: e.message().to_string()
+            message: e
+                .span()
+                .and_then(|s| key_at(text, s.start))
+                .filter(|k| !e.message().contains(k.as_str()))
+                .map(|k| format!("`{k}`: "))
+                .unwrap_or_default()
+                + e.message()
                 + &e.span()
                     .map(|s| {
                         let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
@@ -520,6 +549,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("default_pool_size"), "{e}");
+        let e = Config::from_toml("[databases.app]\npool_size = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("databases.app.pool_size"), "{e}");
         let e = Config::from_toml("pool_mode = \"statement\"")
             .unwrap_err()
             .to_string();
