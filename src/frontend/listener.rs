@@ -23,7 +23,7 @@ pub async fn accept_loop(
                 Ok((stream, peer)) => {
                     let app = app.clone();
                     let span = tracing::info_span!("client", %peer);
-                    tokio::spawn(super::session::serve(app, stream).instrument(span));
+                    tokio::spawn(super::open::serve(app, stream).instrument(span));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off a little instead of spinning.

@@ -12,6 +12,7 @@ pub mod listener;
 pub mod listening;
 mod local;
 pub mod login;
+mod open;
 mod outbound;
 pub mod params;
 mod pipeline;

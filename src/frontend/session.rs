@@ -13,15 +13,14 @@ use std::time::{Duration, Instant};
 use std::collections::VecDeque;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::backend::cancel::CancelHandle;
 use crate::backend::conn::{get_param, set_param, Params};
 use crate::backend::stats::SessionCounts;
-use crate::frontend::registry::{self, Control, NewClient, Registration};
+use crate::frontend::registry::{self, Control, Registration};
 use crate::live::Snapshot;
-use crate::backend::pool::{Checkout, Pool, PoolKey};
+use crate::backend::pool::{Checkout, Pool};
 use crate::backend::prepared::ClientStatements;
 use crate::config::PoolMode;
 use crate::error::{ClientError, PoolError, ServerError};
@@ -30,11 +29,10 @@ use crate::frontend::client::ClientIo;
 use crate::frontend::extended::Extended;
 use crate::frontend::hold::Hold;
 use crate::frontend::plan::Entry;
-use crate::frontend::{login, params};
+use crate::frontend::params;
 use crate::protocol::encoding::{Conversion, EncodingError};
 use crate::protocol::framer;
 use crate::protocol::reply;
-use crate::pubsub::relay::RelaySettings;
 use crate::App;
 
 /// Frames larger than this are streamed through instead of being buffered whole.
@@ -81,166 +79,6 @@ impl From<framer::FrameError> for Exit {
     }
 }
 
-/// Counts a client against `max_client_conn` for as long as it lives.
-pub(crate) struct ClientSlot(Arc<App>);
-
-impl ClientSlot {
-    fn take(app: &Arc<App>, max: usize) -> Option<ClientSlot> {
-        app.clients
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| ClientSlot(app.clone()))
-    }
-}
-
-/// Counts a client in its pool's `clients` for as long as it lives.
-struct InPool(Arc<Pool>);
-
-impl Drop for InPool {
-    fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Serve one accepted client connection to its end.
-pub async fn serve(app: Arc<App>, stream: TcpStream) {
-    let mut client = ClientIo::new(stream);
-    let start = match login::startup(&mut client, &app).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::debug!("startup failed: {e}");
-            return;
-        }
-    };
-    let snap = app.live.get();
-    let Some(_slot) = ClientSlot::take(&app, snap.config.max_client_conn) else {
-        client
-            .fatal("53300", "sorry, too many clients already")
-            .await;
-        return;
-    };
-    if *app.shutdown.borrow() {
-        client
-            .fatal("57P03", "the database system is shutting down")
-            .await;
-        return;
-    }
-    if crate::admin::is_console(&start.database) {
-        crate::admin::console::serve(app, client, start, snap).await;
-        return;
-    }
-    if app.pause.is_disabled(&start.database) {
-        let msg = format!("database \"{}\" is disabled", start.database);
-        client.fatal("08P01", &msg).await;
-        return;
-    }
-    let Some(target) = snap.config.target(&start.database) else {
-        client
-            .fatal(
-                "3D000",
-                &format!("database \"{}\" does not exist", start.database),
-            )
-            .await;
-        return;
-    };
-    let key = PoolKey {
-        database: start.database.clone(),
-        user: start.user.clone(),
-    };
-    if let Err(e) = crate::auth::exchange::authenticate(&mut client, &snap, &start.user).await {
-        tracing::info!(user = %start.user, "authentication failed: {e}");
-        crate::admin::metrics::login_failed(&app, &key);
-        return;
-    }
-    tracing::debug!(user = %start.user, database = %start.database, "logged in");
-    let Some(settings) = crate::pool_settings(&snap, &start.database, &start.user) else {
-        return;
-    };
-    let pool = app
-        .pools
-        .get_or_create(key, |key| Pool::new(key, target.pool_mode, settings));
-    pool.stats.logins.fetch_add(1, Ordering::Relaxed);
-    pool.clients.fetch_add(1, Ordering::Relaxed);
-    let _in_pool = InPool(pool.clone());
-    app.relays.register(
-        &start.database,
-        RelaySettings {
-            login: pool.login(),
-            relay: target.relay,
-            forward: target.forward_notify,
-        },
-    );
-    let cancel = app.cancels.register();
-    let app_name = get_param(&start.settings, "application_name");
-    let (reg, control) = app.registry.register(NewClient {
-        id: cancel.pid,
-        user: &start.user,
-        database: &start.database,
-        addr: client.rd.peer_addr().ok(),
-        local: client.rd.local_addr().ok(),
-        application_name: app_name.unwrap_or_default(),
-    });
-    let closing = *app.shutdown.borrow();
-    let forward = app.relays.forwards(&start.database);
-    let ch = Channels::new(
-        app.hub.clone(),
-        Some(app.relays.clone()),
-        forward,
-        start.database.clone(),
-        cancel.pid,
-    );
-    let mut session = Session {
-        cancel,
-        control,
-        reg,
-        cfg: snap,
-        counts: SessionCounts::default(),
-        busy_since: None,
-        xact_since: None,
-        app,
-        pool,
-        client,
-        server: None,
-        wants: Params::new(),
-        server_encoding: None,
-        plan: VecDeque::new(),
-        batch_open: false,
-        batch_forwarded: false,
-        batch_failed: false,
-        local_error: false,
-        local_executed: false,
-        status: b'I',
-        live: b'I',
-        implicit: false,
-        hold: Hold::default(),
-        client_pass: 0,
-        server_pass: 0,
-        writing: false,
-        server_fatal: false,
-        closing,
-        ch,
-        ext: Extended::default(),
-        stmts: ClientStatements::default(),
-        deferred: false,
-        owe_begin: false,
-        flush_follows: false,
-        ready_after_relay: None,
-    };
-    let exit = match session.greet(start.settings).await {
-        Ok(()) => session.run().await,
-        Err(e) => e,
-    };
-    session.finish(exit).await;
-}
 
 /// One client's session.
 pub(crate) struct Session {
@@ -250,7 +88,7 @@ pub(crate) struct Session {
     pub(crate) server: Option<Checkout>,
     pub(crate) cancel: CancelHandle,
     /// What the console or shutdown asks of this session.
-    control: watch::Receiver<Control>,
+    pub(crate) control: watch::Receiver<Control>,
     /// This client's entry in the registry.
     pub(crate) reg: Registration,
     /// The configuration as of login.
@@ -264,7 +102,7 @@ pub(crate) struct Session {
     /// Settings the client expects on whatever server runs its queries.
     pub(crate) wants: Params,
     /// The server encoding, as the server reported it at login.
-    server_encoding: Option<String>,
+    pub(crate) server_encoding: Option<String>,
     /// What the server (and pgherald) still owe the client, in order.
     pub(crate) plan: VecDeque<Entry>,
     /// Extended-protocol messages received since the last Sync.
@@ -298,7 +136,7 @@ pub(crate) struct Session {
     /// The server sent a FATAL error.
     pub(crate) server_fatal: bool,
     /// Shutdown is under way: close as soon as the client is idle.
-    closing: bool,
+    pub(crate) closing: bool,
     /// LISTEN/NOTIFY state.
     pub(crate) ch: Channels,
     /// Intercepted prepared statements and portals.
@@ -379,7 +217,7 @@ impl Session {
     }
 
     /// AuthenticationOk was sent; now ParameterStatus, BackendKeyData, ReadyForQuery.
-    async fn greet(&mut self, settings: Params) -> Result<(), Exit> {
+    pub(crate) async fn greet(&mut self, settings: Params) -> Result<(), Exit> {
         let welcome = self.pool.welcome();
         let need_server = match &welcome {
             None => true,
@@ -544,7 +382,7 @@ impl Session {
         }
     }
 
-    async fn run(&mut self) -> Exit {
+    pub(crate) async fn run(&mut self) -> Exit {
         loop {
             if self.closing && self.idle() {
                 return Exit::Shutdown;
@@ -668,7 +506,7 @@ impl Session {
     }
 
     /// Tell the client why the session ends (when it should know) and leave the server clean.
-    async fn finish(mut self, exit: Exit) {
+    pub(crate) async fn finish(mut self, exit: Exit) {
         match &exit {
             Exit::ClientGone => {}
             Exit::ClientProtocol(m) => self.client.fatal("08P01", m).await,
