@@ -173,6 +173,14 @@ async fn pause_resume_under_load_keeps_listen_notify() {
     });
     let mut notes = support::listen::connect(&h.conn_str(SUPERUSER, None, DB2)).await;
     notes.client.batch_execute("LISTEN paused_ch").await.unwrap();
+    // A client that logs in before the pause (a login while paused waits too, as in PgBouncer).
+    let (probe, conn) = tokio_postgres::connect(
+        &(h.conn_str(SUPERUSER, None, DB2) + " application_name=paused_probe"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
     let (mut admin, _) = Raw::login(h.port(), "admin_u", "pgbouncer").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, _, err) = console::query(&mut admin, &format!("PAUSE {DB2}")).await;
@@ -190,17 +198,30 @@ async fn pause_resume_under_load_keeps_listen_notify() {
     n.batch_execute("NOTIFY paused_ch, 'while paused'").await.unwrap();
     let got = notes.next_within(WAIT).await;
     assert_eq!(got.payload(), "while paused");
-    // A query waits instead of failing.
-    let q = tokio::spawn(async move { n.simple_query("select 42").await.map(|_| ()) });
+    // A query waits instead of failing, and no server is assigned while paused.
+    let assigned = |cols: &[(String, u32)], rows: &[Vec<Option<String>>]| {
+        rows.iter()
+            .find(|r| get(cols, r, "database") == Some(DB2))
+            .and_then(|r| get(cols, r, "server_assignment_count").map(str::to_string))
+    };
+    let (cols, rows, _) = console::query(&mut admin, "SHOW STATS_TOTALS").await;
+    let before = assigned(&cols, &rows);
+    let q = tokio::spawn(async move { probe.simple_query("select 42").await.map(|_| ()) });
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (cols, rows, _) = console::query(&mut admin, "SHOW CLIENTS").await;
-        if rows.iter().any(|r| get(&cols, r, "state") == Some("waiting")) {
+        if rows.iter().any(|r| {
+            get(&cols, r, "application_name") == Some("paused_probe")
+                && get(&cols, r, "state") == Some("waiting")
+        }) {
             break;
         }
+        assert!(!q.is_finished(), "a query ran while its database was paused");
         assert!(tokio::time::Instant::now() < deadline, "no client waits while paused");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let (cols, rows, _) = console::query(&mut admin, "SHOW STATS_TOTALS").await;
+    assert_eq!(assigned(&cols, &rows), before, "servers were assigned while paused");
     assert!(!q.is_finished());
     let (_, _, err) = console::query(&mut admin, &format!("RESUME {DB2}")).await;
     assert!(err.is_none(), "{err:?}");
