@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::tls::names::SslMode;
+use crate::tls::TlsFiles;
+
 /// A configuration problem, phrased as one line naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -93,8 +96,14 @@ pub struct Config {
     pub server_connect_timeout: f64,
     /// Query run on a server before another session-mode client gets it. Empty disables.
     pub server_reset_query: String,
+    /// Seconds a pool's greeting may be reused for client logins before a fresh server
+    /// login confirms that Postgres still admits the pool's user (0: every login checks).
+    pub login_recheck_interval: f64,
     /// Seconds that shutdown waits for clients to finish.
     pub shutdown_timeout: f64,
+    /// Seconds a client has from accept to the end of authentication (PgBouncer's
+    /// client_login_timeout; zero disables).
+    pub client_login_timeout: f64,
     /// Notifications a listener may have queued before it is disconnected.
     pub listener_queue_limit: usize,
     /// Named statements prepared per server connection in transaction pooling (0: do not
@@ -104,6 +113,11 @@ pub struct Config {
     pub relay: bool,
     /// Also send notifications committed through pgherald to Postgres (per-database default).
     pub forward_notify: bool,
+    /// Role the relay connection logs in as (per-database default; else the database's
+    /// `user`). Never a client's role.
+    pub relay_user: Option<String>,
+    /// Password for `relay_user`.
+    pub relay_password: Option<String>,
     /// Answer a bare BEGIN at once and send it to the server with the block's first
     /// statement that needs one (saves a round trip per transaction).
     pub defer_begin: bool,
@@ -121,6 +135,30 @@ pub struct Config {
     pub stats_period: f64,
     /// tracing filter (e.g. `info`, `pgherald=debug`); RUST_LOG wins when set. Reloadable.
     pub log_level: Option<String>,
+    /// TLS towards clients: disable (default), allow, prefer, require, verify-ca, verify-full.
+    pub client_tls_sslmode: SslMode,
+    /// pgherald's private key for clients (PEM).
+    pub client_tls_key_file: Option<PathBuf>,
+    /// pgherald's certificate (chain) for clients (PEM).
+    pub client_tls_cert_file: Option<PathBuf>,
+    /// CA that client certificates must chain to (verify-ca, verify-full).
+    pub client_tls_ca_file: Option<PathBuf>,
+    /// TLS versions offered to clients (PgBouncer syntax; default `secure`).
+    pub client_tls_protocols: String,
+    /// TLS 1.2 cipher suites offered to clients (default `default`: all rustls has).
+    pub client_tls_ciphers: String,
+    /// TLS towards servers: disable, allow, prefer (default), require, verify-ca, verify-full.
+    pub server_tls_sslmode: SslMode,
+    /// CA the server certificate must chain to (verify-ca, verify-full).
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// Client certificate pgherald presents to servers (PEM).
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub server_tls_key_file: Option<PathBuf>,
+    /// TLS versions towards servers.
+    pub server_tls_protocols: String,
+    /// TLS 1.2 cipher suites towards servers.
+    pub server_tls_ciphers: String,
 }
 
 /// A `[databases.NAME]` entry.
@@ -145,6 +183,21 @@ pub struct DatabaseConfig {
     pub relay: Option<bool>,
     /// Send notifications committed through pgherald to Postgres too (default: global).
     pub forward_notify: Option<bool>,
+    /// Role the relay logs in as (default: the global `relay_user`, else `user`).
+    pub relay_user: Option<String>,
+    /// Password for the relay's role (default: the global `relay_password`, else the
+    /// password of `user` when the relay logs in as `user`).
+    pub relay_password: Option<String>,
+    /// server_tls_sslmode for this database (default: the upstream URL's, else global).
+    pub server_tls_sslmode: Option<SslMode>,
+    /// server_tls_ca_file for this database.
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// server_tls_cert_file for this database.
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// server_tls_key_file for this database.
+    pub server_tls_key_file: Option<PathBuf>,
+    /// server_tls_protocols for this database.
+    pub server_tls_protocols: Option<String>,
 }
 
 /// The `[auth]` section.
@@ -171,11 +224,15 @@ impl Default for Config {
             server_lifetime: 3600.0,
             server_connect_timeout: 15.0,
             server_reset_query: "DISCARD ALL".into(),
+            login_recheck_interval: 30.0,
             shutdown_timeout: 30.0,
+            client_login_timeout: 60.0,
             listener_queue_limit: 1_000_000,
             max_prepared_statements: 200,
             relay: true,
             forward_notify: false,
+            relay_user: None,
+            relay_password: None,
             defer_begin: true,
             databases: BTreeMap::new(),
             auth: None,
@@ -184,6 +241,18 @@ impl Default for Config {
             metrics_listen: None,
             stats_period: 60.0,
             log_level: None,
+            client_tls_sslmode: SslMode::Disable,
+            client_tls_key_file: None,
+            client_tls_cert_file: None,
+            client_tls_ca_file: None,
+            client_tls_protocols: "secure".into(),
+            client_tls_ciphers: "default".into(),
+            server_tls_sslmode: SslMode::Prefer,
+            server_tls_ca_file: None,
+            server_tls_cert_file: None,
+            server_tls_key_file: None,
+            server_tls_protocols: "secure".into(),
+            server_tls_ciphers: "default".into(),
         }
     }
 }
@@ -245,6 +314,21 @@ pub struct Target {
     pub relay: bool,
     /// Forward notifications committed through pgherald to Postgres.
     pub forward_notify: bool,
+    /// Role the relay logs in as: `relay_user` (database, then global), else the fixed
+    /// login user; None when neither is configured (the relay is then off).
+    pub relay_user: Option<String>,
+    /// Password for `relay_user`, when configured.
+    pub relay_password: Option<String>,
+    /// TLS towards this server.
+    pub tls: TlsFiles,
+}
+
+impl Target {
+    /// The upstream database's identity, `host:port/dbname`: what the hub and the relay are
+    /// keyed by, so names that point at the same database share notifications.
+    pub fn upstream_key(&self) -> String {
+        format!("{}:{}/{}", self.host, self.port, self.dbname)
+    }
 }
 
 /// Parsed `postgres://user[:password]@host[:port]` upstream URL.
@@ -258,6 +342,14 @@ pub struct Upstream {
     pub user: Option<String>,
     /// Password, if the URL has one.
     pub password: Option<String>,
+    /// `?sslmode=`, as libpq reads it.
+    pub sslmode: Option<SslMode>,
+    /// `?sslrootcert=`.
+    pub sslrootcert: Option<PathBuf>,
+    /// `?sslcert=`.
+    pub sslcert: Option<PathBuf>,
+    /// `?sslkey=`.
+    pub sslkey: Option<PathBuf>,
 }
 
 /// Parse an upstream URL; errors name the `upstream` key.
@@ -280,12 +372,37 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
     };
     let user = Some(decode(url.username())).filter(|u| !u.is_empty());
     let password = url.password().map(decode);
-    Ok(Upstream {
+    let mut up = Upstream {
         host,
         port: url.port().unwrap_or(5432),
         user,
         password,
-    })
+        sslmode: None,
+        sslrootcert: None,
+        sslcert: None,
+        sslkey: None,
+    };
+    for (k, v) in url.query_pairs() {
+        match &*k {
+            "sslmode" => {
+                up.sslmode = Some(v.parse().map_err(|e: String| invalid("upstream", e))?)
+            }
+            "sslrootcert" => up.sslrootcert = Some(PathBuf::from(&*v)),
+            "sslcert" => up.sslcert = Some(PathBuf::from(&*v)),
+            "sslkey" => up.sslkey = Some(PathBuf::from(&*v)),
+            other => {
+                return Err(invalid(
+                    "upstream",
+                    format!("unsupported URL parameter `{other}` (pgherald reads sslmode, sslrootcert, sslcert, sslkey)"),
+                ))
+            }
+        }
+    }
+    Ok(up)
+}
+
+fn tls_invalid(e: crate::tls::TlsError) -> ConfigError {
+    invalid(&e.key, e.problem)
 }
 
 /// The dotted key whose `key = value` line holds byte `at` (for type errors, which toml
@@ -335,6 +452,10 @@ pub struct Timeouts {
     pub server_connect: Duration,
     /// shutdown_timeout.
     pub shutdown: Duration,
+    /// client_login_timeout (zero = no limit).
+    pub client_login: Duration,
+    /// login_recheck_interval.
+    pub login_recheck: Duration,
 }
 
 impl Config {
@@ -414,6 +535,14 @@ impl Config {
         if let Some(auth) = &self.auth {
             match auth.kind.as_str() {
                 "trust" => {}
+                "cert" => {
+                    if !self.client_tls_sslmode.verifies() {
+                        return Err(invalid(
+                            "auth.type",
+                            "cert needs client_tls_sslmode verify-ca or verify-full (verified client certificates)",
+                        ));
+                    }
+                }
                 "md5" | "scram-sha-256" => {
                     if auth.file.is_none() {
                         return Err(invalid(
@@ -426,11 +555,29 @@ impl Config {
                     return Err(invalid(
                         "auth.type",
                         format!(
-                            "unknown auth type `{other}` (expected trust, md5 or scram-sha-256)"
-                        ),
+                        "unknown auth type `{other}` (expected trust, md5, scram-sha-256 or cert)"
+                    ),
                     ))
                 }
             }
+        }
+        self.client_tls().check().map_err(tls_invalid)?;
+        self.server_tls(None, None, "*")
+            .check()
+            .map_err(tls_invalid)?;
+        if let Some(u) = &self.upstream {
+            self.server_tls(self.databases.get("*"), Some(&parse_upstream(u)?), "*")
+                .check()
+                .map_err(tls_invalid)?;
+        }
+        for (name, db) in &self.databases {
+            let up = self
+                .upstream
+                .as_deref()
+                .and_then(|u| parse_upstream(u).ok());
+            self.server_tls(Some(db), up.as_ref(), name)
+                .check()
+                .map_err(tls_invalid)?;
         }
         if self.auth.is_none() && !self.listen_addr()?.ip().is_loopback() {
             return Err(invalid(
@@ -473,7 +620,61 @@ impl Config {
             server_lifetime: secs("server_lifetime", self.server_lifetime)?,
             server_connect: secs("server_connect_timeout", self.server_connect_timeout)?,
             shutdown: secs("shutdown_timeout", self.shutdown_timeout)?,
+            client_login: secs("client_login_timeout", self.client_login_timeout)?,
+            login_recheck: secs("login_recheck_interval", self.login_recheck_interval)?,
         })
+    }
+
+    /// The client-facing TLS settings.
+    pub fn client_tls(&self) -> TlsFiles {
+        TlsFiles {
+            prefix: "client_tls".into(),
+            mode: self.client_tls_sslmode,
+            ca_file: self.client_tls_ca_file.clone(),
+            cert_file: self.client_tls_cert_file.clone(),
+            key_file: self.client_tls_key_file.clone(),
+            protocols: self.client_tls_protocols.clone(),
+            ciphers: self.client_tls_ciphers.clone(),
+        }
+    }
+
+    /// The server-facing TLS settings of a database: its entry's keys, else the upstream
+    /// URL's `sslmode`/`sslrootcert`/`sslcert`/`sslkey`, else the global keys.
+    fn server_tls(
+        &self,
+        db: Option<&DatabaseConfig>,
+        up: Option<&Upstream>,
+        name: &str,
+    ) -> TlsFiles {
+        let db = db.cloned().unwrap_or_default();
+        let from_db = db.server_tls_sslmode.is_some();
+        TlsFiles {
+            prefix: if from_db || db.server_tls_ca_file.is_some() {
+                format!("databases.{name}.server_tls")
+            } else {
+                "server_tls".into()
+            },
+            mode: db
+                .server_tls_sslmode
+                .or(up.and_then(|u| u.sslmode))
+                .unwrap_or(self.server_tls_sslmode),
+            ca_file: db
+                .server_tls_ca_file
+                .or(up.and_then(|u| u.sslrootcert.clone()))
+                .or_else(|| self.server_tls_ca_file.clone()),
+            cert_file: db
+                .server_tls_cert_file
+                .or(up.and_then(|u| u.sslcert.clone()))
+                .or_else(|| self.server_tls_cert_file.clone()),
+            key_file: db
+                .server_tls_key_file
+                .or(up.and_then(|u| u.sslkey.clone()))
+                .or_else(|| self.server_tls_key_file.clone()),
+            protocols: db
+                .server_tls_protocols
+                .unwrap_or_else(|| self.server_tls_protocols.clone()),
+            ciphers: self.server_tls_ciphers.clone(),
+        }
     }
 
     /// Resolve the server target for a database name a client asked for, or None if unknown.
@@ -506,7 +707,22 @@ impl Config {
         } else {
             entry.password.clone().or(upass)
         };
+        let tls = self.server_tls(Some(&entry), upstream.as_ref(), database);
+        let relay_user = entry.relay_user.clone().or(self.relay_user.clone());
+        let relay_password = match &relay_user {
+            Some(_) if entry.relay_user.is_some() => entry.relay_password.clone(),
+            Some(_) => entry.relay_password.clone().or(self.relay_password.clone()),
+            None => entry
+                .relay_password
+                .clone()
+                .or(self.relay_password.clone())
+                .or(password.clone()),
+        };
+        let relay_user = relay_user.or(user.clone());
         Some(Target {
+            relay_user,
+            relay_password,
+            tls,
             host: entry.host.or(uhost).unwrap_or_else(|| "127.0.0.1".into()),
             port: entry.port.or(uport).unwrap_or(5432),
             dbname: entry
@@ -591,5 +807,42 @@ mod tests {
         let c = Config::from_toml(text).unwrap();
         c.validate().unwrap();
         assert_eq!(c.databases["app"].pool_size, Some(10));
+    }
+
+    #[test]
+    fn tls_values_rustls_cannot_honour_name_the_key() {
+        let err = |t: &str| {
+            Config::from_toml(t)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("client_tls_protocols = \"tlsv1.1\"");
+        assert!(
+            e.contains("`client_tls_protocols`") && e.contains("tlsv1.1"),
+            "{e}"
+        );
+        let e = err("server_tls_ciphers = \"HIGH:!aNULL\"");
+        assert!(e.contains("`server_tls_ciphers`"), "{e}");
+        let e = err("client_tls_sslmode = \"require\"");
+        assert!(e.contains("`client_tls_sslmode`"), "{e}");
+        let e = err("upstream = \"postgres://h/?sslmode=verify-full\"");
+        assert!(e.contains("`server_tls_ca_file`"), "{e}");
+        let e = err("upstream = \"postgres://h/?sslmode=sometimes\"");
+        assert!(e.contains("`upstream`") && e.contains("sometimes"), "{e}");
+        let c = Config::from_toml(
+            "upstream = \"postgres://h/?sslmode=verify-full&sslrootcert=/ca.crt\"\n[databases.d]\nserver_tls_sslmode = \"disable\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let t = c.target("other").unwrap().tls;
+        assert_eq!(
+            (t.mode, t.ca_file.as_deref()),
+            (SslMode::VerifyFull, Some(Path::new("/ca.crt")))
+        );
+        assert_eq!(c.target("d").unwrap().tls.mode, SslMode::Disable);
+        assert_eq!(Config::default().server_tls_sslmode, SslMode::Prefer);
+        assert_eq!(Config::default().client_tls_sslmode, SslMode::Disable);
     }
 }

@@ -18,6 +18,12 @@ pub enum ClientError {
     /// The client went away.
     #[error("client disconnected")]
     Closed,
+    /// A login message longer than its limit (the length word given).
+    #[error("invalid message length {0}")]
+    TooLong(usize),
+    /// The TLS handshake with the client failed.
+    #[error("client TLS: {0}")]
+    Tls(String),
 }
 
 /// Faults of a Postgres server connection (upstream).
@@ -41,10 +47,15 @@ pub enum ServerError {
         severity: String,
         /// Primary message.
         message: String,
+        /// DETAIL, if the server sent one.
+        detail: Option<String>,
     },
     /// The server asked for an authentication method pgherald cannot perform.
     #[error("server authentication: {0}")]
     Auth(String),
+    /// TLS towards the server failed (refused, handshake, certificate check).
+    #[error("{0}")]
+    Tls(String),
     /// Connecting did not finish in time.
     #[error("timed out connecting to the server")]
     ConnectTimeout,

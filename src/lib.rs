@@ -14,6 +14,7 @@ pub mod live;
 pub mod protocol;
 pub mod pubsub;
 pub mod sql;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,9 +27,9 @@ use tokio::sync::watch;
 use crate::backend::cancel::CancelRegistry;
 use crate::backend::pool::{PoolSettings, Pools};
 use crate::config::Config;
+pub use crate::error::Error;
 use crate::frontend::registry::{Control, Registry};
 use crate::live::{Live, Snapshot};
-pub use crate::error::Error;
 
 /// Shared state of one running pgherald.
 #[derive(Debug)]
@@ -55,8 +56,10 @@ pub struct App {
     pub relays: Arc<pubsub::relay::Relays>,
     /// Server-side names of named prepared statements (transaction pooling).
     pub prepared: backend::prepared::Registry,
-    /// Clients logged in or logging in.
+    /// Clients logged in (counted against `max_client_conn`).
     pub clients: AtomicUsize,
+    /// Connections still in their login phase (capped at `LOGIN_FACTOR × max_client_conn`).
+    pub logins: AtomicUsize,
     /// Becomes true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -82,8 +85,7 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         let (stop, shutdown) = watch::channel(false);
         let hub = pubsub::Hub::new(snapshot.config.listener_queue_limit);
-        let relays =
-            pubsub::relay::Relays::start(hub.clone(), snapshot.timeouts.server_connect);
+        let relays = pubsub::relay::Relays::start(hub.clone(), snapshot.timeouts.server_connect);
         let live = Live::new(snapshot);
         *live.source.lock().unwrap_or_else(|e| e.into_inner()) = source;
         let app = Arc::new(App {
@@ -99,6 +101,7 @@ impl Server {
             metrics_addr: Default::default(),
             prepared: Default::default(),
             clients: AtomicUsize::new(0),
+            logins: AtomicUsize::new(0),
             shutdown,
         });
         Ok(Server {
@@ -197,6 +200,7 @@ pub fn pool_settings(snap: &Snapshot, database: &str, user: &str) -> Option<Pool
             database: target.dbname.clone(),
             user: server_user,
             password,
+            tls: snap.server_tls.get(&target.tls).ok()?,
         },
         size: target.pool_size,
         reset_query: snap.config.server_reset_query.clone(),

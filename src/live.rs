@@ -1,5 +1,5 @@
-//! The running configuration: one immutable snapshot (config, timeouts, auth file) behind a
-//! single handle. SIGHUP and the console's RELOAD build and validate a new snapshot from the
+//! The running configuration: one immutable snapshot (config, timeouts, auth file, TLS
+//! certificates) behind a single handle. SIGHUP and the console's RELOAD build and validate a new snapshot from the
 //! files, then swap it in; sessions and pools read the snapshot when they open something new
 //! (a client login, a server connection, a checkout), never per message.
 
@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::auth::{AuthType, UserList};
 use crate::config::{Config, ConfigError, Overrides, Timeouts};
+use crate::tls;
 
 /// One validated configuration with everything derived from it.
 #[derive(Debug)]
@@ -22,6 +23,10 @@ pub struct Snapshot {
     pub auth_type: AuthType,
     /// Users and secrets from the auth file.
     pub users: UserList,
+    /// Client-facing TLS (client_tls_*), certificates loaded when the snapshot was built.
+    pub client_tls: tls::ClientTls,
+    /// Server-facing TLS connectors by settings, built when the snapshot was built.
+    pub server_tls: tls::ServerTlsCache,
 }
 
 impl Snapshot {
@@ -30,11 +35,24 @@ impl Snapshot {
         config.validate()?;
         let timeouts = config.timeouts()?;
         let (auth_type, users) = load_auth(&config)?;
+        let tls_err = |e: tls::TlsError| ConfigError::Invalid {
+            key: e.key,
+            problem: e.problem,
+        };
+        let client_tls = tls::ClientTls::build(&config.client_tls()).map_err(tls_err)?;
+        let server_tls = tls::ServerTlsCache::default();
+        for name in config.databases.keys() {
+            if let Some(t) = config.target(name) {
+                server_tls.get(&t.tls).map_err(tls_err)?;
+            }
+        }
         Ok(Snapshot {
             config,
             timeouts,
             auth_type,
             users,
+            client_tls,
+            server_tls,
         })
     }
 

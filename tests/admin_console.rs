@@ -15,53 +15,169 @@ use support::raw::Raw;
 
 /// PgBouncer 1.25.2's columns: (command, PgBouncer's type letters, names in order).
 const PGBOUNCER_1_25: &[(&str, &str, &[&str])] = &[
-    ("SHOW POOLS", "ssiiiiiiiiiiiiiss", &[
-        "database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req",
-        "cl_waiting_cancel_req", "sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle",
-        "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode",
-        "load_balance_hosts",
-    ]),
+    (
+        "SHOW POOLS",
+        "ssiiiiiiiiiiiiiss",
+        &[
+            "database",
+            "user",
+            "cl_active",
+            "cl_waiting",
+            "cl_active_cancel_req",
+            "cl_waiting_cancel_req",
+            "sv_active",
+            "sv_active_cancel",
+            "sv_being_canceled",
+            "sv_idle",
+            "sv_used",
+            "sv_tested",
+            "sv_login",
+            "maxwait",
+            "maxwait_us",
+            "pool_mode",
+            "load_balance_hosts",
+        ],
+    ),
     ("SHOW CLIENTS", "ssssssisiTTiiississii", SOCKET),
     ("SHOW SERVERS", "ssssssisiTTiiississii", SOCKET),
-    ("SHOW STATS", "sNNNNNNNNNNNNNNNNNNNNNNNN", &[
-        "database", "total_server_assignment_count", "total_xact_count", "total_query_count",
-        "total_received", "total_sent", "total_xact_time", "total_query_time", "total_wait_time",
-        "total_client_parse_count", "total_server_parse_count", "total_bind_count",
-        "total_client_login_count", "avg_server_assignment_count", "avg_xact_count",
-        "avg_query_count", "avg_recv", "avg_sent", "avg_xact_time", "avg_query_time",
-        "avg_wait_time", "avg_client_parse_count", "avg_server_parse_count", "avg_bind_count",
-        "avg_client_login_count",
-    ]),
-    ("SHOW STATS_TOTALS", "sNNNNNNNNNNNN", &[
-        "database", "server_assignment_count", "xact_count", "query_count", "bytes_received",
-        "bytes_sent", "xact_time", "query_time", "wait_time", "client_parse_count",
-        "server_parse_count", "bind_count", "client_login_count",
-    ]),
-    ("SHOW STATS_AVERAGES", "sNNNNNNNNNNNN", &[
-        "database", "server_assignment_count", "xact_count", "query_count", "bytes_received",
-        "bytes_sent", "xact_time", "query_time", "wait_time", "avg_client_parse_count",
-        "avg_server_parse_count", "avg_bind_count", "avg_client_login_count",
-    ]),
-    ("SHOW DATABASES", "ssissiiiissiiiiii", &[
-        "name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",
-        "reserve_pool_size", "server_lifetime", "pool_mode", "load_balance_hosts",
-        "max_connections", "current_connections", "max_client_connections",
-        "current_client_connections", "paused", "disabled",
-    ]),
-    ("SHOW USERS", "ssssiiii", &[
-        "name", "pool_size", "reserve_pool_size", "pool_mode", "max_user_connections",
-        "current_connections", "max_user_client_connections", "current_client_connections",
-    ]),
-    ("SHOW CONFIG", "ssss", &["key", "value", "default", "changeable"]),
+    (
+        "SHOW STATS",
+        "sNNNNNNNNNNNNNNNNNNNNNNNN",
+        &[
+            "database",
+            "total_server_assignment_count",
+            "total_xact_count",
+            "total_query_count",
+            "total_received",
+            "total_sent",
+            "total_xact_time",
+            "total_query_time",
+            "total_wait_time",
+            "total_client_parse_count",
+            "total_server_parse_count",
+            "total_bind_count",
+            "total_client_login_count",
+            "avg_server_assignment_count",
+            "avg_xact_count",
+            "avg_query_count",
+            "avg_recv",
+            "avg_sent",
+            "avg_xact_time",
+            "avg_query_time",
+            "avg_wait_time",
+            "avg_client_parse_count",
+            "avg_server_parse_count",
+            "avg_bind_count",
+            "avg_client_login_count",
+        ],
+    ),
+    (
+        "SHOW STATS_TOTALS",
+        "sNNNNNNNNNNNN",
+        &[
+            "database",
+            "server_assignment_count",
+            "xact_count",
+            "query_count",
+            "bytes_received",
+            "bytes_sent",
+            "xact_time",
+            "query_time",
+            "wait_time",
+            "client_parse_count",
+            "server_parse_count",
+            "bind_count",
+            "client_login_count",
+        ],
+    ),
+    (
+        "SHOW STATS_AVERAGES",
+        "sNNNNNNNNNNNN",
+        &[
+            "database",
+            "server_assignment_count",
+            "xact_count",
+            "query_count",
+            "bytes_received",
+            "bytes_sent",
+            "xact_time",
+            "query_time",
+            "wait_time",
+            "avg_client_parse_count",
+            "avg_server_parse_count",
+            "avg_bind_count",
+            "avg_client_login_count",
+        ],
+    ),
+    (
+        "SHOW DATABASES",
+        "ssissiiiissiiiiii",
+        &[
+            "name",
+            "host",
+            "port",
+            "database",
+            "force_user",
+            "pool_size",
+            "min_pool_size",
+            "reserve_pool_size",
+            "server_lifetime",
+            "pool_mode",
+            "load_balance_hosts",
+            "max_connections",
+            "current_connections",
+            "max_client_connections",
+            "current_client_connections",
+            "paused",
+            "disabled",
+        ],
+    ),
+    (
+        "SHOW USERS",
+        "ssssiiii",
+        &[
+            "name",
+            "pool_size",
+            "reserve_pool_size",
+            "pool_mode",
+            "max_user_connections",
+            "current_connections",
+            "max_user_client_connections",
+            "current_client_connections",
+        ],
+    ),
+    (
+        "SHOW CONFIG",
+        "ssss",
+        &["key", "value", "default", "changeable"],
+    ),
     ("SHOW LISTS", "si", &["list", "items"]),
     ("SHOW STATE", "ss", &["key", "value"]),
     ("SHOW VERSION", "s", &["version"]),
 ];
 
 const SOCKET: &[&str] = &[
-    "type", "user", "database", "replication", "state", "addr", "port", "local_addr",
-    "local_port", "connect_time", "request_time", "wait", "wait_us", "close_needed", "ptr",
-    "link", "remote_pid", "tls", "application_name", "prepared_statements", "id",
+    "type",
+    "user",
+    "database",
+    "replication",
+    "state",
+    "addr",
+    "port",
+    "local_addr",
+    "local_port",
+    "connect_time",
+    "request_time",
+    "wait",
+    "wait_us",
+    "close_needed",
+    "ptr",
+    "link",
+    "remote_pid",
+    "tls",
+    "application_name",
+    "prepared_statements",
+    "id",
 ];
 
 fn admin_config() -> Config {
@@ -135,7 +251,10 @@ async fn pgheralds_own_shows() {
     let (cols, rows, err) = console::query(&mut r, "SHOW CHANNELS").await;
     assert!(err.is_none(), "{err:?}");
     let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["database", "channel", "listeners", "published", "delivered"]);
+    assert_eq!(
+        names,
+        ["database", "channel", "listeners", "published", "delivered"]
+    );
     let row = rows
         .iter()
         .find(|r| get(&cols, r, "channel") == Some("admin_ch"))
@@ -146,17 +265,32 @@ async fn pgheralds_own_shows() {
     let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["client", "database", "user", "channels", "queued_now", "max_queued", "delivered"]
+        [
+            "client",
+            "database",
+            "user",
+            "channels",
+            "queued_now",
+            "max_queued",
+            "delivered"
+        ]
     );
-    assert!(rows
-        .iter()
-        .any(|r| get(&cols, r, "user") == Some(SUPERUSER) && get(&cols, r, "channels") == Some("1")));
+    assert!(rows.iter().any(
+        |r| get(&cols, r, "user") == Some(SUPERUSER) && get(&cols, r, "channels") == Some("1")
+    ));
     let (cols, _, err) = console::query(&mut r, "SHOW RELAYS").await;
     assert!(err.is_none(), "{err:?}");
     let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["database", "state", "channels", "relayed", "reconnects", "last_error"]
+        [
+            "database",
+            "state",
+            "channels",
+            "relayed",
+            "reconnects",
+            "last_error"
+        ]
     );
 }
 
@@ -178,7 +312,11 @@ async fn access_and_errors_are_pgbouncers() {
     for cmd in ["RELOAD", "PAUSE", "KILL_CLIENT 1", "SHUTDOWN"] {
         let (_, _, err) = console::query(&mut r, cmd).await;
         let err = err.unwrap_or_else(|| panic!("{cmd} must be refused"));
-        assert_eq!(err.field(b'M').as_deref(), Some("admin access needed"), "{cmd}");
+        assert_eq!(
+            err.field(b'M').as_deref(),
+            Some("admin access needed"),
+            "{cmd}"
+        );
     }
     // Unknown commands.
     let (mut r, _) = Raw::login(h.port(), "admin_u", "pgbouncer").await;
@@ -220,8 +358,9 @@ async fn access_and_errors_are_pgbouncers() {
     assert_eq!(rows, 14);
     let e = c.query("SHOW POOLS", &[]).await.unwrap_err();
     assert!(
-        e.as_db_error()
-            .is_some_and(|d| d.message() == "extended query protocol not supported by admin console"),
+        e.as_db_error().is_some_and(
+            |d| d.message() == "extended query protocol not supported by admin console"
+        ),
         "{e:?}"
     );
 }
@@ -242,13 +381,23 @@ async fn kill_client_and_disable() {
     let (_, _, err) = console::query(&mut r, &format!("KILL_CLIENT {id}")).await;
     assert!(err.is_none(), "{err:?}");
     let e = victim.simple_query("select 1").await.unwrap_err();
-    assert!(format!("{e:?}").contains("admin forced disconnect") || victim.is_closed(), "{e:?}");
+    assert!(
+        format!("{e:?}").contains("admin forced disconnect") || victim.is_closed(),
+        "{e:?}"
+    );
     let (_, _, err) = console::query(&mut r, "KILL_CLIENT 999999").await;
-    assert_eq!(err.and_then(|e| e.field(b'M')).as_deref(), Some("client not found"));
+    assert_eq!(
+        err.and_then(|e| e.field(b'M')).as_deref(),
+        Some("client not found")
+    );
     // DISABLE refuses new clients with PgBouncer's message; ENABLE lets them in again.
     let (_, _, err) = console::query(&mut r, &format!("DISABLE {DEFAULT_DB}")).await;
     assert!(err.is_none(), "{err:?}");
-    let e = h.try_connect(SUPERUSER, None, DEFAULT_DB).await.err().expect("refused");
+    let e = h
+        .try_connect(SUPERUSER, None, DEFAULT_DB)
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(
         e.as_db_error().map(|d| d.message()),
         Some(format!("database \"{DEFAULT_DB}\" is disabled").as_str())
@@ -265,7 +414,17 @@ async fn psql_runs_every_console_show() {
     let port = h.port().to_string();
     let out = tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new(postgres::bindir().join("psql"));
-        cmd.args(["-X", "-h", "127.0.0.1", "-p", &port, "-U", "admin_u", "-d", "pgbouncer"]);
+        cmd.args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "admin_u",
+            "-d",
+            "pgbouncer",
+        ]);
         for (show, _, _) in PGBOUNCER_1_25 {
             cmd.args(["-c", show]);
         }

@@ -24,8 +24,8 @@ fn pgbench(port: u16, user: &str, password: &str, args: &[&str]) -> Command {
 }
 
 fn ok(out: &Output) -> String {
-    let s = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let s =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{s}");
     s
 }
@@ -91,7 +91,10 @@ async fn servers_of(c: &tokio_postgres::Client, db: &str) -> usize {
 async fn reload_while_pgbench_runs() {
     let pg = postgres::shared();
     let dir = tempfile::tempdir().unwrap();
-    let (cfg_path, users_path) = (dir.path().join("pgherald.toml"), dir.path().join("users.txt"));
+    let (cfg_path, users_path) = (
+        dir.path().join("pgherald.toml"),
+        dir.path().join("users.txt"),
+    );
     write_users(&users_path, &["admin_u", "alice", "carol"]);
     write_config(&cfg_path, pg.port, "2", &users_path);
     let config = Config::from_file(&cfg_path).unwrap();
@@ -102,14 +105,23 @@ async fn reload_while_pgbench_runs() {
     let h = Herald::start_from(config, source).await;
     let port = h.port();
     tokio::task::spawn_blocking(move || {
-        ok(&pgbench(port, "alice", "alice-pw", &["-i", "-s", "1", "-q", DB1]).output().unwrap())
+        ok(
+            &pgbench(port, "alice", "alice-pw", &["-i", "-s", "1", "-q", DB1])
+                .output()
+                .unwrap(),
+        )
     })
     .await
     .unwrap();
     let bench = tokio::task::spawn_blocking(move || {
-        pgbench(port, "alice", "alice-pw", &["-S", "-c", "6", "-j", "2", "-T", "6", "-n", DB1])
-            .output()
-            .unwrap()
+        pgbench(
+            port,
+            "alice",
+            "alice-pw",
+            &["-S", "-c", "6", "-j", "2", "-T", "6", "-n", DB1],
+        )
+        .output()
+        .unwrap()
     });
     let admin = console(&h).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -121,19 +133,32 @@ async fn reload_while_pgbench_runs() {
     assert_eq!(pool_size_of(&admin, DB1).await, "4");
     let deadline = tokio::time::Instant::now() + WAIT;
     while servers_of(&admin, DB1).await < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "pool never grew past 2");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pool never grew past 2"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let bob = h.connect("bob", Some("bob-pw"), DB1).await;
     bob.simple_query("select 1").await.unwrap();
-    let e = h.try_connect("carol", Some("carol-pw"), DB1).await.err().expect("carol removed");
+    let e = h
+        .try_connect("carol", Some("carol-pw"), DB1)
+        .await
+        .err()
+        .expect("carol removed");
     assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("28P01"));
     // An invalid file changes nothing; RELOAD says which key.
     std::fs::write(&cfg_path, "default_pool_size = \"many\"\n").unwrap();
     let e = admin.batch_execute("RELOAD").await.unwrap_err();
     let db = e.as_db_error().expect("RELOAD error");
-    assert_eq!(db.message(), "RELOAD failed, see logs for additional details");
-    assert!(db.detail().is_some_and(|d| d.contains("default_pool_size")), "{db:?}");
+    assert_eq!(
+        db.message(),
+        "RELOAD failed, see logs for additional details"
+    );
+    assert!(
+        db.detail().is_some_and(|d| d.contains("default_pool_size")),
+        "{db:?}"
+    );
     assert_eq!(pool_size_of(&admin, DB1).await, "4");
     let out = ok(&bench.await.unwrap());
     assert!(out.contains("number of failed transactions: 0 "), "{out}");
@@ -146,7 +171,10 @@ async fn reload_while_pgbench_runs() {
     assert!(st.success());
     let deadline = tokio::time::Instant::now() + WAIT;
     while pool_size_of(&admin, DB1).await != "5" {
-        assert!(tokio::time::Instant::now() < deadline, "SIGHUP did not reload");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Clients connected before every reload are still there.
@@ -162,17 +190,28 @@ async fn pause_resume_under_load_keeps_listen_notify() {
     let h = Herald::start(cfg).await;
     let port = h.port();
     tokio::task::spawn_blocking(move || {
-        ok(&pgbench(port, SUPERUSER, "", &["-i", "-s", "1", "-q", DB2]).output().unwrap())
+        ok(&pgbench(port, SUPERUSER, "", &["-i", "-s", "1", "-q", DB2])
+            .output()
+            .unwrap())
     })
     .await
     .unwrap();
     let bench = tokio::task::spawn_blocking(move || {
-        pgbench(port, SUPERUSER, "", &["-S", "-c", "4", "-j", "2", "-T", "5", "-n", DB2])
-            .output()
-            .unwrap()
+        pgbench(
+            port,
+            SUPERUSER,
+            "",
+            &["-S", "-c", "4", "-j", "2", "-T", "5", "-n", DB2],
+        )
+        .output()
+        .unwrap()
     });
     let mut notes = support::listen::connect(&h.conn_str(SUPERUSER, None, DB2)).await;
-    notes.client.batch_execute("LISTEN paused_ch").await.unwrap();
+    notes
+        .client
+        .batch_execute("LISTEN paused_ch")
+        .await
+        .unwrap();
     // A client that logs in before the pause (a login while paused waits too, as in PgBouncer).
     let (probe, conn) = tokio_postgres::connect(
         &(h.conn_str(SUPERUSER, None, DB2) + " application_name=paused_probe"),
@@ -187,15 +226,23 @@ async fn pause_resume_under_load_keeps_listen_notify() {
     assert!(err.is_none(), "{err:?}");
     // Paused: no server connection is lent or kept.
     let (cols, rows, _) = console::query(&mut admin, "SHOW POOLS").await;
-    let row = rows.iter().find(|r| get(&cols, r, "database") == Some(DB2)).unwrap();
+    let row = rows
+        .iter()
+        .find(|r| get(&cols, r, "database") == Some(DB2))
+        .unwrap();
     assert_eq!(get(&cols, row, "sv_active"), Some("0"));
     assert_eq!(get(&cols, row, "sv_idle"), Some("0"));
     let (cols, rows, _) = console::query(&mut admin, "SHOW DATABASES").await;
-    let row = rows.iter().find(|r| get(&cols, r, "name") == Some(DB2)).unwrap();
+    let row = rows
+        .iter()
+        .find(|r| get(&cols, r, "name") == Some(DB2))
+        .unwrap();
     assert_eq!(get(&cols, row, "paused"), Some("1"));
     // LISTEN/NOTIFY keep working: pgherald serves them without a server.
     let n = h.connect(SUPERUSER, None, DB2).await;
-    n.batch_execute("NOTIFY paused_ch, 'while paused'").await.unwrap();
+    n.batch_execute("NOTIFY paused_ch, 'while paused'")
+        .await
+        .unwrap();
     let got = notes.next_within(WAIT).await;
     assert_eq!(got.payload(), "while paused");
     // A query waits instead of failing, and no server is assigned while paused.
@@ -216,16 +263,28 @@ async fn pause_resume_under_load_keeps_listen_notify() {
         }) {
             break;
         }
-        assert!(!q.is_finished(), "a query ran while its database was paused");
-        assert!(tokio::time::Instant::now() < deadline, "no client waits while paused");
+        assert!(
+            !q.is_finished(),
+            "a query ran while its database was paused"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no client waits while paused"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (cols, rows, _) = console::query(&mut admin, "SHOW STATS_TOTALS").await;
-    assert_eq!(assigned(&cols, &rows), before, "servers were assigned while paused");
+    assert_eq!(
+        assigned(&cols, &rows),
+        before,
+        "servers were assigned while paused"
+    );
     assert!(!q.is_finished());
     let (_, _, err) = console::query(&mut admin, &format!("RESUME {DB2}")).await;
     assert!(err.is_none(), "{err:?}");
-    q.await.unwrap().expect("the waiting query runs after RESUME");
+    q.await
+        .unwrap()
+        .expect("the waiting query runs after RESUME");
     let out = ok(&bench.await.unwrap());
     assert!(out.contains("number of failed transactions: 0 "), "{out}");
 }
@@ -233,7 +292,9 @@ async fn pause_resume_under_load_keeps_listen_notify() {
 async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8(buf).unwrap();
@@ -268,7 +329,10 @@ async fn metrics_parse_and_move_with_traffic() {
         if let Some(a) = *h.app.metrics_addr.lock().unwrap() {
             break a;
         }
-        assert!(tokio::time::Instant::now() < deadline, "metrics never bound");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never bound"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let c = h.connect(SUPERUSER, None, DB1).await;
@@ -290,23 +354,32 @@ async fn metrics_parse_and_move_with_traffic() {
         "pgherald_pool_wait_seconds_count",
     ] {
         let (b, a) = (value(&before, name, DB1), value(&after, name, DB1));
-        assert!(a >= b + 5.0 || (name.contains("bytes") && a > b), "{name}: {b} -> {a}");
+        assert!(
+            a >= b + 5.0 || (name.contains("bytes") && a > b),
+            "{name}: {b} -> {a}"
+        );
     }
-    let global = |s: &prometheus_parse::Scrape, n: &str| {
-        s.samples.iter().filter(|x| x.metric == n).count()
-    };
+    let global =
+        |s: &prometheus_parse::Scrape, n: &str| s.samples.iter().filter(|x| x.metric == n).count();
     assert_eq!(global(&after, "pgherald_notifications_published_total"), 1);
     assert_eq!(value(&after, "pgherald_clients_active", DB1), 2.0);
     // Labels: database and user only (plus the histogram's le).
     for x in &after.samples {
         for (k, _) in x.labels.iter() {
-            assert!(["database", "user", "le"].contains(&k.as_str()), "{} has {k}", x.metric);
+            assert!(
+                ["database", "user", "le"].contains(&k.as_str()),
+                "{} has {k}",
+                x.metric
+            );
         }
     }
-    let hist = after
+    let hist = after.samples.iter().any(|x| {
+        x.metric == "pgherald_pool_wait_seconds"
+            && matches!(x.value, prometheus_parse::Value::Histogram(_))
+    });
+    let buckets = after
         .samples
         .iter()
-        .any(|x| x.metric == "pgherald_pool_wait_seconds" && matches!(x.value, prometheus_parse::Value::Histogram(_)));
-    let buckets = after.samples.iter().any(|x| x.metric.starts_with("pgherald_pool_wait_seconds"));
+        .any(|x| x.metric.starts_with("pgherald_pool_wait_seconds"));
     assert!(hist || buckets, "wait histogram missing");
 }

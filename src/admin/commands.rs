@@ -32,8 +32,7 @@ pub fn err(message: impl Into<String>) -> AdminError {
 const POLL: Duration = Duration::from_millis(20);
 
 fn known_database(app: &App, db: &str) -> bool {
-    app.live.get().config.databases.contains_key(db)
-        || !app.pools.of_database(db).is_empty()
+    app.live.get().config.databases.contains_key(db) || !app.pools.of_database(db).is_empty()
 }
 
 fn check_db(app: &App, db: &str, verb: &str) -> Result<(), AdminError> {
@@ -169,7 +168,10 @@ pub fn kill_client(app: &App, arg: Option<&str>) -> Result<(), AdminError> {
             }
         })
         .ok_or_else(|| err("invalid client pointer supplied"))?;
-    let c = app.registry.get(id).ok_or_else(|| err("client not found"))?;
+    let c = app
+        .registry
+        .get(id)
+        .ok_or_else(|| err("client not found"))?;
     c.control(Control::Kill);
     Ok(())
 }
@@ -255,7 +257,11 @@ pub fn config(app: &App) -> Table {
             value = mask_url(&value);
         }
         let default = def.get(k).map(show_value).unwrap_or_default();
-        let changeable = if FIXED.contains(&k.as_str()) { "no" } else { "yes" };
+        let changeable = if FIXED.contains(&k.as_str()) {
+            "no"
+        } else {
+            "yes"
+        };
         t.row(vec![
             k.as_str().into(),
             value.into(),
@@ -289,7 +295,13 @@ pub fn listeners(app: &App) -> Table {
     let mut t = Table::new(
         "issiiiq",
         &[
-            "client", "database", "user", "channels", "queued_now", "max_queued", "delivered",
+            "client",
+            "database",
+            "user",
+            "channels",
+            "queued_now",
+            "max_queued",
+            "delivered",
         ],
     );
     for l in app.hub.listener_views() {
@@ -311,7 +323,14 @@ pub fn listeners(app: &App) -> Table {
 pub fn relays(app: &App) -> Table {
     let mut t = Table::new(
         "ssiqqs",
-        &["database", "state", "channels", "relayed", "reconnects", "last_error"],
+        &[
+            "database",
+            "state",
+            "channels",
+            "relayed",
+            "reconnects",
+            "last_error",
+        ],
     );
     for r in app.relays.views() {
         t.row(vec![

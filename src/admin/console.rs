@@ -15,12 +15,11 @@ use crate::live::Snapshot;
 use crate::protocol::reply::{self, Severity};
 use crate::App;
 
-/// Serve a console connection to its end (the client slot is held by the caller).
+/// The longest console command accepted (PgBouncer's admin commands are short).
+const MAX_COMMAND: usize = 64 * 1024;
+
+/// Serve an authenticated console connection to its end (the caller holds its client slot).
 pub async fn serve(app: Arc<App>, mut client: ClientIo, start: Startup, snap: Arc<Snapshot>) {
-    if let Err(e) = crate::auth::exchange::authenticate(&mut client, &snap, &start.user).await {
-        tracing::info!(user = %start.user, "console authentication failed: {e}");
-        return;
-    }
     let admin = snap.is_admin(&start.user);
     if !admin && !snap.is_stats(&start.user) {
         client.fatal("08P01", "not allowed").await;
@@ -44,7 +43,7 @@ pub async fn serve(app: Arc<App>, mut client: ClientIo, start: Startup, snap: Ar
         return;
     }
     loop {
-        let Ok((tag, body)) = client.next_message().await else {
+        let Ok((tag, body)) = client.next_message(MAX_COMMAND).await else {
             return;
         };
         match tag {
@@ -76,7 +75,10 @@ pub async fn serve(app: Arc<App>, mut client: ClientIo, start: Startup, snap: Ar
                 return;
             }
             other => {
-                let msg = format!("unsupported packet type for admin console: {}", other as char);
+                let msg = format!(
+                    "unsupported packet type for admin console: {}",
+                    other as char
+                );
                 client.fatal("08P01", &msg).await;
                 return;
             }
@@ -262,9 +264,15 @@ mod tests {
 
     #[test]
     fn grammar_is_pgbouncers() {
-        assert_eq!(parse("SHOW POOLS;"), Some(("show".into(), Some("POOLS".into()))));
+        assert_eq!(
+            parse("SHOW POOLS;"),
+            Some(("show".into(), Some("POOLS".into())))
+        );
         assert_eq!(parse("  reload "), Some(("reload".into(), None)));
-        assert_eq!(parse("pause \"my db\""), Some(("pause".into(), Some("my db".into()))));
+        assert_eq!(
+            parse("pause \"my db\""),
+            Some(("pause".into(), Some("my db".into())))
+        );
         assert_eq!(parse("show pools extra"), None);
         assert_eq!(parse("select 1+1"), None);
         assert_eq!(parse(""), None);

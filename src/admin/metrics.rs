@@ -80,17 +80,43 @@ impl Collector for Herald {
             pools.iter().map(|p| (labels(&p.key), f(p))).collect()
         };
         let g = |f: &dyn Fn(&crate::backend::pool::Pool) -> usize| -> Vec<(Labels, i64)> {
-            pools.iter().map(|p| (labels(&p.key), f(p) as i64)).collect()
+            pools
+                .iter()
+                .map(|p| (labels(&p.key), f(p) as i64))
+                .collect()
         };
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let waiting = |p: &crate::backend::pool::Pool| p.waiting.load(Ordering::Relaxed);
-        gauges(&mut enc, "pgherald_clients_active", "Clients logged in and not waiting for a server.",
-            &g(&|p| p.clients.load(Ordering::Relaxed).saturating_sub(waiting(p))))?;
-        gauges(&mut enc, "pgherald_clients_waiting", "Clients waiting for a server connection.", &g(&waiting))?;
-        gauges(&mut enc, "pgherald_servers_active", "Server connections lent to a client.", &g(&|p| p.active_count()))?;
-        gauges(&mut enc, "pgherald_servers_idle", "Idle server connections in the pool.", &g(&|p| p.idle_count()))?;
-        gauges(&mut enc, "pgherald_servers_login", "Server connections logging in.",
-            &g(&|p| p.connecting.load(Ordering::Relaxed)))?;
+        gauges(
+            &mut enc,
+            "pgherald_clients_active",
+            "Clients logged in and not waiting for a server.",
+            &g(&|p| p.clients.load(Ordering::Relaxed).saturating_sub(waiting(p))),
+        )?;
+        gauges(
+            &mut enc,
+            "pgherald_clients_waiting",
+            "Clients waiting for a server connection.",
+            &g(&waiting),
+        )?;
+        gauges(
+            &mut enc,
+            "pgherald_servers_active",
+            "Server connections lent to a client.",
+            &g(&|p| p.active_count()),
+        )?;
+        gauges(
+            &mut enc,
+            "pgherald_servers_idle",
+            "Idle server connections in the pool.",
+            &g(&|p| p.idle_count()),
+        )?;
+        gauges(
+            &mut enc,
+            "pgherald_servers_login",
+            "Server connections logging in.",
+            &g(&|p| p.connecting.load(Ordering::Relaxed)),
+        )?;
         {
             let mut m = enc.encode_descriptor(
                 "pgherald_pool_wait_seconds",
@@ -119,20 +145,66 @@ impl Collector for Herald {
                     )?;
             }
         }
-        counters(&mut enc, "pgherald_server_assignments", "Server connections assigned to clients.", &per(&|p| l(&p.stats.assignments)))?;
-        counters(&mut enc, "pgherald_transactions", "Transactions completed through the pool.", &per(&|p| l(&p.stats.xacts)))?;
-        counters(&mut enc, "pgherald_transaction_seconds", "Time spent in transactions.",
-            &per(&|p| l(&p.stats.xact_us) / 1_000_000))?;
-        counters(&mut enc, "pgherald_queries", "Queries completed through the pool.", &per(&|p| l(&p.stats.queries)))?;
-        counters(&mut enc, "pgherald_query_seconds", "Time spent in queries.",
-            &per(&|p| l(&p.stats.query_us) / 1_000_000))?;
-        counters(&mut enc, "pgherald_received_bytes", "Bytes received from clients.", &per(&|p| l(&p.stats.received)))?;
-        counters(&mut enc, "pgherald_sent_bytes", "Bytes sent to clients.", &per(&|p| l(&p.stats.sent)))?;
-        counters(&mut enc, "pgherald_client_logins", "Client logins.", &per(&|p| l(&p.stats.logins)))?;
-        counters(&mut enc, "pgherald_server_connect_failures", "Server connections that could not be opened.",
-            &per(&|p| l(&p.stats.connect_failures)))?;
-        counters(&mut enc, "pgherald_listener_overflow_disconnects", "Listeners disconnected for a full notification queue.",
-            &per(&|p| l(&p.stats.overflows)))?;
+        counters(
+            &mut enc,
+            "pgherald_server_assignments",
+            "Server connections assigned to clients.",
+            &per(&|p| l(&p.stats.assignments)),
+        )?;
+        counters(
+            &mut enc,
+            "pgherald_transactions",
+            "Transactions completed through the pool.",
+            &per(&|p| l(&p.stats.xacts)),
+        )?;
+        counters(
+            &mut enc,
+            "pgherald_transaction_seconds",
+            "Time spent in transactions.",
+            &per(&|p| l(&p.stats.xact_us) / 1_000_000),
+        )?;
+        counters(
+            &mut enc,
+            "pgherald_queries",
+            "Queries completed through the pool.",
+            &per(&|p| l(&p.stats.queries)),
+        )?;
+        counters(
+            &mut enc,
+            "pgherald_query_seconds",
+            "Time spent in queries.",
+            &per(&|p| l(&p.stats.query_us) / 1_000_000),
+        )?;
+        counters(
+            &mut enc,
+            "pgherald_received_bytes",
+            "Bytes received from clients.",
+            &per(&|p| l(&p.stats.received)),
+        )?;
+        counters(
+            &mut enc,
+            "pgherald_sent_bytes",
+            "Bytes sent to clients.",
+            &per(&|p| l(&p.stats.sent)),
+        )?;
+        counters(
+            &mut enc,
+            "pgherald_client_logins",
+            "Client logins.",
+            &per(&|p| l(&p.stats.logins)),
+        )?;
+        counters(
+            &mut enc,
+            "pgherald_server_connect_failures",
+            "Server connections that could not be opened.",
+            &per(&|p| l(&p.stats.connect_failures)),
+        )?;
+        counters(
+            &mut enc,
+            "pgherald_listener_overflow_disconnects",
+            "Listeners disconnected for a full notification queue.",
+            &per(&|p| l(&p.stats.overflows)),
+        )?;
         {
             let mut m = enc.encode_descriptor(
                 "pgherald_login_failures",
@@ -150,11 +222,21 @@ impl Collector for Herald {
         }
         let hub = app.hub.stats();
         {
-            let m = enc.encode_descriptor("pgherald_notifications_published", "Notifications published.", None, MetricType::Counter)?;
+            let m = enc.encode_descriptor(
+                "pgherald_notifications_published",
+                "Notifications published.",
+                None,
+                MetricType::Counter,
+            )?;
             ConstCounter::new(hub.published).encode(m)?;
         }
         {
-            let m = enc.encode_descriptor("pgherald_notifications_delivered", "Notifications queued to listeners.", None, MetricType::Counter)?;
+            let m = enc.encode_descriptor(
+                "pgherald_notifications_delivered",
+                "Notifications queued to listeners.",
+                None,
+                MetricType::Counter,
+            )?;
             ConstCounter::new(hub.delivered).encode(m)?;
         }
         {
@@ -164,19 +246,35 @@ impl Collector for Herald {
                 e.0 += v.queued as i64;
                 e.1 = e.1.max(v.queued as i64);
             }
-            let mut m = enc.encode_descriptor("pgherald_listener_queue_depth", "Notifications queued to listeners now (sum per database).", None, MetricType::Gauge)?;
+            let mut m = enc.encode_descriptor(
+                "pgherald_listener_queue_depth",
+                "Notifications queued to listeners now (sum per database).",
+                None,
+                MetricType::Gauge,
+            )?;
             for (db, (sum, _)) in &depth {
                 ConstGauge::new(*sum).encode(m.encode_family(&[("database", db.clone())])?)?;
             }
-            let mut m = enc.encode_descriptor("pgherald_listener_queue_depth_max", "Longest listener queue now, per database.", None, MetricType::Gauge)?;
+            let mut m = enc.encode_descriptor(
+                "pgherald_listener_queue_depth_max",
+                "Longest listener queue now, per database.",
+                None,
+                MetricType::Gauge,
+            )?;
             for (db, (_, max)) in &depth {
                 ConstGauge::new(*max).encode(m.encode_family(&[("database", db.clone())])?)?;
             }
         }
         {
-            let mut m = enc.encode_descriptor("pgherald_relay_reconnects", "Relay connections lost and re-established.", None, MetricType::Counter)?;
+            let mut m = enc.encode_descriptor(
+                "pgherald_relay_reconnects",
+                "Relay connections lost and re-established.",
+                None,
+                MetricType::Counter,
+            )?;
             for r in app.relays.views() {
-                ConstCounter::new(r.reconnects).encode(m.encode_family(&[("database", r.database)])?)?;
+                ConstCounter::new(r.reconnects)
+                    .encode(m.encode_family(&[("database", r.database)])?)?;
             }
         }
         Ok(())

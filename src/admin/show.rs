@@ -14,9 +14,27 @@ use crate::App;
 
 /// PgBouncer's SHOW CLIENTS / SHOW SERVERS columns.
 pub const SOCKET_COLUMNS: [&str; 21] = [
-    "type", "user", "database", "replication", "state", "addr", "port", "local_addr",
-    "local_port", "connect_time", "request_time", "wait", "wait_us", "close_needed", "ptr",
-    "link", "remote_pid", "tls", "application_name", "prepared_statements", "id",
+    "type",
+    "user",
+    "database",
+    "replication",
+    "state",
+    "addr",
+    "port",
+    "local_addr",
+    "local_port",
+    "connect_time",
+    "request_time",
+    "wait",
+    "wait_us",
+    "close_needed",
+    "ptr",
+    "link",
+    "remote_pid",
+    "tls",
+    "application_name",
+    "prepared_statements",
+    "id",
 ];
 const SOCKET_TYPES: &str = "ssssssisiTTiiississii";
 
@@ -65,9 +83,22 @@ pub fn pools(app: &App) -> Table {
     let mut t = Table::new(
         "ssiiiiiiiiiiiiiss",
         &[
-            "database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req",
-            "cl_waiting_cancel_req", "sv_active", "sv_active_cancel", "sv_being_canceled",
-            "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode",
+            "database",
+            "user",
+            "cl_active",
+            "cl_waiting",
+            "cl_active_cancel_req",
+            "cl_waiting_cancel_req",
+            "sv_active",
+            "sv_active_cancel",
+            "sv_being_canceled",
+            "sv_idle",
+            "sv_used",
+            "sv_tested",
+            "sv_login",
+            "maxwait",
+            "maxwait_us",
+            "pool_mode",
             "load_balance_hosts",
         ],
     );
@@ -116,7 +147,11 @@ pub fn clients(app: &App) -> Table {
     let now = now_us();
     for c in app.registry.all() {
         let waiting = c.waiting_since_us.load(Ordering::Relaxed);
-        let wait = if waiting == 0 { 0 } else { now.saturating_sub(waiting) };
+        let wait = if waiting == 0 {
+            0
+        } else {
+            now.saturating_sub(waiting)
+        };
         let server = c.server_pid.load(Ordering::Relaxed);
         let state = if waiting != 0 {
             "waiting"
@@ -139,12 +174,22 @@ pub fn clients(app: &App) -> Table {
             laddr,
             lport,
             timestamp(c.connect_time).into(),
-            timestamp(if req == 0 { c.connect_time } else { from_us(req) }).into(),
+            timestamp(if req == 0 {
+                c.connect_time
+            } else {
+                from_us(req)
+            })
+            .into(),
             ((wait / 1_000_000) as i64).into(),
             ((wait % 1_000_000) as i64).into(),
             0i64.into(),
             format!("{:#x}", c.id).into(),
-            if server == 0 { String::new() } else { format!("{server:#x}") }.into(),
+            if server == 0 {
+                String::new()
+            } else {
+                format!("{server:#x}")
+            }
+            .into(),
             0i64.into(),
             "".into(),
             c.application_name.as_str().into(),
@@ -171,7 +216,9 @@ pub fn servers(app: &App) -> Table {
             let active = s.active.load(Ordering::Relaxed);
             let (addr, port) = addr_parts(Some(s.addr));
             let (laddr, lport) = addr_parts(s.local);
-            let link = owners.get(&s.pid).map_or(String::new(), |c| format!("{c:#x}"));
+            let link = owners
+                .get(&s.pid)
+                .map_or(String::new(), |c| format!("{c:#x}"));
             t.row(vec![
                 "S".into(),
                 login.user.as_str().into(),
@@ -308,13 +355,31 @@ pub fn stats(app: &App) -> Table {
     let mut t = Table::new(
         "sNNNNNNNNNNNNNNNNNNNNNNNN",
         &[
-            "database", "total_server_assignment_count", "total_xact_count", "total_query_count",
-            "total_received", "total_sent", "total_xact_time", "total_query_time",
-            "total_wait_time", "total_client_parse_count", "total_server_parse_count",
-            "total_bind_count", "total_client_login_count", "avg_server_assignment_count",
-            "avg_xact_count", "avg_query_count", "avg_recv", "avg_sent", "avg_xact_time",
-            "avg_query_time", "avg_wait_time", "avg_client_parse_count",
-            "avg_server_parse_count", "avg_bind_count", "avg_client_login_count",
+            "database",
+            "total_server_assignment_count",
+            "total_xact_count",
+            "total_query_count",
+            "total_received",
+            "total_sent",
+            "total_xact_time",
+            "total_query_time",
+            "total_wait_time",
+            "total_client_parse_count",
+            "total_server_parse_count",
+            "total_bind_count",
+            "total_client_login_count",
+            "avg_server_assignment_count",
+            "avg_xact_count",
+            "avg_query_count",
+            "avg_recv",
+            "avg_sent",
+            "avg_xact_time",
+            "avg_query_time",
+            "avg_wait_time",
+            "avg_client_parse_count",
+            "avg_server_parse_count",
+            "avg_bind_count",
+            "avg_client_login_count",
         ],
     );
     for (db, tot) in per_database(app) {
@@ -331,9 +396,19 @@ pub fn stats_totals(app: &App) -> Table {
     let mut t = Table::new(
         "sNNNNNNNNNNNN",
         &[
-            "database", "server_assignment_count", "xact_count", "query_count",
-            "bytes_received", "bytes_sent", "xact_time", "query_time", "wait_time",
-            "client_parse_count", "server_parse_count", "bind_count", "client_login_count",
+            "database",
+            "server_assignment_count",
+            "xact_count",
+            "query_count",
+            "bytes_received",
+            "bytes_sent",
+            "xact_time",
+            "query_time",
+            "wait_time",
+            "client_parse_count",
+            "server_parse_count",
+            "bind_count",
+            "client_login_count",
         ],
     );
     for (db, tot) in per_database(app) {
@@ -349,9 +424,18 @@ pub fn stats_averages(app: &App) -> Table {
     let mut t = Table::new(
         "sNNNNNNNNNNNN",
         &[
-            "database", "server_assignment_count", "xact_count", "query_count",
-            "bytes_received", "bytes_sent", "xact_time", "query_time", "wait_time",
-            "avg_client_parse_count", "avg_server_parse_count", "avg_bind_count",
+            "database",
+            "server_assignment_count",
+            "xact_count",
+            "query_count",
+            "bytes_received",
+            "bytes_sent",
+            "xact_time",
+            "query_time",
+            "wait_time",
+            "avg_client_parse_count",
+            "avg_server_parse_count",
+            "avg_bind_count",
             "avg_client_login_count",
         ],
     );
@@ -368,10 +452,23 @@ pub fn databases(app: &App) -> Table {
     let mut t = Table::new(
         "ssissiiiissiiiiii",
         &[
-            "name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",
-            "reserve_pool_size", "server_lifetime", "pool_mode", "load_balance_hosts",
-            "max_connections", "current_connections", "max_client_connections",
-            "current_client_connections", "paused", "disabled",
+            "name",
+            "host",
+            "port",
+            "database",
+            "force_user",
+            "pool_size",
+            "min_pool_size",
+            "reserve_pool_size",
+            "server_lifetime",
+            "pool_mode",
+            "load_balance_hosts",
+            "max_connections",
+            "current_connections",
+            "max_client_connections",
+            "current_client_connections",
+            "paused",
+            "disabled",
         ],
     );
     let snap = app.live.get();
@@ -428,8 +525,14 @@ pub fn users(app: &App) -> Table {
     let mut t = Table::new(
         "ssssiiii",
         &[
-            "name", "pool_size", "reserve_pool_size", "pool_mode", "max_user_connections",
-            "current_connections", "max_user_client_connections", "current_client_connections",
+            "name",
+            "pool_size",
+            "reserve_pool_size",
+            "pool_mode",
+            "max_user_connections",
+            "current_connections",
+            "max_user_client_connections",
+            "current_client_connections",
         ],
     );
     let snap = app.live.get();
@@ -467,7 +570,10 @@ pub fn lists(app: &App) -> Table {
     let mut t = Table::new("si", &["list", "items"]);
     let snap = app.live.get();
     let pools = app.pools.all();
-    let servers: usize = pools.iter().map(|p| p.active_count() + p.idle_count()).sum();
+    let servers: usize = pools
+        .iter()
+        .map(|p| p.active_count() + p.idle_count())
+        .sum();
     let rows: [(&str, usize); 14] = [
         ("databases", snap.config.databases.len()),
         ("users", snap.users.len()),

@@ -3,11 +3,12 @@
 
 use bytes::BytesMut;
 
+use super::scram::{ScramError, SCRAM_SHA_256_PLUS};
 use super::{verify_md5_response, AuthType, ScramServer, Secret, UserList, SCRAM_SHA_256};
 use crate::error::ClientError;
-use crate::frontend::client::ClientIo;
-use crate::protocol::{framer, reply};
+use crate::frontend::client::{ClientIo, MAX_PASSWORD_MESSAGE, MAX_SASL_MESSAGE};
 use crate::live::Snapshot;
+use crate::protocol::{framer, reply};
 
 /// Why a login was refused.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,21 @@ pub async fn authenticate(
 ) -> Result<(), AuthError> {
     let res = match app.auth_type {
         AuthType::Trust => Ok(()),
+        AuthType::Cert => {
+            // As Postgres's cert method: the verified certificate's CN is the user name.
+            let msg = match &client.cert_cn {
+                Some(cn) if cn == user => None,
+                Some(_) => Some(format!(
+                    "certificate authentication failed for user \"{user}\""
+                )),
+                None => Some("connection requires a valid client certificate".to_string()),
+            };
+            if let Some(msg) = msg {
+                client.fatal("28000", &msg).await;
+                return Err(AuthError::Failed(user.to_string()));
+            }
+            Ok(())
+        }
         kind => {
             let secret = app.users.get(user);
             let use_scram = match secret {
@@ -66,13 +82,19 @@ pub async fn authenticate(
             client.fatal("08P01", &m).await;
             Err(AuthError::Client(ClientError::Protocol(m)))
         }
+        Err(AuthError::Client(e @ ClientError::TooLong(_))) => {
+            client.fatal("08P01", &e.to_string()).await;
+            Err(AuthError::Client(e))
+        }
         Err(e) => Err(e),
     }
 }
 
-async fn password_message(client: &mut ClientIo) -> Result<BytesMut, AuthError> {
+/// The client's next message, which must be a password message (`p`) whose length word is
+/// at most `max_len`.
+async fn password_message(client: &mut ClientIo, max_len: usize) -> Result<BytesMut, AuthError> {
     client.flush().await?;
-    let (tag, body) = client.next_message().await?;
+    let (tag, body) = client.next_message(max_len).await?;
     if tag != b'p' {
         return Err(ClientError::Protocol(format!(
             "expected password response, got message type {}",
@@ -83,10 +105,19 @@ async fn password_message(client: &mut ClientIo) -> Result<BytesMut, AuthError> 
     Ok(body)
 }
 
+/// A SASL message: longer than Postgres's limit fails the login as Postgres fails it
+/// (28P01), before its body is read.
+async fn sasl_message(client: &mut ClientIo, user: &str) -> Result<BytesMut, AuthError> {
+    match password_message(client, MAX_SASL_MESSAGE).await {
+        Err(AuthError::Client(ClientError::TooLong(_))) => Err(AuthError::Failed(user.into())),
+        other => other,
+    }
+}
+
 async fn md5(client: &mut ClientIo, secret: Option<&Secret>, user: &str) -> Result<(), AuthError> {
     let salt: [u8; 4] = rand::random();
     reply::auth_md5(&mut client.out, salt);
-    let body = password_message(client).await?;
+    let body = password_message(client, MAX_PASSWORD_MESSAGE).await?;
     let response = framer::cstr(&body).map(|(s, _)| s).unwrap_or(&body[..]);
     match secret {
         Some(s) if verify_md5_response(s, user, salt, response) => Ok(()),
@@ -103,20 +134,23 @@ async fn scram(
         Some(v) => ScramServer::new(v),
         None => ScramServer::new_failing(user),
     };
-    reply::auth_sasl(&mut client.out);
-    let body = password_message(client).await?;
+    let binding = client.end_point.clone();
+    reply::auth_sasl(&mut client.out, binding.is_some());
+    let body = sasl_message(client, user).await?;
     let bad = || {
         AuthError::Client(ClientError::Protocol(
             "malformed SASLInitialResponse message".into(),
         ))
     };
     let (mechanism, rest) = framer::cstr(&body).ok_or_else(bad)?;
-    if mechanism != SCRAM_SHA_256.as_bytes() {
+    let plus = binding.is_some() && mechanism == SCRAM_SHA_256_PLUS.as_bytes();
+    if mechanism != SCRAM_SHA_256.as_bytes() && !plus {
         return Err(ClientError::Protocol(
             "client selected an invalid SASL authentication mechanism".into(),
         )
         .into());
     }
+    server = server.with_channel_binding(binding, plus);
     if rest.len() < 4 {
         return Err(bad());
     }
@@ -125,14 +159,23 @@ async fn scram(
     if len < 0 || len as usize != data.len() {
         return Err(bad());
     }
-    let first = server
-        .handle_client_first(data)
-        .map_err(|_| AuthError::Failed(user.to_string()))?;
-    reply::auth_sasl_continue(&mut client.out, first);
-    let body = password_message(client).await?;
-    let fin = server
-        .handle_client_final(&body)
-        .map_err(|_| AuthError::Failed(user.to_string()))?;
-    reply::auth_sasl_final(&mut client.out, fin);
+    let failed = |e: ScramError| match e {
+        ScramError::BindingDowngrade
+        | ScramError::BindingRequired
+        | ScramError::ChannelBindingUnsupported
+        | ScramError::ChannelBindingMismatch => {
+            AuthError::Client(ClientError::Protocol(e.to_string()))
+        }
+        _ => AuthError::Failed(user.to_string()),
+    };
+    let first = server.handle_client_first(data).map_err(failed)?;
+    if !reply::auth_sasl_continue(&mut client.out, first.as_ref()) {
+        return Err(bad());
+    }
+    let body = sasl_message(client, user).await?;
+    let fin = server.handle_client_final(&body).map_err(failed)?;
+    if !reply::auth_sasl_final(&mut client.out, fin.as_ref()) {
+        return Err(bad());
+    }
     Ok(())
 }

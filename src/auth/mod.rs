@@ -37,6 +37,8 @@ pub enum AuthType {
     Md5,
     /// SASL with the SCRAM-SHA-256 mechanism (`scram-sha-256`).
     ScramSha256,
+    /// The verified TLS client certificate's common name is the user name (`cert`).
+    Cert,
 }
 
 impl AuthType {
@@ -46,6 +48,7 @@ impl AuthType {
             AuthType::Trust => "trust",
             AuthType::Md5 => "md5",
             AuthType::ScramSha256 => "scram-sha-256",
+            AuthType::Cert => "cert",
         }
     }
 }
@@ -59,8 +62,10 @@ impl fmt::Display for AuthType {
 /// Error returned when an `auth_type` value is not one we support.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthTypeError {
-    /// The value is not `trust`, `md5` or `scram-sha-256`.
-    #[error("unsupported auth_type {0:?} (expected \"trust\", \"md5\" or \"scram-sha-256\")")]
+    /// The value is not `trust`, `md5`, `scram-sha-256` or `cert`.
+    #[error(
+        "unsupported auth_type {0:?} (expected \"trust\", \"md5\", \"scram-sha-256\" or \"cert\")"
+    )]
     Unknown(String),
 }
 
@@ -73,6 +78,7 @@ impl FromStr for AuthType {
             "trust" => Ok(AuthType::Trust),
             "md5" => Ok(AuthType::Md5),
             "scram-sha-256" => Ok(AuthType::ScramSha256),
+            "cert" => Ok(AuthType::Cert),
             _ => Err(AuthTypeError::Unknown(s.to_string())),
         }
     }
@@ -176,11 +182,11 @@ mod tests {
             "scram-sha-256".parse::<AuthType>().unwrap(),
             AuthType::ScramSha256
         );
+        assert_eq!("cert".parse::<AuthType>().unwrap(), AuthType::Cert);
         for bad in [
             "plain",
             "",
             "scram",
-            "cert",
             "hba",
             "pam",
             "password",

@@ -1,8 +1,9 @@
 //! Server side of SCRAM-SHA-256 (RFC 5802 / RFC 7677) as PostgreSQL speaks it.
 //!
 //! Owns the two-step state machine: client-first → server-first, then
-//! client-final → server-final, without channel binding (gs2 flags `n` and
-//! `y` accepted, `p=` rejected since SCRAM-SHA-256-PLUS is never offered).
+//! client-final → server-final. Over TLS, SCRAM-SHA-256-PLUS with
+//! `tls-server-end-point` channel binding (RFC 5929) is offered as Postgres offers it;
+//! otherwise gs2 flags `n` and `y` are accepted and `p=` is rejected.
 //! Also owns the mock exchange for unknown users, which fails at the final
 //! step exactly like a wrong password. Pure: no I/O.
 
@@ -19,6 +20,8 @@ use super::{constant_time_eq, hmac_sha256};
 
 /// SASL mechanism name to advertise in AuthenticationSASL and expect in SASLInitialResponse.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+/// The channel-binding variant, offered to TLS clients.
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 /// Length of the random server nonce in bytes before base64 (as Postgres).
 const SERVER_NONCE_LEN: usize = 18;
@@ -44,6 +47,13 @@ pub enum ScramError {
     /// The proof is wrong (also returned for unknown users in mock mode).
     #[error("password authentication failed")]
     WrongPassword,
+    /// The client chose plain SCRAM-SHA-256 saying it supports channel binding (`y`)
+    /// although PLUS was offered: a downgrade, refused as Postgres refuses it.
+    #[error("SCRAM channel binding negotiation error")]
+    BindingDowngrade,
+    /// SCRAM-SHA-256-PLUS was selected without `p=tls-server-end-point`.
+    #[error("SCRAM-SHA-256-PLUS requires channel binding type tls-server-end-point")]
+    BindingRequired,
     /// A message arrived in a state that does not expect it (including after the end).
     #[error("unexpected SCRAM message for the current state")]
     OutOfOrder,
@@ -52,7 +62,8 @@ pub enum ScramError {
 enum State {
     AwaitingClientFirst,
     AwaitingClientFinal {
-        gs2_header: String,
+        /// What `c=` must decode to: the gs2 header, plus the binding data with `p=`.
+        expected_cbind: Vec<u8>,
         client_first_bare: String,
         server_first: String,
         nonce: String,
@@ -66,6 +77,10 @@ pub struct ScramServer {
     mock: bool,
     state: State,
     client_key: Option<[u8; 32]>,
+    /// TLS: this connection's `tls-server-end-point` data (PLUS was offered).
+    binding: Option<Vec<u8>>,
+    /// The client selected SCRAM-SHA-256-PLUS.
+    plus: bool,
 }
 
 impl ScramServer {
@@ -77,6 +92,8 @@ impl ScramServer {
             mock: false,
             state: State::AwaitingClientFirst,
             client_key: None,
+            binding: None,
+            plus: false,
         }
     }
 
@@ -102,7 +119,17 @@ impl ScramServer {
             mock: true,
             state: State::AwaitingClientFirst,
             client_key: None,
+            binding: None,
+            plus: false,
         }
+    }
+
+    /// Over TLS: `binding` is the connection's `tls-server-end-point` data (PLUS was
+    /// offered) and `plus` says whether the client selected SCRAM-SHA-256-PLUS.
+    pub fn with_channel_binding(mut self, binding: Option<Vec<u8>>, plus: bool) -> Self {
+        self.binding = binding;
+        self.plus = plus;
+        self
     }
 
     /// Handles the SASLInitialResponse payload (`n,,n=<user>,r=<cnonce>`) and
@@ -123,7 +150,18 @@ impl ScramServer {
             return Err(ScramError::OutOfOrder);
         }
         let msg = std::str::from_utf8(msg).map_err(|_| ScramError::Malformed("not UTF-8"))?;
-        let (gs2_header, bare, cnonce) = parse_client_first(msg)?;
+        let (flag, gs2_header, bare, cnonce) = parse_client_first(msg)?;
+        let mut expected_cbind = gs2_header.as_bytes().to_vec();
+        match (flag, self.plus) {
+            ("p=tls-server-end-point", true) => match &self.binding {
+                Some(data) => expected_cbind.extend_from_slice(data),
+                None => return Err(ScramError::ChannelBindingUnsupported),
+            },
+            (_, true) => return Err(ScramError::BindingRequired),
+            (f, false) if f.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
+            ("y", false) if self.binding.is_some() => return Err(ScramError::BindingDowngrade),
+            _ => {}
+        }
         let nonce = format!("{cnonce}{snonce}");
         let server_first = format!(
             "r={nonce},s={},i={}",
@@ -132,7 +170,7 @@ impl ScramServer {
         );
         let reply = server_first.clone().into_bytes();
         self.state = State::AwaitingClientFinal {
-            gs2_header: gs2_header.to_string(),
+            expected_cbind,
             client_first_bare: bare.to_string(),
             server_first,
             nonce,
@@ -146,7 +184,7 @@ impl ScramServer {
     /// Any error ends the exchange.
     pub fn handle_client_final(&mut self, client_final: &[u8]) -> Result<Vec<u8>, ScramError> {
         let State::AwaitingClientFinal {
-            gs2_header,
+            expected_cbind,
             client_first_bare,
             server_first,
             nonce,
@@ -177,7 +215,7 @@ impl ScramServer {
             .ok()
             .and_then(|p| p.try_into().ok())
             .ok_or(ScramError::Malformed("invalid proof"))?;
-        if cbind != gs2_header.as_bytes() {
+        if cbind != expected_cbind {
             return Err(ScramError::ChannelBindingMismatch);
         }
         if client_nonce != nonce {
@@ -220,14 +258,14 @@ impl ScramServer {
     }
 }
 
-/// Splits client-first into (gs2 header, client-first-bare, client nonce).
-fn parse_client_first(msg: &str) -> Result<(&str, &str, &str), ScramError> {
+/// Splits client-first into (gs2 flag, gs2 header, client-first-bare, client nonce).
+fn parse_client_first(msg: &str) -> Result<(&str, &str, &str, &str), ScramError> {
     let (flag, rest) = msg
         .split_once(',')
         .ok_or(ScramError::Malformed("missing GS2 header"))?;
     match flag {
         "n" | "y" => {}
-        f if f.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
+        f if f.starts_with("p=") => {}
         _ => return Err(ScramError::Malformed("invalid channel binding flag")),
     }
     let (authzid, bare) = rest
@@ -257,7 +295,7 @@ fn parse_client_first(msg: &str) -> Result<(&str, &str, &str), ScramError> {
         return Err(ScramError::Malformed("invalid client nonce"));
     }
     attrs.try_for_each(check_extension)?;
-    Ok((gs2_header, bare, cnonce))
+    Ok((flag, gs2_header, bare, cnonce))
 }
 
 /// Optional extension attributes (`x=...`) are allowed and ignored.
@@ -555,6 +593,39 @@ mod tests {
         assert_eq!(
             server.handle_client_final(b"c=biws,r=a,p=AAAA"),
             Err(ScramError::OutOfOrder)
+        );
+    }
+
+    #[test]
+    fn plus_binds_to_the_tls_server_end_point() {
+        let v = ScramVerifier::generate("pw");
+        let ep = vec![7u8; 32];
+        let plus = |v: &ScramVerifier| {
+            ScramServer::new(v.clone()).with_channel_binding(Some(ep.clone()), true)
+        };
+        let cb = || ChannelBinding::tls_server_end_point(ep.clone());
+        assert_eq!(exchange(&mut plus(&v), "pw", cb()), Ok(true));
+        // Other binding data (another certificate: a man in the middle) fails.
+        let other = ChannelBinding::tls_server_end_point(vec![8u8; 32]);
+        assert_eq!(
+            exchange(&mut plus(&v), "pw", other),
+            Err(ScramError::ChannelBindingMismatch)
+        );
+        // PLUS without binding, and `y` while PLUS was offered (downgrade), are refused.
+        let unbound = ChannelBinding::unsupported();
+        assert_eq!(
+            exchange(&mut plus(&v), "pw", unbound),
+            Err(ScramError::BindingRequired)
+        );
+        let mut offered = ScramServer::new(v.clone()).with_channel_binding(Some(ep.clone()), false);
+        assert_eq!(
+            exchange(&mut offered, "pw", ChannelBinding::unrequested()),
+            Err(ScramError::BindingDowngrade)
+        );
+        let mut offered = ScramServer::new(v).with_channel_binding(Some(ep), false);
+        assert_eq!(
+            exchange(&mut offered, "pw", ChannelBinding::unsupported()),
+            Ok(true)
         );
     }
 }

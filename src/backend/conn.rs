@@ -8,11 +8,11 @@ use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::error::ServerError;
 use crate::protocol::framer;
+use crate::tls::{NetRead, NetWrite, ServerTls};
 
 /// Who to log in as, where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,8 @@ pub struct Login {
     pub user: String,
     /// Password, if the server asks for one.
     pub password: Option<String>,
+    /// TLS towards this server (server_tls_* settings).
+    pub tls: ServerTls,
 }
 
 /// Server parameters as reported by ParameterStatus, in arrival order.
@@ -59,6 +61,33 @@ pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
     Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?))
 }
 
+/// One row of a housekeeping query, as text (`None` for NULL).
+pub type Row = Vec<Option<String>>;
+
+/// Parse a DataRow body of text columns.
+fn parse_data_row(body: &[u8]) -> Result<Row, ServerError> {
+    let bad = || ServerError::Protocol("malformed DataRow".into());
+    let n = u16::from_be_bytes([
+        *body.first().ok_or_else(bad)?,
+        *body.get(1).ok_or_else(bad)?,
+    ]);
+    let mut at = 2;
+    let mut row = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let len = body.get(at..at + 4).ok_or_else(bad)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        at += 4;
+        if len < 0 {
+            row.push(None);
+            continue;
+        }
+        let v = body.get(at..at + len as usize).ok_or_else(bad)?;
+        row.push(Some(String::from_utf8_lossy(v).into_owned()));
+        at += len as usize;
+    }
+    Ok(row)
+}
+
 /// Where a CancelRequest for this server connection goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CancelTarget {
@@ -74,9 +103,13 @@ pub struct CancelTarget {
 #[derive(Debug)]
 pub struct ServerConn {
     /// Read half.
-    pub rd: OwnedReadHalf,
+    pub rd: NetRead,
     /// Write half.
-    pub wr: OwnedWriteHalf,
+    pub wr: NetWrite,
+    /// With TLS: the server certificate's channel binding data (SCRAM-SHA-256-PLUS).
+    pub end_point: Option<Vec<u8>>,
+    /// pgherald's address of this connection.
+    pub local: Option<std::net::SocketAddr>,
     /// Reused read buffer; holds unprocessed bytes between reads.
     pub buf: BytesMut,
     /// Current parameter values, as the server reported them.
@@ -99,6 +132,7 @@ fn refused(body: &[u8]) -> ServerError {
         code: s(b'C'),
         severity: s(b'V'),
         message: s(b'M'),
+        detail: framer::field(body, b'D').map(|d| String::from_utf8_lossy(d).into_owned()),
     }
 }
 
@@ -114,11 +148,21 @@ impl ServerConn {
         let stream = TcpStream::connect((login.host.as_str(), login.port)).await?;
         stream.set_nodelay(true)?;
         let addr = stream.peer_addr()?;
-        let (rd, wr) = stream.into_split();
+        let local = stream.local_addr().ok();
+        let tls = login
+            .tls
+            .negotiate(stream, &login.host)
+            .await
+            .map_err(|e| {
+                tracing::warn!(host = %login.host, port = login.port, "server TLS failed: {e}");
+                ServerError::Tls(e.to_string())
+            })?;
         let now = Instant::now();
         let mut conn = ServerConn {
-            rd,
-            wr,
+            rd: tls.rd,
+            wr: tls.wr,
+            end_point: tls.end_point,
+            local,
             buf: BytesMut::with_capacity(16 * 1024),
             params: Vec::new(),
             extra: Vec::new(),
@@ -180,22 +224,24 @@ impl ServerConn {
                             frontend::password_message(hash.as_bytes(), &mut out)?;
                         }
                         10 => {
-                            let offers_scram =
-                                data.split(|b| *b == 0).any(|m| m == b"SCRAM-SHA-256");
-                            if !offers_scram {
+                            let offers = |name: &[u8]| data.split(|b| *b == 0).any(|m| m == name);
+                            // Channel binding whenever the connection is TLS and the
+                            // server offers it; `y` (supported, not offered) otherwise.
+                            let (mechanism, binding) = match &self.end_point {
+                                Some(ep) if offers(b"SCRAM-SHA-256-PLUS") => (
+                                    "SCRAM-SHA-256-PLUS",
+                                    ChannelBinding::tls_server_end_point(ep.clone()),
+                                ),
+                                Some(_) => ("SCRAM-SHA-256", ChannelBinding::unrequested()),
+                                None => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
+                            };
+                            if !offers(mechanism.as_bytes()) {
                                 return Err(ServerError::Auth(
                                     "server offers no SASL mechanism pgherald supports".into(),
                                 ));
                             }
-                            let client = ScramSha256::new(
-                                password()?.as_bytes(),
-                                ChannelBinding::unsupported(),
-                            );
-                            frontend::sasl_initial_response(
-                                "SCRAM-SHA-256",
-                                client.message(),
-                                &mut out,
-                            )?;
+                            let client = ScramSha256::new(password()?.as_bytes(), binding);
+                            frontend::sasl_initial_response(mechanism, client.message(), &mut out)?;
                             scram = Some(client);
                         }
                         11 => {
@@ -267,10 +313,17 @@ impl ServerConn {
     /// recording ParameterStatus changes. Returns the final transaction status, or the
     /// first error the server raised.
     pub async fn run_quiet(&mut self, sql: &str) -> Result<u8, ServerError> {
+        self.query_rows(sql).await.map(|(_, status)| status)
+    }
+
+    /// Run a housekeeping query and collect its rows as text (NULL as `None`); returns the
+    /// rows and the final transaction status, or the first error the server raised.
+    pub async fn query_rows(&mut self, sql: &str) -> Result<(Vec<Row>, u8), ServerError> {
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out)?;
         self.wr.write_all(&out).await?;
         let mut failure = None;
+        let mut rows = Vec::new();
         loop {
             let (tag, body) = self.next_message().await?;
             match tag {
@@ -279,12 +332,13 @@ impl ServerConn {
                         set_param(&mut self.params, k, v);
                     }
                 }
+                b'D' => rows.push(parse_data_row(&body)?),
                 b'E' if failure.is_none() => failure = Some(refused(&body)),
                 b'Z' => {
                     let status = body.first().copied().unwrap_or(b'I');
                     return match failure {
                         Some(e) => Err(e),
-                        None => Ok(status),
+                        None => Ok((rows, status)),
                     };
                 }
                 _ => {}
@@ -298,8 +352,7 @@ impl ServerConn {
         if !self.buf.is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        matches!(self.rd.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.rd.idle_open()
     }
 
     /// Send Terminate and drop the connection.

@@ -126,7 +126,8 @@ pub struct Pool {
     generation: AtomicU64,
     slots: Arc<Semaphore>,
     idle: Mutex<Vec<Idle>>,
-    welcome: Mutex<Option<Params>>,
+    /// The parameters of the newest server login, and when it happened.
+    welcome: Mutex<Option<(Params, Instant)>>,
     servers: Arc<Mutex<HashMap<i32, Arc<ServerInfo>>>>,
     lent: Arc<AtomicUsize>,
     /// Server connections logging in right now.
@@ -249,6 +250,17 @@ impl Pool {
 
     /// Take a server connection, waiting in FIFO order for a free slot.
     pub async fn checkout(&self) -> Result<Checkout, PoolError> {
+        self.checkout_from(false).await
+    }
+
+    /// Take a server connection that has just logged in, so Postgres has decided now
+    /// whether the pool's user may connect (an idle connection was admitted long ago). The
+    /// oldest idle connection is closed in its place, so the pool does not grow.
+    pub async fn checkout_fresh(&self) -> Result<Checkout, PoolError> {
+        self.checkout_from(true).await
+    }
+
+    async fn checkout_from(&self, fresh: bool) -> Result<Checkout, PoolError> {
         let settings = self.settings.load_full();
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -263,7 +275,19 @@ impl Pool {
         };
         let generation = self.generation.load(Ordering::Acquire);
         let now = Instant::now();
+        if fresh {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if !idle.is_empty() {
+                let oldest = idle.remove(0);
+                drop(idle);
+                self.stats.closed.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(oldest.conn.terminate());
+            }
+        }
         loop {
+            if fresh {
+                break;
+            }
             let candidate = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(mut idle) = candidate else { break };
             if self.expired(&idle.conn, &settings.timeouts, now)
@@ -287,15 +311,12 @@ impl Pool {
             }
         };
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
-        let mut welcome = self.welcome.lock().unwrap_or_else(|e| e.into_inner());
-        if welcome.is_none() {
-            *welcome = Some(conn.params.clone());
-        }
-        drop(welcome);
+        *self.welcome.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((conn.params.clone(), Instant::now()));
         let info = Arc::new(ServerInfo {
             pid: conn.cancel.pid,
             addr: conn.cancel.addr,
-            local: conn.wr.local_addr().ok(),
+            local: conn.local,
             connect_time: SystemTime::now(),
             active: AtomicBool::new(false),
             generation,
@@ -378,18 +399,25 @@ impl Pool {
             return;
         }
         c.conn.idle_since = now;
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(Idle {
-            conn: c.conn,
-            reg: c.reg,
-        });
-    }
-
-    /// The parameters of the first server connection, to greet clients with.
-    pub fn welcome(&self) -> Option<Params> {
-        self.welcome
+        self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .push(Idle {
+                conn: c.conn,
+                reg: c.reg,
+            });
+    }
+
+    /// The parameters of the newest server login, to greet clients with, while that login is
+    /// younger than `login_recheck_interval`; after that a client login needs a new one.
+    pub fn welcome(&self) -> Option<Params> {
+        let welcome = self.welcome.lock().unwrap_or_else(|e| e.into_inner());
+        match &*welcome {
+            Some((params, at)) if at.elapsed() < self.settings.load().timeouts.login_recheck => {
+                Some(params.clone())
+            }
+            _ => None,
+        }
     }
 
     /// Close idle connections past `server_idle_timeout` or `server_lifetime`.

@@ -3,15 +3,17 @@
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::error::ClientError;
 use crate::protocol::framer;
 use crate::protocol::reply::{self, Severity};
+use crate::tls::{stream, NetRead, NetWrite};
 
-/// Largest message accepted during login (passwords, SASL data).
-const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
+/// Largest length word of a password message (Postgres's PG_MAX_AUTH_TOKEN_LENGTH).
+pub const MAX_PASSWORD_MESSAGE: usize = 65_535;
+/// Largest length word of a SASL message (Postgres's PG_MAX_SASL_MESSAGE_LENGTH).
+pub const MAX_SASL_MESSAGE: usize = 1024;
 /// Read buffer size; an idle client keeps no more than this.
 const READ_CHUNK: usize = 4 * 1024;
 /// A read buffer that grew past this (a large message) is given back once empty.
@@ -20,10 +22,18 @@ const SHRINK_ABOVE: usize = 64 * 1024;
 /// A connected client.
 #[derive(Debug)]
 pub struct ClientIo {
-    /// Read half.
-    pub rd: OwnedReadHalf,
+    /// Read half (plain or TLS, chosen at login).
+    pub rd: NetRead,
     /// Write half.
-    pub wr: OwnedWriteHalf,
+    pub wr: NetWrite,
+    /// With TLS: the client certificate's subject CN, if it sent one.
+    pub cert_cn: Option<String>,
+    /// With TLS: pgherald's certificate's channel binding data (SCRAM-SHA-256-PLUS).
+    pub end_point: Option<Vec<u8>>,
+    /// The client's address (as accepted, before any TLS).
+    pub peer: Option<std::net::SocketAddr>,
+    /// pgherald's address of this connection.
+    pub local: Option<std::net::SocketAddr>,
     /// Reused read buffer; unprocessed client bytes.
     pub buf: BytesMut,
     /// Messages pgherald composed for the client, written by `flush`.
@@ -34,13 +44,38 @@ impl ClientIo {
     /// Wrap an accepted socket.
     pub fn new(stream: TcpStream) -> ClientIo {
         let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let peer = stream.peer_addr().ok();
+        let local = stream.local_addr().ok();
+        let (rd, wr) = stream::plain(stream);
         ClientIo {
             rd,
             wr,
+            cert_cn: None,
+            end_point: None,
+            peer,
+            local,
             buf: BytesMut::with_capacity(READ_CHUNK),
             out: BytesMut::new(),
         }
+    }
+
+    /// True when the client speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.rd.is_tls()
+    }
+
+    /// Take the plain socket back (to start TLS on it).
+    pub(crate) fn take_plain(&mut self) -> Option<TcpStream> {
+        let rd = std::mem::replace(&mut self.rd, NetRead::Detached);
+        let wr = std::mem::replace(&mut self.wr, NetWrite::Detached);
+        stream::reunite(rd, wr)
+    }
+
+    /// Use an encrypted stream from now on.
+    pub(crate) fn set_tls(&mut self, tls: stream::Tls) {
+        let (rd, wr) = stream::tls(tls);
+        self.rd = rd;
+        self.wr = wr;
     }
 
     /// Write everything composed in `out`.
@@ -63,17 +98,15 @@ impl ClientIo {
         let _ = self.flush().await;
     }
 
-    /// Read one whole message during login (never used on the forwarding path).
-    pub async fn next_message(&mut self) -> Result<(u8, BytesMut), ClientError> {
+    /// Read one whole message during login (never used on the forwarding path) whose length
+    /// word is at most `max_len`; a longer one is refused before its body is read.
+    pub async fn next_message(&mut self, max_len: usize) -> Result<(u8, BytesMut), ClientError> {
         loop {
             if let Some(h) =
                 framer::header(&self.buf).map_err(|e| ClientError::Protocol(e.to_string()))?
             {
-                if h.total > MAX_LOGIN_MESSAGE {
-                    return Err(ClientError::Protocol(format!(
-                        "invalid message length {}",
-                        h.total - 1
-                    )));
+                if h.total - 1 > max_len {
+                    return Err(ClientError::TooLong(h.total - 1));
                 }
                 if self.buf.len() >= h.total {
                     let mut msg = self.buf.split_to(h.total);

@@ -105,10 +105,9 @@ impl Session {
             while let Some(h) = framer::header(&buf[run..])? {
                 let avail = buf.len() - run;
                 if avail < h.total {
-                    if h.total > STREAM_THRESHOLD
-                        && matches!(h.tag, b'Q' | b'P' | b'B' | b'd' | b'F')
-                    {
-                        // Too large to be anything pgherald intercepts: stream it through.
+                    // Query and Parse are read whole whatever their size: what they say
+                    // decides interception. Large data-carrying frames stream through.
+                    if h.total > STREAM_THRESHOLD && matches!(h.tag, b'B' | b'd' | b'F') {
                         let entry = self.big_entry(h.tag);
                         self.push_forwarded(entry);
                         self.client_pass = h.total - avail;
@@ -231,7 +230,7 @@ impl Session {
     /// After the client's input is handled: give a transaction-mode server back if idle.
     async fn settle(&mut self) -> Result<(), Exit> {
         if self.server.is_some() && self.transaction_mode() && self.idle() && !self.writing {
-            self.release();
+            self.give_back().await?;
         }
         Ok(())
     }
@@ -404,12 +403,7 @@ impl Session {
 
     fn big_entry(&mut self, tag: u8) -> Option<Entry> {
         match tag {
-            b'Q' => Some(Entry::Query(QueryPlan::opaque())),
             b'F' => Some(Entry::Function),
-            b'P' => {
-                self.batch_open = true;
-                Some(Entry::Parse)
-            }
             b'B' => {
                 self.batch_open = true;
                 Some(Entry::Bind)
@@ -472,6 +466,9 @@ impl Session {
             b'Q' => {
                 self.local_executed = false;
                 let sql = framer::cstr(body).map(|(s, _)| s).unwrap_or(body);
+                if self.watch_state() && super::state::text_touches(sql) {
+                    self.touched = true;
+                }
                 if let Some(local) = self.control(sql) {
                     return Ok(Inbound::Local(local));
                 }
@@ -494,6 +491,9 @@ impl Session {
             }
             b'P' => {
                 self.batch_open = true;
+                if self.watch_state() && super::state::text_touches(body) {
+                    self.touched = true;
+                }
                 let scs = self.scs();
                 let d = self.ext.parse(body, scs, self.ch.conv);
                 extended(self, d)?

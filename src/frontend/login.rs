@@ -1,5 +1,7 @@
-//! The login phase of a client: SSL/GSSENC refusal, CancelRequest, protocol version
-//! negotiation, and the StartupMessage's user, database and settings.
+//! The login phase of a client: TLS (SSLRequest or Postgres 17's direct TLS) or its
+//! refusal, GSSENC refusal, CancelRequest, protocol version negotiation, and the
+//! StartupMessage's user, database and settings. The TLS handshake happens here, so
+//! whatever bounds the login phase bounds the handshake too.
 
 use crate::backend::conn::Params;
 use crate::error::ClientError;
@@ -7,7 +9,11 @@ use crate::frontend::client::ClientIo;
 use crate::frontend::params;
 use crate::protocol::reply;
 use crate::protocol::startup::{self, StartupPacket};
+use crate::tls::{self, SslMode};
 use crate::App;
+
+/// The first byte of a TLS handshake record (Postgres 17's `sslnegotiation=direct`).
+const TLS_HANDSHAKE: u8 = 0x16;
 
 /// What a StartupMessage asked for.
 #[derive(Debug)]
@@ -23,10 +29,31 @@ pub struct Startup {
 /// Run the untagged startup exchange. `Ok(None)` means the connection was a
 /// CancelRequest (handled) and is finished.
 pub async fn startup(client: &mut ClientIo, app: &App) -> Result<Option<Startup>, ClientError> {
+    use tokio::io::AsyncWriteExt;
+    let snap = app.live.get();
+    let client_tls = &snap.client_tls;
+    let acceptor = client_tls.acceptor.as_ref();
+    if let (Some(acceptor), tls::NetRead::Plain(rd)) = (acceptor, &mut client.rd) {
+        let mut first = [0u8; 1];
+        if rd.peek(&mut first).await? == 0 {
+            return Err(ClientError::Closed);
+        }
+        if first[0] == TLS_HANDSHAKE {
+            handshake(client, client_tls, acceptor, true).await?;
+        }
+    }
     loop {
         match startup::read(&mut client.rd).await? {
+            StartupPacket::Ssl if client.is_tls() => {
+                return Err(ClientError::Protocol("SSL request inside SSL".into()))
+            }
+            StartupPacket::Ssl if acceptor.is_some() => {
+                client.wr.write_all(b"S").await?;
+                if let Some(acceptor) = acceptor {
+                    handshake(client, client_tls, acceptor, false).await?;
+                }
+            }
             StartupPacket::Ssl | StartupPacket::GssEnc => {
-                use tokio::io::AsyncWriteExt;
                 client.wr.write_all(b"N").await?;
             }
             StartupPacket::Cancel { pid, secret } => {
@@ -40,11 +67,51 @@ pub async fn startup(client: &mut ClientIo, app: &App) -> Result<Option<Startup>
                 client.fatal("0A000", &msg).await;
                 return Err(ClientError::Protocol(msg));
             }
+            StartupPacket::Startup { .. }
+                if client_tls.mode >= SslMode::Require && !client.is_tls() =>
+            {
+                // PgBouncer's answer to a plaintext startup when TLS is required.
+                client.fatal("08P01", "SSL required").await;
+                return Err(ClientError::Protocol("SSL required".into()));
+            }
             StartupPacket::Startup { minor, params } => {
                 return Ok(Some(accept(client, minor, params).await?))
             }
         }
     }
+}
+
+/// Shake hands on the client's socket and switch the session to the encrypted stream.
+/// A failed handshake (bad certificate, garbage instead of a ClientHello) ends this
+/// connection only.
+async fn handshake(
+    client: &mut ClientIo,
+    settings: &tls::ClientTls,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    direct: bool,
+) -> Result<(), ClientError> {
+    let tcp = client
+        .take_plain()
+        .ok_or_else(|| ClientError::Protocol("SSL request inside SSL".into()))?;
+    let tls = acceptor.accept(tcp).await.map_err(|e| {
+        tracing::info!("client TLS handshake failed: {e}");
+        ClientError::Tls(e.to_string())
+    })?;
+    let conn = tls.get_ref().1;
+    if direct && conn.alpn_protocol() != Some(tls::ALPN_POSTGRESQL) {
+        // As Postgres: direct TLS without ALPN "postgresql" is refused.
+        tracing::info!("direct TLS client did not negotiate ALPN \"postgresql\"");
+        return Err(ClientError::Tls(
+            "direct TLS without ALPN postgresql".into(),
+        ));
+    }
+    client.cert_cn = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(tls::peer_common_name);
+    client.end_point = settings.end_point.clone();
+    client.set_tls(tokio_rustls::TlsStream::Server(tls));
+    Ok(())
 }
 
 async fn accept(

@@ -1,6 +1,7 @@
 //! The client side: accepting connections, the login phase, and the per-client session
 //! that forwards traffic between the client and a pooled server connection.
 
+pub mod admission;
 pub mod channels;
 pub mod client;
 pub mod deferred;
@@ -20,4 +21,5 @@ pub mod plan;
 pub mod registry;
 pub mod session;
 pub mod simple;
+mod state;
 pub mod txn;

@@ -47,7 +47,7 @@ impl Session {
             co.conn.buf = buf;
         }
         if res? && self.transaction_mode() && self.idle() && !self.writing {
-            self.release();
+            self.give_back().await?;
         }
         self.deliver_pending().await
     }
@@ -188,6 +188,9 @@ impl Session {
     fn route_plan(&mut self, tag: u8, body: &[u8]) -> Result<Act, Exit> {
         tracing::trace!(tag = %(tag as char), head = ?self.plan.front().map(std::mem::discriminant), "server message");
         let aborted_before = self.live == b'E';
+        if tag == b'C' && self.watch_state() && super::state::tag_touches(body) {
+            self.touched = true;
+        }
         match tag {
             b'N' => return Ok(self.remap_notice(body)),
             b'A' => return Ok(Act::Pass),

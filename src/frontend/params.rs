@@ -52,6 +52,12 @@ fn quote_literal(value: &str) -> String {
 /// unreported settings `server_extra` match what the client `wants`. Empty when they match.
 pub fn sync_sql(wants: &Params, server: &Params, server_extra: &Params) -> String {
     let mut sql = String::new();
+    // RESETs first: one may be `session_authorization`, which the SETs after it may need.
+    for (k, _) in server_extra {
+        if get_param(wants, k).is_none() {
+            sql.push_str(&format!("RESET {};", quote_ident(k)));
+        }
+    }
     for (k, v) in wants {
         let current = if is_reported(k) {
             get_param(server, k)
@@ -59,12 +65,13 @@ pub fn sync_sql(wants: &Params, server: &Params, server_extra: &Params) -> Strin
             get_param(server_extra, k)
         };
         if current != Some(v.as_str()) {
-            sql.push_str(&format!("SET {} = {};", quote_ident(k), quote_literal(v)));
-        }
-    }
-    for (k, _) in server_extra {
-        if get_param(wants, k).is_none() {
-            sql.push_str(&format!("RESET {};", quote_ident(k)));
+            // set_config takes the value as a startup packet or postgresql.conf gives it
+            // (`search_path` = `a, b` is a list of two), where SET would take one literal.
+            sql.push_str(&format!(
+                "SELECT pg_catalog.set_config({}, {}, false);",
+                quote_literal(k),
+                quote_literal(v)
+            ));
         }
     }
     sql
@@ -113,7 +120,8 @@ mod tests {
         );
         assert_eq!(
             sql,
-            "SET \"application_name\" = 'it''s';SET \"extra_float_digits\" = '3';RESET \"search_path\";"
+            "RESET \"search_path\";SELECT pg_catalog.set_config('application_name', 'it''s', false);\
+             SELECT pg_catalog.set_config('extra_float_digits', '3', false);"
         );
     }
 

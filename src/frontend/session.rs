@@ -17,19 +17,19 @@ use tokio::sync::watch;
 
 use crate::backend::cancel::CancelHandle;
 use crate::backend::conn::{get_param, set_param, Params};
-use crate::backend::stats::SessionCounts;
-use crate::frontend::registry::{self, Control, Registration};
-use crate::live::Snapshot;
 use crate::backend::pool::{Checkout, Pool};
 use crate::backend::prepared::ClientStatements;
+use crate::backend::stats::SessionCounts;
 use crate::config::PoolMode;
 use crate::error::{ClientError, PoolError, ServerError};
 use crate::frontend::channels::Channels;
 use crate::frontend::client::ClientIo;
 use crate::frontend::extended::Extended;
 use crate::frontend::hold::Hold;
-use crate::frontend::plan::Entry;
 use crate::frontend::params;
+use crate::frontend::plan::Entry;
+use crate::frontend::registry::{self, Control, Registration};
+use crate::live::Snapshot;
 use crate::protocol::encoding::{Conversion, EncodingError};
 use crate::protocol::framer;
 use crate::protocol::reply;
@@ -41,7 +41,7 @@ pub(crate) const STREAM_THRESHOLD: usize = 256 * 1024;
 /// is forwarded to the client.
 const SERVER_BACKLOG: usize = 4 * 1024 * 1024;
 /// Housekeeping on a server (ROLLBACK, reset query) must finish within this.
-const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a session ends.
 #[derive(Debug)]
@@ -78,7 +78,6 @@ impl From<framer::FrameError> for Exit {
         Exit::ClientProtocol(e.to_string())
     }
 }
-
 
 /// One client's session.
 pub(crate) struct Session {
@@ -152,6 +151,12 @@ pub(crate) struct Session {
     /// pgherald's own ReadyForQuery, due once the relay round trip its commit waits for is
     /// done (`relay_sync`); pgherald's later replies wait behind it.
     pub(crate) ready_after_relay: Option<u8>,
+    /// Transaction mode: something since the server was taken may have changed its session
+    /// state (`state`); it is probed before the server goes back.
+    pub(crate) touched: bool,
+    /// Transaction mode: the client left state on its server that cannot be carried, so it
+    /// keeps that server until it disconnects.
+    pub(crate) pinned: bool,
 }
 
 impl Session {
@@ -236,7 +241,8 @@ impl Session {
             set_param(&mut self.wants, k, v);
         }
         let reported = if need_server {
-            self.acquire().await?;
+            // No greeting, or one too old to stand for Postgres's decision: a real login.
+            self.acquire_from(welcome.is_none()).await?;
             let server = &self.server.as_ref().ok_or(Exit::ClientGone)?.conn;
             for name in params::TRACKED {
                 if get_param(&self.wants, name).is_none() {
@@ -272,11 +278,20 @@ impl Session {
 
     /// Take a server connection and make its settings match the client's.
     pub(crate) async fn acquire(&mut self) -> Result<(), Exit> {
+        self.acquire_from(false).await
+    }
+
+    /// `acquire`, from a fresh server login when `fresh` (see `Pool::checkout_fresh`).
+    async fn acquire_from(&mut self, fresh: bool) -> Result<(), Exit> {
         let info = &self.reg.info;
         let t = registry::now_us();
         info.waiting_since_us.store(t, Ordering::Relaxed);
         self.app.pause.wait_resumed(&self.pool.key.database).await;
-        let res = self.pool.checkout().await;
+        let res = if fresh {
+            self.pool.checkout_fresh().await
+        } else {
+            self.pool.checkout().await
+        };
         info.waiting_since_us.store(0, Ordering::Relaxed);
         info.request_us.store(t, Ordering::Relaxed);
         let mut co = res.map_err(Exit::Pool)?;
@@ -542,8 +557,15 @@ impl Session {
                     )
                     .await
             }
-            Exit::Pool(PoolError::Server(ServerError::Refused { code, message, .. })) => {
-                self.client.fatal(code, message).await
+            Exit::Pool(PoolError::Server(ServerError::Refused {
+                code,
+                message,
+                detail,
+                ..
+            })) => {
+                self.client
+                    .fatal_detail(code, message, detail.as_deref())
+                    .await
             }
             Exit::Pool(e) => {
                 self.client
@@ -590,17 +612,23 @@ impl Session {
         }
         // A deferred block never reached the server: it is idle.
         let mut status = if self.deferred { b'I' } else { self.status };
+        // In transaction mode the server is reset when the client may have left state on it:
+        // pinned, a transaction that changed state, or gone in the middle of a transaction.
+        let reset = if !self.transaction_mode() {
+            self.pool.settings().reset_query.clone()
+        } else if self.pinned || self.touched || status != b'I' {
+            "DISCARD ALL".to_string()
+        } else {
+            String::new()
+        };
         if status != b'I' {
             match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet("ROLLBACK")).await {
                 Ok(Ok(s)) => status = s,
                 _ => return,
             }
         }
-        let reset = self.pool.settings().reset_query.clone();
-        if !self.transaction_mode() && !reset.is_empty() {
-            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(&reset))
-            .await
-            {
+        if !reset.is_empty() {
+            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(&reset)).await {
                 Ok(Ok(s)) => status = s,
                 _ => return,
             }

@@ -21,10 +21,12 @@ pub const TEXT_OID: u32 = 25;
 /// Type OID of `void`.
 pub const VOID_OID: u32 = 2278;
 
-/// Append one pgwire message. Encoding into memory fails only past pgwire's size limits,
-/// which none of pgherald's own messages approach; such a message is dropped and logged.
+/// Append one pgwire message. Encoding into memory fails only past pgwire's size limits;
+/// such a message is dropped whole (nothing of it stays in `buf`) and logged.
 fn put<M: Message>(buf: &mut BytesMut, m: &M) {
+    let before = buf.len();
     if let Err(e) = m.encode(buf) {
+        buf.truncate(before);
         tracing::error!("encoding a reply failed: {e}");
     }
 }
@@ -113,21 +115,32 @@ pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
 }
 
 /// AuthenticationSASL offering SCRAM-SHA-256.
-pub fn auth_sasl(buf: &mut BytesMut) {
-    put(
-        buf,
-        &Authentication::SASL(vec!["SCRAM-SHA-256".to_string()]),
-    );
+pub fn auth_sasl(buf: &mut BytesMut, plus: bool) {
+    let mut mechanisms = Vec::with_capacity(2);
+    if plus {
+        mechanisms.push("SCRAM-SHA-256-PLUS".to_string());
+    }
+    mechanisms.push("SCRAM-SHA-256".to_string());
+    put(buf, &Authentication::SASL(mechanisms));
 }
 
-/// AuthenticationSASLContinue.
-pub fn auth_sasl_continue(buf: &mut BytesMut, data: Vec<u8>) {
-    put(buf, &Authentication::SASLContinue(data.into()));
+/// AuthenticationSASLContinue. Framed here rather than by pgwire, whose limit for
+/// Authentication messages is below what a client's SCRAM nonce can make it (Postgres
+/// answers a client-first message of any accepted size).
+pub fn auth_sasl_continue(buf: &mut BytesMut, data: &[u8]) -> bool {
+    auth_sasl_data(buf, 11, data)
 }
 
 /// AuthenticationSASLFinal.
-pub fn auth_sasl_final(buf: &mut BytesMut, data: Vec<u8>) {
-    put(buf, &Authentication::SASLFinal(data.into()));
+pub fn auth_sasl_final(buf: &mut BytesMut, data: &[u8]) -> bool {
+    auth_sasl_data(buf, 12, data)
+}
+
+fn auth_sasl_data(buf: &mut BytesMut, code: i32, data: &[u8]) -> bool {
+    let mut body = Vec::with_capacity(4 + data.len());
+    body.extend_from_slice(&code.to_be_bytes());
+    body.extend_from_slice(data);
+    crate::protocol::framer::put(buf, b'R', &body)
 }
 
 /// NegotiateProtocolVersion: we speak 3.0 and none of the `_pq_` options given.

@@ -5,7 +5,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::ClientError;
 
-/// Postgres's limit on a startup packet.
+/// Postgres's limit on a startup packet's contents (MAX_STARTUP_PACKET_LENGTH), not
+/// counting the 4-byte length word.
 pub const MAX_STARTUP_LEN: usize = 10_000;
 const CANCEL_CODE: u32 = 80877102;
 const SSL_CODE: u32 = 80877103;
@@ -48,7 +49,7 @@ pub async fn read<R: AsyncRead + Unpin>(rd: &mut R) -> Result<StartupPacket, Cli
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ClientError::Closed),
         Err(e) => return Err(e.into()),
     };
-    if !(8..=MAX_STARTUP_LEN).contains(&len) {
+    if !(8..=MAX_STARTUP_LEN + 4).contains(&len) {
         return Err(ClientError::Protocol(
             "invalid length of startup packet".into(),
         ));

@@ -102,6 +102,8 @@ struct Shared {
     captures: DashMap<i32, Vec<Notification>>,
     connect_timeout: Duration,
     reconnects: AtomicU64,
+    /// Failed attempts to connect or log in.
+    connect_failures: AtomicU64,
     relayed: AtomicU64,
 }
 
@@ -111,6 +113,8 @@ pub struct Relays {
     shared: Arc<Shared>,
     events: mpsc::UnboundedSender<Event>,
     settings: DashMap<String, RelaySettings>,
+    /// Client-facing database name → upstream key (for the admin view and tests).
+    names: DashMap<String, String>,
     tasks: DashMap<String, mpsc::UnboundedSender<Command>>,
     views: DashMap<String, Arc<Mutex<View>>>,
 }
@@ -136,9 +140,11 @@ impl Relays {
                 captures: DashMap::new(),
                 connect_timeout,
                 reconnects: AtomicU64::new(0),
+                connect_failures: AtomicU64::new(0),
                 relayed: AtomicU64::new(0),
             }),
             settings: DashMap::new(),
+            names: DashMap::new(),
             tasks: DashMap::new(),
             views: DashMap::new(),
         });
@@ -166,11 +172,29 @@ impl Relays {
         relays
     }
 
-    /// Remember how to reach `database` (the first registration wins).
-    pub fn register(&self, database: &str, settings: RelaySettings) {
-        if !self.settings.contains_key(database) {
-            self.settings.entry(database.to_owned()).or_insert(settings);
+    /// Remember how to reach the upstream database `key` (the first registration wins),
+    /// which clients call `name`. True when this registration was the first.
+    pub fn register(&self, key: &str, name: &str, settings: RelaySettings) -> bool {
+        if !self.names.contains_key(name) {
+            self.names.insert(name.to_owned(), key.to_owned());
         }
+        if self.settings.contains_key(key) {
+            return false;
+        }
+        let mut first = false;
+        self.settings.entry(key.to_owned()).or_insert_with(|| {
+            first = true;
+            settings
+        });
+        first
+    }
+
+    /// The upstream key of a database as clients name it (or `database` itself).
+    fn resolve(&self, database: &str) -> String {
+        self.names
+            .get(database)
+            .map(|k| k.clone())
+            .unwrap_or_else(|| database.to_owned())
     }
 
     /// A future that resolves once the relay of `database` has LISTENed upstream on every
@@ -253,14 +277,16 @@ impl Relays {
     /// Channels the relay of `database` listens on right now (the admin view).
     pub fn listening(&self, database: &str) -> Vec<Bytes> {
         self.views
-            .get(database)
+            .get(&self.resolve(database))
             .map(|v| lock(&v).channels.iter().cloned().collect())
             .unwrap_or_default()
     }
 
     /// Backend pid of the relay connection of `database`, while connected.
     pub fn backend_pid(&self, database: &str) -> Option<i32> {
-        self.views.get(database).and_then(|v| lock(&v).backend_pid)
+        self.views
+            .get(&self.resolve(database))
+            .and_then(|v| lock(&v).backend_pid)
     }
 
     /// Every relay, by database.
@@ -291,6 +317,11 @@ impl Relays {
     /// Relay connections lost and re-established since start.
     pub fn reconnects(&self) -> u64 {
         self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Failed attempts of a relay to connect or log in since start (one WARN each).
+    pub fn connect_failures(&self) -> u64 {
+        self.shared.connect_failures.load(Ordering::Relaxed)
     }
 
     /// Notifications relayed from Postgres into the hub since start.
@@ -369,8 +400,14 @@ impl Task {
                 }
                 Err(e) => {
                     first = false;
-                    tracing::warn!(database = %self.database, "relay cannot connect: {e}");
                     lock(&self.view).last_error = Some(e.to_string());
+                    self.shared.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        database = %self.database,
+                        user = %self.settings.login.user,
+                        retry_in = ?backoff,
+                        "relay cannot connect: {e}"
+                    );
                 }
             }
             // Keep following what local clients listen on while away.

@@ -30,7 +30,9 @@ pub fn row(body: &[u8]) -> Vec<Option<String>> {
             out.push(None);
         } else {
             let len = len as usize;
-            out.push(Some(String::from_utf8_lossy(&body[at..at + len]).into_owned()));
+            out.push(Some(
+                String::from_utf8_lossy(&body[at..at + len]).into_owned(),
+            ));
             at += len;
         }
     }
@@ -72,11 +74,7 @@ pub async fn query(
 }
 
 /// The value of column `name` in `row`.
-pub fn get<'a>(
-    cols: &[(String, u32)],
-    row: &'a [Option<String>],
-    name: &str,
-) -> Option<&'a str> {
+pub fn get<'a>(cols: &[(String, u32)], row: &'a [Option<String>], name: &str) -> Option<&'a str> {
     let i = cols.iter().position(|(n, _)| n == name)?;
     row[i].as_deref()
 }

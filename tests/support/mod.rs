@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 pub mod console;
+pub mod fuzz;
 pub mod herald;
 pub mod listen;
 pub mod os;
 pub mod postgres;
 pub mod raw;
+pub mod tls;
