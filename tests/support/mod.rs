@@ -9,4 +9,5 @@ pub mod listen;
 pub mod os;
 pub mod postgres;
 pub mod raw;
+pub mod scripts;
 pub mod tls;
