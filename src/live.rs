@@ -152,6 +152,19 @@ impl Live {
         if next.config.metrics_listen != running.config.metrics_listen {
             tracing::warn!("reload: `metrics_listen` changed; it takes effect at the next restart");
         }
+        let bp = |c: &crate::config::Config| {
+            (
+                c.backplane.clone(),
+                c.backplane_timeout.to_bits(),
+                c.backplane_retention,
+                c.backplane_prefix.clone(),
+            )
+        };
+        if bp(&next.config) != bp(&running.config) {
+            tracing::warn!(
+                "reload: a `backplane*` key changed; it takes effect at the next restart"
+            );
+        }
         if next.config.listener_queue_limit != running.config.listener_queue_limit {
             tracing::warn!(
                 "reload: `listener_queue_limit` changed; it takes effect at the next restart"

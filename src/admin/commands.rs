@@ -216,7 +216,15 @@ pub fn shutdown(app: &App) {
 }
 
 /// Keys whose change needs a restart.
-const FIXED: [&str; 3] = ["listen", "metrics_listen", "listener_queue_limit"];
+const FIXED: [&str; 7] = [
+    "listen",
+    "metrics_listen",
+    "listener_queue_limit",
+    "backplane",
+    "backplane_timeout",
+    "backplane_retention",
+    "backplane_prefix",
+];
 
 fn show_value(v: &toml::Value) -> String {
     match v {
@@ -253,7 +261,7 @@ pub fn config(app: &App) -> Table {
             continue;
         }
         let mut value = v.map(show_value).unwrap_or_default();
-        if k == "upstream" {
+        if k == "upstream" || k == "backplane" {
             value = mask_url(&value);
         }
         let default = def.get(k).map(show_value).unwrap_or_default();
