@@ -207,8 +207,9 @@ async fn sender_gets_its_own_copy_before_ready_and_others_get_it_too() {
 }
 
 /// A Redis outage (stopped with its data, started again): COMMITs during the outage fail
-/// with a clear error and reach no one; everything confirmed reaches every listener on
-/// every instance, once, in one order; no listener is disconnected.
+/// with a clear error and reach no one (except a write Redis executed as it stopped, whose
+/// reply was lost: outcome unknown); everything confirmed reaches every listener on every
+/// instance, once, in one order; no listener is disconnected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_outage_mid_stream_loses_nothing() {
     let Some(mut redis) = TestRedis::start() else {
@@ -279,12 +280,23 @@ async fn redis_outage_mid_stream_loses_nothing() {
     for l in &mut listeners {
         seqs.push(collect(l, confirmed.len()).await);
     }
-    assert_eq!(
-        seqs[0].iter().cloned().collect::<BTreeSet<_>>(),
-        confirmed,
-        "every confirmed commit, and nothing that failed"
+    let delivered: BTreeSet<String> = seqs[0].iter().cloned().collect();
+    let failed_names: BTreeSet<String> = failed.iter().map(|(p, _)| p.clone()).collect();
+    let missing: Vec<_> = confirmed.difference(&delivered).collect();
+    let extra: Vec<_> = delivered.difference(&confirmed).collect();
+    assert!(missing.is_empty(), "confirmed but not delivered: {missing:?}");
+    // A COMMIT whose write Redis executed just before it stopped, but whose reply was lost
+    // with the connection, got the FATAL (outcome unknown, as a Postgres COMMIT whose
+    // connection breaks): it may be delivered, then everywhere (the sequences below are
+    // identical). At most the one write in flight per writer.
+    assert!(
+        extra.iter().all(|p| failed_names.contains(*p)) && extra.len() <= 2,
+        "delivered but never attempted or more than in flight: {extra:?}"
     );
-    assert_eq!(seqs[0].len(), confirmed.len(), "each exactly once");
+    if !extra.is_empty() {
+        eprintln!("in flight at the outage, failed with FATAL 08006, delivered: {extra:?}");
+    }
+    assert_eq!(seqs[0].len(), delivered.len(), "each exactly once");
     assert_eq!(seqs[1], seqs[0], "one order on both instances");
     for h in &hs {
         let st = h.app.backplane.as_ref().unwrap().stats();
