@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::txn::{ListenSet, PendingTxn};
+use super::txn::{ListenOp, ListenSet, PendingTxn};
 use crate::protocol::encoding::{Conversion, EncodingError};
 use crate::protocol::reply;
 use crate::pubsub::relay::Relays;
@@ -55,6 +55,10 @@ pub struct Channels {
     /// Committed transactions' own notifications, waiting for `relay_wait` to be merged
     /// with what the server raised: each batch and how many came before the server ran.
     held: Vec<(Vec<Notification>, usize)>,
+    /// Where the hub's publish sequence stood when this registered listener last stopped
+    /// reading (entered a transaction or a request): channels it LISTENs before it reads
+    /// again also get what was published since (item 18).
+    window: Option<u64>,
 }
 
 impl Channels {
@@ -78,6 +82,7 @@ impl Channels {
             capturing: false,
             server_unsynced: false,
             held: Vec::new(),
+            window: None,
             database,
             pid,
             txn: PendingTxn::new(),
@@ -104,13 +109,20 @@ impl Channels {
         }
         let c = self.txn.take_commit();
         if !c.listen_ops.is_empty() {
+            // Any committed LISTEN registers the session, even one the same transaction
+            // UNLISTENed again (item 19).
+            if c.listen_ops
+                .iter()
+                .any(|op| matches!(op, ListenOp::Listen(_)))
+            {
+                self.ever_listened = true;
+            }
             let (added, removed) = self.listens.apply(&c.listen_ops);
             if !added.is_empty() {
-                self.ever_listened = true;
                 self.subscribe();
             }
             if let Some(sub) = &self.sub {
-                sub.update(&added, &removed);
+                sub.update_since(&added, &removed, self.window);
             }
             if !added.is_empty() {
                 // After `update`, which tells the relay about the new channels.
@@ -134,6 +146,22 @@ impl Channels {
             } else {
                 self.publish(batch);
             }
+        }
+    }
+
+    /// The session stops reading notifications (a request arrives while it is deliverable):
+    /// a registered listener (one listening on something, as Postgres counts it) opens a
+    /// window in the hub.
+    pub fn open_window(&mut self) {
+        if self.window.is_none() && !self.listens.is_empty() {
+            self.window = self.sub.as_ref().map(Subscriber::open_window);
+        }
+    }
+
+    /// The session reads notifications again: close its window.
+    pub fn close_window(&mut self) {
+        if let (Some(start), Some(sub)) = (self.window.take(), &self.sub) {
+            sub.close_window(start);
         }
     }
 
@@ -398,6 +426,7 @@ impl Channels {
 
 impl Drop for Channels {
     fn drop(&mut self) {
+        self.close_window();
         // A disconnect must not leave what the relay holds for this session unpublished.
         self.publish_captured();
     }

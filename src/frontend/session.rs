@@ -574,7 +574,12 @@ impl Session {
             tokio::select! {
                 r = self.client.read_more() => match r {
                     Ok(0) | Err(_) => return Exit::ClientGone,
-                    Ok(_) => if let Err(e) = self.on_client_data().await { return e },
+                    Ok(_) => {
+                        if self.deliverable() {
+                            self.ch.open_window();
+                        }
+                        if let Err(e) = self.on_client_data().await { return e }
+                    }
                 },
                 r = read_server(&mut self.server), if held => match r {
                     Ok(0) => return Exit::ServerGone(ServerError::Closed),
@@ -599,6 +604,9 @@ impl Session {
             }
             if let Some(limit) = self.ch.overflow {
                 return Exit::Overflow(limit);
+            }
+            if self.deliverable() {
+                self.ch.close_window();
             }
         }
     }

@@ -1,0 +1,128 @@
+//! The last corners of LISTEN/NOTIFY (NOTIFY-SPEC items 16, 18, 19, section E), proven
+//! differentially: each scenario runs against PostgreSQL and through pgherald in both pool
+//! modes, and the normalized transcripts must be equal (see `support/diff.rs`). Channels are
+//! prefixed with the item number so parallel tests never see each other's notifications.
+
+#[path = "support/diff.rs"]
+mod diff;
+mod support;
+
+use diff::{check, check_protocols, Scenario};
+
+/// Item 19: `LISTEN a; UNLISTEN a` committed in one transaction registers the session, so a
+/// later transaction's UNLISTEN refuses PREPARE TRANSACTION (and nothing stays prepared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b19_listen_unlisten_registers() {
+    check(
+        &Scenario::new("b19 LISTEN; UNLISTEN committed registers", 1)
+            .drop_prepared("k19")
+            .q(0, "BEGIN; LISTEN k19a; UNLISTEN k19a; COMMIT")
+            .q(0, "SELECT pg_listening_channels()")
+            .q(0, "BEGIN")
+            .q(0, "UNLISTEN k19x")
+            .q(0, "PREPARE TRANSACTION 'k19g1_@side@'")
+            .q(
+                0,
+                "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'k19%'",
+            )
+            .q(0, "BEGIN; UNLISTEN *; PREPARE TRANSACTION 'k19g2_@side@'")
+            .q(
+                0,
+                "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'k19%'",
+            ),
+    )
+    .await;
+    check(
+        &Scenario::new("b19 LISTEN; UNLISTEN in one Query registers", 1)
+            .drop_prepared("k19q")
+            .q(0, "LISTEN k19qa; UNLISTEN k19qa")
+            .q(
+                0,
+                "BEGIN; UNLISTEN k19qx; PREPARE TRANSACTION 'k19qg_@side@'",
+            )
+            .q(
+                0,
+                "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'k19q%'",
+            ),
+    )
+    .await;
+}
+
+/// Item 16 inside one Query: the NOTIFY commits at the Query's COMMIT, before the LISTEN
+/// that follows it does, so the sender does not get its own copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b16_notify_commit_listen_in_one_query() {
+    check(
+        &Scenario::new("b16 NOTIFY; COMMIT; LISTEN in one Query", 2)
+            .q(1, "LISTEN k16a")
+            .q(0, "NOTIFY k16a, 'x'; COMMIT; LISTEN k16a")
+            .q(0, "SELECT pg_listening_channels()")
+            .q(1, "NOTIFY k16a, 'later'")
+            .q(0, "BEGIN; NOTIFY k16b, 'y'; COMMIT; LISTEN k16b; SELECT 1")
+            .q(0, "NOTIFY k16b, 'own'"),
+    )
+    .await;
+}
+
+/// Item 18 the other way: a registered listener that LISTENs on a channel inside a
+/// transaction gets, at its commit, what others committed there during that transaction,
+/// even before its LISTEN statement; in commit order with what its other channels got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b18_listen_reads_what_committed_during_the_transaction() {
+    check_protocols(|_| {
+        Scenario::new("b18 LISTEN in a block of a registered listener", 2)
+            .s(0, "LISTEN k18d")
+            .s(0, "BEGIN")
+            .s(1, "NOTIFY k18e, 'before the LISTEN statement'")
+            .s(1, "NOTIFY k18d, 'old channel'")
+            .s(0, "LISTEN k18e")
+            .s(1, "NOTIFY k18e, 'after the LISTEN statement'")
+            .s(0, "COMMIT")
+            .s(1, "NOTIFY k18e, 'after the commit'")
+            .s(0, "BEGIN")
+            .s(1, "NOTIFY k18f, 'rolled back'")
+            .s(0, "LISTEN k18f")
+            .s(0, "ROLLBACK")
+            .s(0, "BEGIN")
+            .s(1, "NOTIFY k18g, 'in a block that ran on the server'")
+            .s(0, "SELECT 1")
+            .s(0, "LISTEN k18g")
+            .s(0, "COMMIT")
+    })
+    .await;
+}
+
+/// Item 18 from the other side: a session that is not a registered listener (it never
+/// listened, or its last committed transaction left it listening on nothing) reads nothing
+/// committed before its LISTEN commits (item 16), in a block or not. (Postgres starts a
+/// new listener at the furthest queue position of the database's other listeners, or the
+/// queue's tail: c2, an idle listener, keeps that at the head, as in any database with
+/// listeners; without one Postgres may hand a new listener "a few more", async.c says.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b18_unregistered_session_starts_at_its_commit() {
+    check_protocols(|_| {
+        Scenario::new("b18 LISTEN in a block of an unregistered session", 3)
+            .s(2, "LISTEN k18idle")
+            .s(0, "BEGIN")
+            .s(1, "NOTIFY k18u, 'before the first LISTEN'")
+            .s(0, "LISTEN k18u")
+            .s(0, "COMMIT")
+            .s(1, "NOTIFY k18u, 'after the first LISTEN'")
+            .s(0, "UNLISTEN *")
+            .s(0, "BEGIN")
+            .s(1, "NOTIFY k18v, 'while unregistered again'")
+            .s(0, "LISTEN k18v")
+            .s(0, "COMMIT")
+            .s(0, "UNLISTEN *")
+            .s(0, "BEGIN")
+            .s(0, "LISTEN k18w")
+            .s(0, "UNLISTEN k18w")
+            .s(0, "COMMIT")
+            .s(0, "BEGIN")
+            .s(1, "NOTIFY k18w, 'after LISTEN; UNLISTEN committed'")
+            .s(0, "LISTEN k18w")
+            .s(0, "COMMIT")
+            .s(1, "NOTIFY k18w, 'now listening'")
+    })
+    .await;
+}
