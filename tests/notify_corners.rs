@@ -7,7 +7,7 @@
 mod diff;
 mod support;
 
-use diff::{check, check_protocols, Scenario};
+use diff::{bind, check, check_protocols, execute, parse, Fe, Scenario};
 
 /// Item 19: `LISTEN a; UNLISTEN a` committed in one transaction registers the session, so a
 /// later transaction's UNLISTEN refuses PREPARE TRANSACTION (and nothing stays prepared).
@@ -125,4 +125,39 @@ async fn b18_unregistered_session_starts_at_its_commit() {
             .s(1, "NOTIFY k18w, 'now listening'")
     })
     .await;
+}
+
+/// Section E: the errors and notices pgherald writes itself carry Postgres 15's F, L and R
+/// (the transcripts compare them). 25P02 names the routine of the message it refuses: a
+/// Query, a Parse, a Bind, an Execute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_errors_carry_postgres_file_line_routine() {
+    let aborted = || {
+        Scenario::new("E F/L/R of 25P02 at each protocol message", 1)
+            .q(0, "BEGIN")
+            .ext(
+                0,
+                vec![parse("kl", "LISTEN kflr"), bind("kp", "kl", &[]), Fe::Flush],
+            )
+            .q(0, "SELECT 1/0")
+            .q(0, "LISTEN kflr")
+            .ext(0, vec![parse("", "NOTIFY kflr"), Fe::Sync])
+            .ext(0, vec![bind("", "kl", &[]), Fe::Sync])
+            .ext(0, vec![execute("kp"), Fe::Sync])
+            .q(0, "ROLLBACK")
+    };
+    let others = Scenario::new("E F/L/R of pgherald's other errors and notices", 1)
+        .drop_prepared("kflr")
+        .q(0, "SELECT pg_notify('', 'x')")
+        .q(0, &format!("SELECT pg_notify('{}', 'x')", "k".repeat(64)))
+        .q(0, &format!("NOTIFY kflr, '{}'", "x".repeat(8000)))
+        .q(0, &format!("LISTEN {}", "k".repeat(70)))
+        .q(0, "SET standard_conforming_strings = off")
+        .q(
+            0,
+            r"NOTIFY kflr, 'a\\b'; NOTIFY kflr, 'it\'s'; NOTIFY kflr, 'tab\tx'",
+        )
+        .q(0, "RESET standard_conforming_strings")
+        .q(0, "BEGIN; NOTIFY kflr; PREPARE TRANSACTION 'kflr_@side@'");
+    diff::check_all(vec![aborted(), others]).await;
 }

@@ -307,7 +307,9 @@ impl Session {
                         // Parse): the server's error only keeps it in step.
                     } else if aborted_before {
                         // An aborted block: Postgres refuses the message before looking at it.
-                        write_failure(&mut self.client.out, &super::intercept::ABORTED);
+                        let stage = failure.as_ref().map(|f| f.stage).unwrap_or_default();
+                        let aborted = super::intercept::ABORTED.at(stage);
+                        write_failure(&mut self.client.out, &aborted);
                     } else if let Some(f) = failure.as_ref() {
                         write_failure(&mut self.client.out, f);
                     }
