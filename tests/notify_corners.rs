@@ -161,3 +161,54 @@ async fn e_errors_carry_postgres_file_line_routine() {
         .q(0, "BEGIN; NOTIFY kflr; PREPARE TRANSACTION 'kflr_@side@'");
     diff::check_all(vec![aborted(), others]).await;
 }
+
+/// LISTEN run by code on the server (a DO block, a function called by a statement that
+/// never says LISTEN): the client's session listens, as on Postgres —
+/// `pg_listening_channels()` shows the channel after the commit (not inside the block),
+/// its own NOTIFY comes back with its own pid, others' reach it, UNLISTEN stops it. In
+/// transaction mode the server connection (the pool has two) never carries the listen to
+/// the other clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_code_listen_is_the_sessions() {
+    let do_block = Scenario::new("LISTEN in a DO block", 3)
+        .q(0, "DO $$ BEGIN EXECUTE 'LISTEN k4a'; END $$")
+        .q(0, "SELECT pg_listening_channels()")
+        .q(0, "NOTIFY k4a, 'own'")
+        .q(1, "NOTIFY k4a, 'other'")
+        .q(1, "SELECT pg_listening_channels()")
+        .q(2, "SELECT pg_listening_channels()")
+        .q(2, "NOTIFY k4a, 'third'")
+        .q(
+            2,
+            "DO $$ BEGIN PERFORM pg_notify('k4a', 'raised in Postgres'); END $$",
+        )
+        .q(1, "SELECT 1")
+        .q(2, "SELECT 2")
+        .q(0, "UNLISTEN k4a")
+        .q(1, "NOTIFY k4a, 'after UNLISTEN'")
+        .q(0, "BEGIN")
+        .q(0, "DO $$ BEGIN EXECUTE 'LISTEN k4b'; END $$")
+        .q(0, "SELECT pg_listening_channels()")
+        .q(1, "NOTIFY k4b, 'during the block'")
+        .q(0, "COMMIT")
+        .q(0, "SELECT pg_listening_channels()")
+        .q(0, "NOTIFY k4b, 'own after the block'")
+        .q(0, "BEGIN")
+        .q(0, "DO $$ BEGIN EXECUTE 'LISTEN k4c'; END $$")
+        .q(0, "ROLLBACK")
+        .q(0, "SELECT pg_listening_channels()");
+    let function = Scenario::new("LISTEN in a function", 2)
+        .q(
+            0,
+            "CREATE OR REPLACE FUNCTION k4f() RETURNS void LANGUAGE plpgsql \
+             AS $$ BEGIN EXECUTE 'LISTEN k4d'; END $$",
+        )
+        .q(1, "SELECT k4f()")
+        .q(1, "SELECT pg_listening_channels()")
+        .q(0, "NOTIFY k4d, 'to the caller'")
+        .q(1, "NOTIFY k4d, 'own'")
+        .q(1, "UNLISTEN *")
+        .q(0, "SELECT pg_listening_channels()")
+        .q(0, "NOTIFY k4d, 'nobody'");
+    diff::check_all(vec![do_block, function]).await;
+}

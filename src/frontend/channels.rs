@@ -165,6 +165,20 @@ impl Channels {
         }
     }
 
+    /// The server connection committed LISTENs on `channels` (code on the server ran them):
+    /// the session listens on them from now on, as if it had committed them itself.
+    pub fn adopt(&mut self, channels: Vec<Vec<u8>>) {
+        for c in channels {
+            self.txn.push(super::txn::Action::Listen(c));
+        }
+        self.commit();
+    }
+
+    /// The upstream database this session's notifications are keyed by.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
     /// Statements of this session go to the server.
     pub fn server_ran(&mut self) {
         self.server_unsynced = true;

@@ -46,7 +46,11 @@ impl Session {
         if let Some(co) = self.server.as_mut() {
             co.conn.buf = buf;
         }
-        if res? && self.transaction_mode() && self.idle() && !self.writing {
+        let ended = res? && self.idle() && !self.writing;
+        if ended {
+            self.adopt_server_listens().await?;
+        }
+        if ended && self.transaction_mode() {
             self.give_back().await?;
         }
         self.deliver_pending().await
@@ -170,6 +174,11 @@ impl Session {
         let aborted_before = self.live == b'E';
         if tag == b'C' && self.watch_state() && super::state::tag_touches(body) {
             self.touched = true;
+        }
+        if (tag == b'C' && body.starts_with(b"LISTEN\0")) || tag == b'A' {
+            // The server connection listens (a LISTEN pgherald forwarded, or one that
+            // server code ran and a notification revealed).
+            self.server_listen_hint = true;
         }
         match tag {
             b'N' => return Ok(self.remap_notice(body)),

@@ -260,6 +260,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
         ready_after_relay: None,
         touched: false,
         pinned: false,
+        server_listen_hint: false,
     };
     let exit = match session.greet(start.settings).await {
         Ok(()) => session.run().await,
@@ -335,6 +336,8 @@ pub(crate) struct Session {
     /// Transaction mode: the client left state on its server that cannot be carried, so it
     /// keeps that server until it disconnects.
     pub(crate) pinned: bool,
+    /// A statement sent to the server may have made it LISTEN (`adopt`).
+    pub(crate) server_listen_hint: bool,
 }
 
 impl Session {
