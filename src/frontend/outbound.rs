@@ -175,9 +175,12 @@ impl Session {
         if tag == b'C' && self.watch_state() && super::state::tag_touches(body) {
             self.touched = true;
         }
-        if (tag == b'C' && body.starts_with(b"LISTEN\0")) || tag == b'A' {
-            // The server connection listens (a LISTEN pgherald forwarded, or one that
-            // server code ran and a notification revealed).
+        if (tag == b'C' && body.starts_with(b"LISTEN\0"))
+            || (tag == b'A' && !self.transaction_mode())
+        {
+            // The server connection listens: a LISTEN pgherald forwarded, or (session mode,
+            // where the server is this client's alone) one that server code ran and a
+            // notification revealed.
             self.server_listen_hint = true;
         }
         match tag {
