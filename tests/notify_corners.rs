@@ -212,3 +212,67 @@ async fn server_code_listen_is_the_sessions() {
         .q(0, "NOTIFY k4d, 'nobody'");
     diff::check_all(vec![do_block, function]).await;
 }
+
+/// Item 26 for what Postgres raises, the first time too: a listener's own trigger
+/// notification comes before the ReadyForQuery of the statement (or COMMIT) that raised it,
+/// even when it has never had one from Postgres and the trigger was created after the
+/// relay connected; another client's comes to it alone, as on Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b26_first_raised_notification_before_ready() {
+    check(
+        &Scenario::new("b26 first trigger notification before Z", 2)
+            .q(0, "LISTEN k26")
+            .q(1, "DROP TABLE IF EXISTS k26t")
+            .q(
+                1,
+                "CREATE OR REPLACE FUNCTION k26f() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN PERFORM pg_notify('k26', 'row ' || NEW.x); RETURN NEW; END $$",
+            )
+            .q(1, "CREATE TABLE k26t (x int)")
+            .q(
+                1,
+                "CREATE TRIGGER k26g AFTER INSERT ON k26t FOR EACH ROW EXECUTE FUNCTION k26f()",
+            )
+            .q(0, "INSERT INTO k26t VALUES (1)")
+            .q(0, "BEGIN")
+            .q(0, "INSERT INTO k26t VALUES (2)")
+            .q(0, "COMMIT")
+            .q(1, "INSERT INTO k26t VALUES (3)")
+            .q(0, "INSERT INTO k26t VALUES (4); SELECT 1"),
+    )
+    .await;
+}
+
+/// The relay corners (item 13, 27) in a database where no function raises notifications
+/// (db2): a transaction mixing pgherald's NOTIFYs with a server statement that raises is
+/// one deduplicated batch in issue order, even before the relay has ever brought a raise
+/// (the statement mentions NOTIFY, so pgherald counts the database as raising); and a raise
+/// from a client's previous transaction that reaches the relay after its next mixed
+/// transaction was sent is published on its own, before that one (not deduplicated into it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_corners_mixed_transactions() {
+    use support::postgres::{DB2, SUPERUSER};
+    let raise = |p: &str| format!("SELECT pg_notify('k6', '{p}') FROM (VALUES (1)) v");
+    check(
+        &Scenario::new("relay corners in a database without raising code", 2)
+            .login_as(0, SUPERUSER, DB2)
+            .login_as(1, SUPERUSER, DB2)
+            .q(0, "LISTEN k6")
+            .q(
+                1,
+                &format!(
+                    "BEGIN; NOTIFY k6, 'x'; {}; NOTIFY k6, 'y'; COMMIT",
+                    raise("x")
+                ),
+            )
+            .q(1, &format!("BEGIN; {}; NOTIFY k6, 'n'; COMMIT", raise("s")))
+            .ext(
+                1,
+                vec![
+                    Fe::Query(raise("prev")),
+                    Fe::Query("BEGIN; NOTIFY k6, 'prev'; SELECT 1; COMMIT".into()),
+                ],
+            ),
+    )
+    .await;
+}

@@ -101,10 +101,15 @@ impl Session {
         Ok(())
     }
 
-    /// A statement text going to the server: note whether it may make the server LISTEN.
-    pub(crate) fn note_server_text(&mut self, sql: &[u8]) {
+    /// A statement text going to the server: note whether it may make the server LISTEN,
+    /// and (`opaque`: pgherald answers none of it) whether it may make it raise
+    /// notifications.
+    pub(crate) fn note_server_text(&mut self, sql: &[u8], opaque: bool) {
         if !self.server_listen_hint && text_listens(sql) {
             self.server_listen_hint = true;
+        }
+        if opaque && mentions(sql, b"notify") {
+            self.ch.note_may_raise();
         }
     }
 }
@@ -118,6 +123,12 @@ async fn housekeeping(conn: &mut ServerConn, sql: &str) -> Result<Option<Vec<Row
         Ok(Err(e)) => Err(Exit::ServerGone(e)),
         Err(_) => Err(Exit::ServerGone(ServerError::ConnectTimeout)),
     }
+}
+
+/// A case-insensitive search for an ASCII word.
+fn mentions(sql: &[u8], word: &[u8]) -> bool {
+    sql.windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word))
 }
 
 #[cfg(test)]

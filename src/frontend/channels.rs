@@ -179,9 +179,29 @@ impl Channels {
         &self.database
     }
 
-    /// Statements of this session go to the server.
-    pub fn server_ran(&mut self) {
-        self.server_unsynced = true;
+    /// A statement going to the server mentions NOTIFY and pgherald does not answer it: it
+    /// may raise notifications inside Postgres (`pg_notify` in a larger statement, a
+    /// function or rule it creates or calls), so the database counts as one where
+    /// pgherald's clients make Postgres raise.
+    pub fn note_may_raise(&mut self) {
+        if self.relay_on {
+            if let Some(r) = &self.relays {
+                r.mark_raised(&self.database);
+            }
+        }
+    }
+
+    /// Statements of this session go to the server. Returns the relay round trip to wait
+    /// for first when they start capturing (`capture_ahead` with `notifies`) right after a
+    /// transaction of this session that ran on the server and was not synced with the
+    /// relay: what that one raised must be published before the capture begins, not with
+    /// this transaction (commit order, dedup only within a transaction).
+    pub fn server_ran(&mut self, notifies: bool) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let behind = std::mem::replace(&mut self.server_unsynced, true);
+        if !(behind && notifies && !self.capturing && self.held.is_empty() && self.raised()) {
+            return None;
+        }
+        self.relays.as_ref().and_then(|r| r.sync(&self.database))
     }
 
     /// pgherald's clients make Postgres raise notifications in this database.
@@ -365,7 +385,9 @@ impl Channels {
         if !server {
             return false;
         }
-        let fed = fresh || self.sub.as_ref().is_some_and(Subscriber::fed);
+        // In a database where pgherald's clients make Postgres raise notifications, the
+        // first one too (item 26); a session that never listens never gets here.
+        let fed = fresh || self.raised() || self.sub.as_ref().is_some_and(Subscriber::fed);
         if !self.relay_on || self.listens.is_empty() || !fed {
             return false;
         }

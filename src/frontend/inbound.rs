@@ -473,8 +473,11 @@ impl Session {
                     return Ok(Inbound::Local(local));
                 }
                 let route = simple::route(sql, &self.ch, self.status, self.scs());
-                if !matches!(route, Route::Local(_)) {
-                    self.note_server_text(sql);
+                match &route {
+                    // What the server runs: intercepted statements are placeholders there.
+                    Route::Rewrite(text, _) => self.note_server_text(text, true),
+                    Route::Forward | Route::Tracked(_) => self.note_server_text(sql, true),
+                    Route::Local(_) => {}
                 }
                 match route {
                     Route::Forward => Inbound::Forward(Some(Entry::Query(QueryPlan::opaque()))),
@@ -502,7 +505,8 @@ impl Session {
                 let d = self.ext.parse(body, scs, self.ch.conv);
                 let forwarded = extended(self, d)?;
                 if matches!(forwarded, Inbound::Forward(_) | Inbound::Replace(..)) {
-                    self.note_server_text(body);
+                    let opaque = matches!(forwarded, Inbound::Forward(_));
+                    self.note_server_text(body, opaque);
                 }
                 forwarded
             }

@@ -535,8 +535,15 @@ impl Session {
         if !self.ch.relay_on() {
             return;
         }
-        self.ch.server_ran();
         let notifies = self.ch.txn.notifies() || self.plan.iter().any(Entry::notifies);
+        if let Some(rx) = self.ch.server_ran(notifies) {
+            if tokio::time::timeout(HOUSEKEEPING_TIMEOUT, rx)
+                .await
+                .is_err()
+            {
+                tracing::warn!("relay did not answer in time");
+            }
+        }
         self.ch.capture_ahead(notifies);
         let ahead: Vec<Vec<u8>> = self
             .ch
