@@ -7,8 +7,8 @@ use super::scram::{ScramError, SCRAM_SHA_256_PLUS};
 use super::{verify_md5_response, AuthType, ScramServer, Secret, UserList, SCRAM_SHA_256};
 use crate::error::ClientError;
 use crate::frontend::client::{ClientIo, MAX_PASSWORD_MESSAGE, MAX_SASL_MESSAGE};
+use crate::live::Snapshot;
 use crate::protocol::{framer, reply};
-use crate::App;
 
 /// Why a login was refused.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,11 @@ pub fn plain_password(users: &UserList, user: &str) -> Option<String> {
 
 /// Authenticate `user` as the configuration demands and send AuthenticationOk. On failure
 /// the client has been sent its FATAL.
-pub async fn authenticate(client: &mut ClientIo, app: &App, user: &str) -> Result<(), AuthError> {
+pub async fn authenticate(
+    client: &mut ClientIo,
+    app: &Snapshot,
+    user: &str,
+) -> Result<(), AuthError> {
     let res = match app.auth_type {
         AuthType::Trust => Ok(()),
         AuthType::Cert => {

@@ -1,6 +1,8 @@
-//! The server side: single Postgres connections, the pools that hold them, and cancel keys.
+//! Server side: connections to Postgres, the pools that lend them, cancel-key routing,
+//! prepared-statement bookkeeping, and the pools' counters.
 
 pub mod cancel;
 pub mod conn;
 pub mod pool;
 pub mod prepared;
+pub mod stats;

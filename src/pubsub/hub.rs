@@ -14,6 +14,9 @@ use tokio::sync::Notify;
 use super::history::History;
 pub use super::mailbox::Mailbox;
 
+mod view;
+pub use view::{ChannelView, ListenerView};
+
 /// One notification of a committed transaction, as the hub receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
@@ -91,6 +94,8 @@ struct DbState {
     subscribers: HashMap<u64, HashMap<Box<[u8]>, Admit>>,
     /// Publish sequence numbers and what listeners inside a transaction may still read.
     history: History,
+    /// live subscriber id → its owner (the client's virtual pid) and mailbox, for SHOW.
+    mailboxes: HashMap<u64, (i32, Arc<Shared>)>,
 }
 
 /// What a subscriber takes of a channel's notifications.
@@ -131,6 +136,10 @@ struct Listener {
 struct Listeners {
     list: Vec<Listener>,
     slot: HashMap<u64, usize>,
+    /// Notifications published to the channel while it had listeners.
+    published: u64,
+    /// Notifications queued to its listeners.
+    delivered: u64,
 }
 
 impl Listeners {
@@ -178,6 +187,10 @@ pub(super) struct Queue {
     pub(super) receiver_gone: bool,
     /// The `Subscriber` was dropped: nothing more will arrive.
     pub(super) sender_gone: bool,
+    /// Most frames ever queued at once.
+    pub(super) max_len: usize,
+    /// Frames queued in total.
+    pub(super) queued_total: u64,
 }
 
 enum Push {
@@ -205,6 +218,8 @@ impl Shared {
         }
         let was_empty = q.frames.is_empty();
         q.frames.push_back((seq, frame.clone()));
+        q.max_len = q.max_len.max(q.frames.len());
+        q.queued_total += 1;
         drop(q);
         // A non-empty queue is always re-checked by the receiver before it waits, so only
         // the empty → non-empty transition needs a wake-up.
@@ -233,6 +248,11 @@ impl Hub {
     /// Registers a session in `database` (once, lazily, at its first LISTEN). Returns the handle
     /// that manages its channels and the receiving end of its mailbox.
     pub fn subscriber(self: &Arc<Self>, database: &str) -> (Subscriber, Mailbox) {
+        self.subscriber_of(database, 0)
+    }
+
+    /// `subscriber` for the client whose virtual pid is `owner` (shown by SHOW LISTENERS).
+    pub fn subscriber_of(self: &Arc<Self>, database: &str, owner: i32) -> (Subscriber, Mailbox) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -242,7 +262,11 @@ impl Hub {
         // Register while holding the map entry so an empty-database cleanup cannot race us.
         let entry = self.databases.entry(database.to_owned()).or_default();
         let db = Arc::clone(entry.value());
-        lock(&db.state).subscribers.insert(id, HashMap::new());
+        {
+            let mut st = lock(&db.state);
+            st.subscribers.insert(id, HashMap::new());
+            st.mailboxes.insert(id, (owner, Arc::clone(&shared)));
+        }
         drop(entry);
         let sub = Subscriber {
             hub: Arc::clone(self),
@@ -294,9 +318,10 @@ impl Hub {
                 };
                 let seq = st.history.next();
                 st.history.record(seq, &n.channel, frame, self.limit);
-                let Some(listeners) = st.channels.get(&n.channel[..]) else {
+                let Some(listeners) = st.channels.get_mut(&n.channel[..]) else {
                     continue;
                 };
+                listeners.published += 1;
                 for l in listeners
                     .list
                     .iter()
@@ -305,6 +330,7 @@ impl Hub {
                     match l.shared.push(seq, frame, self.limit) {
                         Push::Queued => {
                             delivered += 1;
+                            listeners.delivered += 1;
                             if relayed {
                                 l.shared.fed.store(true, Ordering::Relaxed);
                             }
@@ -511,7 +537,9 @@ impl Subscriber {
                 continue;
             }
             q.frames.insert(at, (seq, frame));
+            q.queued_total += 1;
         }
+        q.max_len = q.max_len.max(q.frames.len());
         drop(q);
         self.shared.notify.notify_one();
     }
@@ -628,6 +656,7 @@ impl Drop for Subscriber {
         let now_empty = {
             let mut st = lock(&self.db.state);
             st.subscribers.remove(&self.id);
+            st.mailboxes.remove(&self.id);
             st.subscribers.is_empty()
         };
         lock(&self.shared.queue).sender_gone = true;

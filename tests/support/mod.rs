@@ -2,10 +2,12 @@
 //! and a raw protocol client that sees every message.
 #![allow(dead_code)]
 
+pub mod console;
 pub mod fuzz;
 pub mod herald;
 pub mod listen;
 pub mod os;
 pub mod postgres;
 pub mod raw;
+pub mod scripts;
 pub mod tls;
