@@ -432,7 +432,7 @@ async fn reload_reads_renewed_certificate_files() {
     cfg.admin_users = SUPERUSER.into();
     let h = Herald::start(cfg).await;
     let verify = format!("sslmode=verify-full sslrootcert={}", p(&k.ca.pem_file));
-    let (ok, _, err) = psql(conn(&h, "localhost", &verify), "select 1").await;
+    let (ok, _, _) = psql(conn(&h, "localhost", &verify), "select 1").await;
     assert!(!ok, "an expired certificate must fail verify-full");
     install(&k.herald);
     let console = format!(
