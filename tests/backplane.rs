@@ -284,7 +284,10 @@ async fn redis_outage_mid_stream_loses_nothing() {
     let failed_names: BTreeSet<String> = failed.iter().map(|(p, _)| p.clone()).collect();
     let missing: Vec<_> = confirmed.difference(&delivered).collect();
     let extra: Vec<_> = delivered.difference(&confirmed).collect();
-    assert!(missing.is_empty(), "confirmed but not delivered: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "confirmed but not delivered: {missing:?}"
+    );
     // A COMMIT whose write Redis executed just before it stopped, but whose reply was lost
     // with the connection, got the FATAL (outcome unknown, as a Postgres COMMIT whose
     // connection breaks): it may be delivered, then everywhere (the sequences below are

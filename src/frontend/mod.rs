@@ -2,6 +2,7 @@
 //! that forwards traffic between the client and a pooled server connection.
 
 pub mod admission;
+mod adopt;
 mod backplane;
 pub mod channels;
 pub mod client;

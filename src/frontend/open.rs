@@ -242,6 +242,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
         ready_after_relay: None,
         touched: false,
         pinned: false,
+        server_listen_hint: false,
     };
     let exit = match session.greet(start.settings).await {
         Ok(()) => session.run().await,

@@ -161,6 +161,8 @@ pub(crate) struct Session {
     /// Transaction mode: the client left state on its server that cannot be carried, so it
     /// keeps that server until it disconnects.
     pub(crate) pinned: bool,
+    /// A statement sent to the server may have made it LISTEN (`adopt`).
+    pub(crate) server_listen_hint: bool,
 }
 
 impl Session {
@@ -369,8 +371,15 @@ impl Session {
         if !self.ch.relay_on() {
             return;
         }
-        self.ch.server_ran();
         let notifies = self.ch.txn.notifies() || self.plan.iter().any(Entry::notifies);
+        if let Some(rx) = self.ch.server_ran(notifies) {
+            if tokio::time::timeout(HOUSEKEEPING_TIMEOUT, rx)
+                .await
+                .is_err()
+            {
+                tracing::warn!("relay did not answer in time");
+            }
+        }
         self.ch.capture_ahead(notifies);
         let ahead: Vec<Vec<u8>> = self
             .ch
@@ -415,6 +424,9 @@ impl Session {
                     Ok(0) | Err(_) => return Exit::ClientGone,
                     Ok(n) => {
                         self.counts.received += n as u64;
+                        if self.deliverable() {
+                            self.ch.open_window();
+                        }
                         if let Err(e) = self.on_client_data().await { return e }
                     }
                 },
@@ -452,6 +464,9 @@ impl Session {
             }
             if self.ch.lost {
                 return Exit::Lost;
+            }
+            if self.deliverable() {
+                self.ch.close_window();
             }
         }
     }
