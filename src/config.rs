@@ -375,6 +375,11 @@ pub struct Target {
     pub relay_password: Option<String>,
     /// TLS towards this server.
     pub tls: TlsFiles,
+    /// Startup parameters for server logins (client_encoding, datestyle, timezone,
+    /// application_name of the database entry).
+    pub startup: Vec<(String, String)>,
+    /// Query run once on each new server connection.
+    pub connect_query: Option<String>,
 }
 
 impl Target {
@@ -721,7 +726,18 @@ impl Config {
                 .or(password.clone()),
         };
         let relay_user = relay_user.or(user.clone());
+        let startup = [
+            ("client_encoding", &entry.client_encoding),
+            ("datestyle", &entry.datestyle),
+            ("timezone", &entry.timezone),
+            ("application_name", &entry.application_name),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+        .collect();
         Some(Target {
+            startup,
+            connect_query: entry.connect_query.clone(),
             relay_user,
             relay_password,
             tls,

@@ -43,6 +43,8 @@ pub struct App {
     pub auth_type: AuthType,
     /// Users and secrets from the auth file.
     pub users: UserList,
+    /// Secrets proven by client logins, for pass-through server logins.
+    pub keyring: Arc<auth::passthrough::Keyring>,
     /// The LISTEN/NOTIFY hub.
     pub hub: Arc<pubsub::Hub>,
     /// Upstream relays, one per database with local listeners.
@@ -101,6 +103,7 @@ impl Server {
             cancels: CancelRegistry::new(),
             auth_type,
             users,
+            keyring: auth::passthrough::Keyring::new(),
             prepared: Default::default(),
             clients: AtomicUsize::new(0),
             logins: AtomicUsize::new(0),

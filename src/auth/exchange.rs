@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 
+use super::passthrough::ScramKeys;
 use super::scram::{ScramError, SCRAM_SHA_256_PLUS};
 use super::{verify_md5_response, AuthType, ScramServer, Secret, UserList, SCRAM_SHA_256};
 use crate::error::ClientError;
@@ -52,15 +53,26 @@ pub async fn authenticate(client: &mut ClientIo, app: &App, user: &str) -> Resul
         }
         kind => {
             let secret = app.users.get(user);
-            let use_scram = match secret {
-                Some(Secret::Scram(_)) => true,
-                Some(Secret::Md5(_)) => false,
-                _ => kind == AuthType::ScramSha256,
-            };
-            if use_scram {
+            // As PgBouncer: md5 is upgraded to SCRAM for a SCRAM secret; scram-sha-256 stays
+            // SCRAM, so an md5 secret cannot log in under it.
+            let use_scram =
+                matches!(secret, Some(Secret::Scram(_))) || kind == AuthType::ScramSha256;
+            let res = if use_scram {
                 scram(client, secret, user).await
             } else {
                 md5(client, secret, user).await
+            };
+            // What the login proved lets the pool log in as this user (pass-through).
+            match (res, secret) {
+                (Ok(Some(keys)), Some(Secret::Scram(_))) => {
+                    app.keyring.learn_scram(user, keys);
+                    Ok(())
+                }
+                (Ok(_), Some(Secret::Md5(h))) => {
+                    app.keyring.learn_md5(user, *h);
+                    Ok(())
+                }
+                (r, _) => r.map(|_| ()),
             }
         }
     };
@@ -110,22 +122,27 @@ async fn sasl_message(client: &mut ClientIo, user: &str) -> Result<BytesMut, Aut
     }
 }
 
-async fn md5(client: &mut ClientIo, secret: Option<&Secret>, user: &str) -> Result<(), AuthError> {
+async fn md5(
+    client: &mut ClientIo,
+    secret: Option<&Secret>,
+    user: &str,
+) -> Result<Option<ScramKeys>, AuthError> {
     let salt: [u8; 4] = rand::random();
     reply::auth_md5(&mut client.out, salt);
     let body = password_message(client, MAX_PASSWORD_MESSAGE).await?;
     let response = framer::cstr(&body).map(|(s, _)| s).unwrap_or(&body[..]);
     match secret {
-        Some(s) if verify_md5_response(s, user, salt, response) => Ok(()),
+        Some(s) if verify_md5_response(s, user, salt, response) => Ok(None),
         _ => Err(AuthError::Failed(user.to_string())),
     }
 }
 
+/// On success, the keys the client proved (for pass-through).
 async fn scram(
     client: &mut ClientIo,
     secret: Option<&Secret>,
     user: &str,
-) -> Result<(), AuthError> {
+) -> Result<Option<ScramKeys>, AuthError> {
     let mut server = match secret.and_then(Secret::scram_verifier) {
         Some(v) => ScramServer::new(v),
         None => ScramServer::new_failing(user),
@@ -173,5 +190,8 @@ async fn scram(
     if !reply::auth_sasl_final(&mut client.out, fin.as_ref()) {
         return Err(bad());
     }
-    Ok(())
+    Ok(server.client_key().map(|client_key| ScramKeys {
+        client_key,
+        verifier: server.verifier().clone(),
+    }))
 }

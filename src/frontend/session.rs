@@ -183,6 +183,10 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
                 port: target.port,
                 database: target.dbname.clone(),
                 user: server_user,
+                passthrough: (password.is_none() && target.user.is_none())
+                    .then(|| app.keyring.clone()),
+                params: target.startup.clone(),
+                connect_query: target.connect_query.clone(),
                 password,
                 tls: server_tls,
             },
