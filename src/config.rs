@@ -380,6 +380,12 @@ pub struct Target {
     pub startup: Vec<(String, String)>,
     /// Query run once on each new server connection.
     pub connect_query: Option<String>,
+    /// Role that looks up secrets of users missing from the auth file (database, else global).
+    pub auth_user: Option<String>,
+    /// The query it runs (database, else global).
+    pub auth_query: String,
+    /// The `[databases]` entry whose server the lookup runs on (default: this one).
+    pub auth_dbname: Option<String>,
 }
 
 impl Target {
@@ -738,6 +744,9 @@ impl Config {
         Some(Target {
             startup,
             connect_query: entry.connect_query.clone(),
+            auth_user: entry.auth_user.clone().or(self.auth_user.clone()),
+            auth_query: entry.auth_query.clone().unwrap_or(self.auth_query.clone()),
+            auth_dbname: entry.auth_dbname.clone().or(self.auth_dbname.clone()),
             relay_user,
             relay_password,
             tls,

@@ -45,6 +45,8 @@ pub struct App {
     pub users: UserList,
     /// Secrets proven by client logins, for pass-through server logins.
     pub keyring: Arc<auth::passthrough::Keyring>,
+    /// Idle connections of auth_query lookups.
+    pub auth_conns: backend::auth_query::AuthConns,
     /// The LISTEN/NOTIFY hub.
     pub hub: Arc<pubsub::Hub>,
     /// Upstream relays, one per database with local listeners.
@@ -104,6 +106,7 @@ impl Server {
             auth_type,
             users,
             keyring: auth::passthrough::Keyring::new(),
+            auth_conns: Default::default(),
             prepared: Default::default(),
             clients: AtomicUsize::new(0),
             logins: AtomicUsize::new(0),

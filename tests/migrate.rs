@@ -309,3 +309,113 @@ fn bad_files_are_refused_before_anything_listens() {
         "{err}"
     );
 }
+
+/// A role for auth_query (its password stored as md5) and a SECURITY DEFINER lookup
+/// function in db2, as PgBouncer's documentation suggests for a non-superuser auth_user.
+async fn lookup_setup(pg: &TestPostgres) -> String {
+    static ONCE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let su = pg.connect(SUPERUSER, None, postgres::DEFAULT_DB).await;
+        su.batch_execute(
+            "SET password_encryption = 'md5'; CREATE ROLE mig_auth LOGIN PASSWORD 'auth-pw'; RESET password_encryption",
+        )
+        .await
+        .unwrap();
+        for db in [postgres::DB1, postgres::DB2] {
+            let c = pg.connect(SUPERUSER, None, db).await;
+            c.batch_execute(
+                "CREATE FUNCTION public.mig_lookup(name text, OUT rolname text, OUT rolpassword text) \
+                 RETURNS record LANGUAGE sql SECURITY DEFINER AS \
+                 'SELECT rolname::text, rolpassword FROM pg_catalog.pg_authid WHERE rolname = name AND rolcanlogin'; \
+                 REVOKE ALL ON FUNCTION public.mig_lookup(text) FROM PUBLIC; \
+                 GRANT EXECUTE ON FUNCTION public.mig_lookup(text) TO mig_auth",
+            )
+            .await
+            .unwrap();
+        }
+        stored_secret(pg, "mig_auth").await
+    })
+    .await
+    .clone()
+}
+
+async fn lookup_files(pg: &TestPostgres) -> Files {
+    let auth_md5 = lookup_setup(pg).await;
+    let files = pgbouncer::write(
+        &format!(
+            "db1 = host=127.0.0.1 port={port} auth_query='SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin'\n\
+             db2 = host=127.0.0.1 port={port} auth_user=mig_auth auth_query='SELECT * FROM public.mig_lookup($1)'\n\
+             broken = host=127.0.0.1 port={port} dbname=db2 auth_user=mig_auth auth_query='SELECT nope FROM nowhere WHERE $1 = $1'",
+            port = pg.port
+        ),
+        "auth_type = md5\nauth_user = postgres\npool_mode = transaction\nreserve_pool_size = 1\nquery_wait_timeout = 30",
+        &[("mig_auth", &auth_md5)],
+    );
+    secrets_in_clear(&files, &[SCRAM_PASSWORD, MD5_PASSWORD, "auth-pw"]);
+    files
+}
+
+/// auth_user + auth_query per database: users missing from userlist.txt are looked up in
+/// Postgres (PgBouncer 1.25's default query for db1 as the superuser; a SECURITY DEFINER
+/// function as an md5 role for db2), then pass-through logs the pool in as them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_per_database() {
+    let pg = postgres::shared();
+    let files = lookup_files(pg).await;
+    let (h, _) = herald_from(&files).await;
+    for db in ["db1", "db2"] {
+        for (user, pw) in [(SCRAM_USER, SCRAM_PASSWORD), (MD5_USER, MD5_PASSWORD)] {
+            assert_eq!(
+                whoami(h.port(), user, pw, db).await,
+                Ok((user.to_string(), db.to_string()))
+            );
+        }
+        assert_eq!(
+            whoami(h.port(), SCRAM_USER, "nope", db).await,
+            Err(format!(
+                "28P01 password authentication failed for user \"{SCRAM_USER}\""
+            ))
+        );
+        assert_eq!(
+            whoami(h.port(), "nobody", "x", db).await,
+            Err("28P01 password authentication failed for user \"nobody\"".to_string())
+        );
+    }
+    assert_eq!(
+        whoami(h.port(), SCRAM_USER, SCRAM_PASSWORD, "broken").await,
+        Err("08P01 auth_query failed".to_string())
+    );
+    // PgBouncer 1.18 has no per-database auth_query: side by side on a file with a global
+    // one (the lookup function), auth_user per database.
+    let auth_md5 = lookup_setup(pg).await;
+    let files = pgbouncer::write(
+        &format!(
+            "db1 = host=127.0.0.1 port={port}\ndb2 = host=127.0.0.1 port={port} auth_user=mig_auth",
+            port = pg.port
+        ),
+        "auth_type = md5\nauth_user = postgres\nauth_query = SELECT * FROM public.mig_lookup($1)",
+        &[("mig_auth", &auth_md5)],
+    );
+    let bouncer = Bouncer::start(&files);
+    let (h, _) = herald_from(&files).await;
+    for db in ["db1", "db2"] {
+        for (user, pw) in [
+            (SCRAM_USER, SCRAM_PASSWORD),
+            (MD5_USER, MD5_PASSWORD),
+            (SCRAM_USER, "nope"),
+        ] {
+            let theirs = whoami(bouncer.port, user, pw, db).await.map_err(|e| {
+                e.replace(
+                    "08P01 SASL authentication failed",
+                    &format!("28P01 password authentication failed for user \"{user}\""),
+                )
+            });
+            assert_eq!(
+                whoami(h.port(), user, pw, db).await,
+                theirs,
+                "{db} {user} {pw}: {}",
+                bouncer.log()
+            );
+        }
+    }
+}

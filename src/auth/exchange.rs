@@ -6,8 +6,10 @@ use bytes::BytesMut;
 use super::passthrough::ScramKeys;
 use super::scram::{ScramError, SCRAM_SHA_256_PLUS};
 use super::{verify_md5_response, AuthType, ScramServer, Secret, UserList, SCRAM_SHA_256};
+use crate::config::Target;
 use crate::error::ClientError;
 use crate::frontend::client::{ClientIo, MAX_PASSWORD_MESSAGE, MAX_SASL_MESSAGE};
+use crate::frontend::lookup;
 use crate::protocol::{framer, reply};
 use crate::App;
 
@@ -33,7 +35,12 @@ pub fn plain_password(users: &UserList, user: &str) -> Option<String> {
 
 /// Authenticate `user` as the configuration demands and send AuthenticationOk. On failure
 /// the client has been sent its FATAL.
-pub async fn authenticate(client: &mut ClientIo, app: &App, user: &str) -> Result<(), AuthError> {
+pub async fn authenticate(
+    client: &mut ClientIo,
+    app: &App,
+    user: &str,
+    target: &Target,
+) -> Result<(), AuthError> {
     let res = match app.auth_type {
         AuthType::Trust => Ok(()),
         AuthType::Cert => {
@@ -52,7 +59,15 @@ pub async fn authenticate(client: &mut ClientIo, app: &App, user: &str) -> Resul
             Ok(())
         }
         kind => {
-            let secret = app.users.get(user);
+            let found = match lookup::secret(app, target, user).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(user, "auth_query lookup failed: {e}");
+                    client.fatal("08P01", "auth_query failed").await;
+                    return Err(AuthError::Failed(user.to_string()));
+                }
+            };
+            let secret = found.as_ref();
             // As PgBouncer: md5 is upgraded to SCRAM for a SCRAM secret; scram-sha-256 stays
             // SCRAM, so an md5 secret cannot log in under it.
             let use_scram =

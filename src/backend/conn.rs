@@ -108,7 +108,7 @@ pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
 pub type Row = Vec<Option<String>>;
 
 /// Parse a DataRow body of text columns.
-fn parse_data_row(body: &[u8]) -> Result<Row, ServerError> {
+pub(crate) fn parse_data_row(body: &[u8]) -> Result<Row, ServerError> {
     let bad = || ServerError::Protocol("malformed DataRow".into());
     let n = u16::from_be_bytes([
         *body.first().ok_or_else(bad)?,
@@ -165,6 +165,11 @@ pub struct ServerConn {
     pub created: Instant,
     /// When it was last returned to the pool.
     pub idle_since: Instant,
+}
+
+/// The ServerError for an ErrorResponse body.
+pub(crate) fn refused_error(body: &[u8]) -> ServerError {
+    refused(body)
 }
 
 fn refused(body: &[u8]) -> ServerError {

@@ -13,6 +13,7 @@ pub mod listener;
 pub mod listening;
 mod local;
 pub mod login;
+pub mod lookup;
 mod outbound;
 pub mod params;
 mod pipeline;

@@ -111,7 +111,7 @@ async fn log_in(app: &Arc<App>, client: &mut ClientIo, started: &mut bool) -> Op
             .await;
         return None;
     };
-    if let Err(e) = crate::auth::exchange::authenticate(client, app, &start.user).await {
+    if let Err(e) = crate::auth::exchange::authenticate(client, app, &start.user, &target).await {
         tracing::info!(user = %start.user, "authentication failed: {e}");
         return None;
     }
