@@ -34,12 +34,15 @@ pub struct ClientIo {
     pub buf: BytesMut,
     /// Messages pgherald composed for the client, written by `flush`.
     pub out: BytesMut,
+    /// The client's address (application_name_add_host).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl ClientIo {
     /// Wrap an accepted socket.
     pub fn new(stream: TcpStream) -> ClientIo {
         let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
         let (rd, wr) = stream::plain(stream);
         ClientIo {
             rd,
@@ -48,6 +51,7 @@ impl ClientIo {
             end_point: None,
             buf: BytesMut::with_capacity(READ_CHUNK),
             out: BytesMut::new(),
+            peer,
         }
     }
 

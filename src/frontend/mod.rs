@@ -21,4 +21,5 @@ pub mod plan;
 pub mod session;
 pub mod simple;
 mod state;
+pub mod timeouts;
 pub mod txn;

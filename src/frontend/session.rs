@@ -27,6 +27,7 @@ use crate::frontend::client::ClientIo;
 use crate::frontend::extended::Extended;
 use crate::frontend::hold::Hold;
 use crate::frontend::plan::Entry;
+use crate::frontend::timeouts::{Activity, ClientTimeouts};
 use crate::frontend::{login, params};
 use crate::protocol::encoding::{Conversion, EncodingError};
 use crate::protocol::framer;
@@ -59,6 +60,8 @@ pub(crate) enum Exit {
     Overflow(usize),
     /// A notification the client's encoding cannot represent (FATAL, as in Postgres).
     Unconvertible(EncodingError),
+    /// client_idle_timeout, idle_transaction_timeout or query_timeout: PgBouncer's text.
+    Timeout(&'static str),
 }
 
 impl From<ClientError> for Exit {
@@ -223,6 +226,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
         );
     }
     let cancel = app.cancels.register();
+    let limits = ClientTimeouts::for_user(&app.config, &start.user);
     let forward = app.relays.forwards(&hub_key);
     let ch = Channels::new(
         app.hub.clone(),
@@ -264,6 +268,9 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
         ready_after_relay: None,
         touched: false,
         pinned: false,
+        limits,
+        last_client: std::time::Instant::now(),
+        busy_since: None,
     };
     let exit = match session.greet(start.settings).await {
         Ok(()) => session.run().await,
@@ -339,6 +346,12 @@ pub(crate) struct Session {
     /// Transaction mode: the client left state on its server that cannot be carried, so it
     /// keeps that server until it disconnects.
     pub(crate) pinned: bool,
+    /// client_idle_timeout, idle_transaction_timeout, query_timeout for this client.
+    limits: ClientTimeouts,
+    /// When the client last sent something (kept only when a limit is on).
+    last_client: std::time::Instant,
+    /// Since when the server owes replies (kept only when a limit is on).
+    busy_since: Option<std::time::Instant>,
 }
 
 impl Session {
@@ -575,16 +588,36 @@ impl Session {
                 return Exit::Shutdown;
             }
             let held = self.server.is_some();
+            let limit = if self.limits.any() {
+                self.track_activity(false);
+                self.limits.next(Activity {
+                    holds_server: held,
+                    status: self.status,
+                    last_client: self.last_client,
+                    busy_since: self.busy_since,
+                    listening: self.ch.has_mailbox(),
+                })
+            } else {
+                None
+            };
             tokio::select! {
                 r = self.client.read_more() => match r {
                     Ok(0) | Err(_) => return Exit::ClientGone,
-                    Ok(_) => if let Err(e) = self.on_client_data().await { return e },
+                    Ok(_) => {
+                        if self.limits.any() {
+                            self.track_activity(true);
+                        }
+                        if let Err(e) = self.on_client_data().await { return e }
+                    }
                 },
                 r = read_server(&mut self.server), if held => match r {
                     Ok(0) => return Exit::ServerGone(ServerError::Closed),
                     Err(e) => return Exit::ServerGone(e.into()),
                     Ok(_) => if let Err(e) = self.on_server_data().await { return e },
                 },
+                _ = sleep_until(limit), if limit.is_some() => {
+                    return Exit::Timeout(limit.map_or("timeout", |l| l.1));
+                }
                 d = self.ch.recv(), if self.deliverable() => {
                     if let Some(d) = d {
                         self.ch.deliver(d, &mut self.client.out);
@@ -604,6 +637,20 @@ impl Session {
             if let Some(limit) = self.ch.overflow {
                 return Exit::Overflow(limit);
             }
+        }
+    }
+
+    /// Keep what the timeouts measure: the client's last message (`client_spoke`), and
+    /// since when the server owes replies.
+    fn track_activity(&mut self, client_spoke: bool) {
+        let now = std::time::Instant::now();
+        if client_spoke {
+            self.last_client = now;
+        }
+        if self.plan.is_empty() {
+            self.busy_since = None;
+        } else if self.busy_since.is_none() {
+            self.busy_since = Some(now);
         }
     }
 
@@ -695,6 +742,21 @@ impl Session {
                     .await
             }
             Exit::Unconvertible(e) => self.client.fatal(e.sqlstate(), &e.to_string()).await,
+            Exit::Timeout(reason) => {
+                tracing::info!("closing because: {reason}");
+                if *reason == "query timeout" {
+                    // Stop the query on the server, then close the connection as PgBouncer.
+                    self.app
+                        .cancels
+                        .cancel(self.cancel.pid, self.cancel.secret)
+                        .await;
+                }
+                if let Some(co) = self.server.take() {
+                    self.cancel.set_target(None);
+                    tokio::spawn(co.conn.terminate());
+                }
+                self.client.fatal("08P01", reason).await
+            }
             Exit::Shutdown => {
                 self.client
                     .fatal(
@@ -786,6 +848,14 @@ impl Session {
             co.conn.prepared.clear();
         }
         self.pool.checkin(co, status);
+    }
+}
+
+/// Sleep until the limit's instant (the caller polls this only when there is one).
+async fn sleep_until(limit: Option<(std::time::Instant, &'static str)>) {
+    match limit {
+        Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
