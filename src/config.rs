@@ -177,12 +177,6 @@ pub struct Config {
     pub ignore_startup_parameters: String,
     /// Append ` - host:port` of the client to its application_name.
     pub application_name_add_host: bool,
-    /// Server connections per database, all users together (0: unlimited).
-    pub max_db_connections: usize,
-    /// Server connections per user, all databases together (0: unlimited).
-    pub max_user_connections: usize,
-    /// Server connections each pool keeps open at least (0: none).
-    pub min_pool_size: usize,
     /// Extra server connections a pool may open for clients that waited `reserve_pool_timeout`.
     pub reserve_pool_size: usize,
     /// Seconds a client waits before the reserve pool is used.
@@ -240,12 +234,8 @@ pub struct DatabaseConfig {
     pub auth_query: Option<String>,
     /// auth_dbname for this database.
     pub auth_dbname: Option<String>,
-    /// min_pool_size for this database.
-    pub min_pool_size: Option<usize>,
     /// reserve_pool_size for this database.
     pub reserve_pool_size: Option<usize>,
-    /// max_db_connections for this database.
-    pub max_db_connections: Option<usize>,
     /// client_encoding set on this database's server connections at login.
     pub client_encoding: Option<String>,
     /// DateStyle set on this database's server connections at login.
@@ -268,8 +258,6 @@ pub struct UserConfig {
     pub pool_size: Option<usize>,
     /// reserve_pool_size for this user's pools.
     pub reserve_pool_size: Option<usize>,
-    /// Server connections of this user, all databases together (0: unlimited).
-    pub max_user_connections: Option<usize>,
     /// query_timeout for this user.
     pub query_timeout: Option<f64>,
     /// idle_transaction_timeout for this user.
@@ -334,9 +322,6 @@ impl Default for Config {
             query_timeout: 0.0,
             ignore_startup_parameters: String::new(),
             application_name_add_host: false,
-            max_db_connections: 0,
-            max_user_connections: 0,
-            min_pool_size: 0,
             reserve_pool_size: 0,
             reserve_pool_timeout: 5.0,
             server_check_query: String::new(),

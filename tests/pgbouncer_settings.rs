@@ -204,3 +204,70 @@ async fn startup_parameters() {
     .await;
     assert_eq!(got, "\"$user\", public / shop - CLIENT");
 }
+
+/// reserve_pool_size / reserve_pool_timeout: with the pool busy, a waiting client gets a
+/// reserve connection; with the reserve busy too, the next waits out query_wait_timeout.
+/// Postgres never sees more than pool_size + reserve_pool_size connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_pool() {
+    let pg = postgres::shared();
+    let settings = "reserve_pool_size = 1\nreserve_pool_timeout = 0.2\nquery_wait_timeout = 3\nserver_round_robin = 1\nserver_check_query = SELECT 1\nserver_check_delay = 0";
+    let files = pgbouncer::write(
+        &format!(
+            "db2 = host=127.0.0.1 port={} user={SUPERUSER} pool_size=1",
+            pg.port
+        ),
+        &format!("auth_type = trust\npool_mode = transaction\n{settings}"),
+        &[(SUPERUSER, "")],
+    );
+    let bouncer = Bouncer::start(&files);
+    let mut config = ini::load(&files.ini).unwrap().config;
+    config.listen = "127.0.0.1:0".into();
+    let h = Herald::start(config).await;
+    let su = pg.connect(SUPERUSER, None, postgres::DEFAULT_DB).await;
+    let servers = || async {
+        su.query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'db2' AND backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    let mut results = Vec::new();
+    for port in [bouncer.port, h.port()] {
+        let conn = |port| async move {
+            let (c, conn) = tokio_postgres::connect(
+                &format!("host=127.0.0.1 port={port} user={SUPERUSER} dbname=db2"),
+                tokio_postgres::NoTls,
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            c
+        };
+        let before = servers().await;
+        let a = conn(port).await;
+        a.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        let b = conn(port).await;
+        let b_ok = b.batch_execute("BEGIN; SELECT 1").await.is_ok();
+        let c = conn(port).await;
+        let c_err = c.batch_execute("SELECT 1").await.unwrap_err();
+        let c_msg = c_err
+            .as_db_error()
+            .map(|d| format!("{} {}", d.code().code(), d.message()));
+        let peak = servers().await - before;
+        a.batch_execute("COMMIT").await.unwrap();
+        b.batch_execute("COMMIT").await.unwrap();
+        results.push((b_ok, c_msg, peak));
+        // Round robin and the check query: the pool's connections keep serving.
+        for _ in 0..4 {
+            conn(port).await.batch_execute("SELECT 1").await.unwrap();
+        }
+    }
+    assert_eq!(results[1], results[0], "pgbouncer log:\n{}", bouncer.log());
+    assert_eq!(
+        results[1],
+        (true, Some("08P01 query_wait_timeout".to_string()), 2)
+    );
+}

@@ -57,6 +57,22 @@ pub struct Checkout {
     _permit: OwnedSemaphorePermit,
 }
 
+/// PgBouncer's pool settings beyond size and mode: the reserve pool, the check of idle
+/// connections before reuse, and the order idle connections are reused in.
+#[derive(Debug, Clone, Default)]
+pub struct PoolExtras {
+    /// reserve_pool_size: extra connections for clients that waited `reserve_timeout`.
+    pub reserve: usize,
+    /// reserve_pool_timeout.
+    pub reserve_timeout: std::time::Duration,
+    /// server_check_query (empty: only the cheap liveness check).
+    pub check_query: String,
+    /// server_check_delay: idle time after which a connection is checked before reuse.
+    pub check_delay: std::time::Duration,
+    /// server_round_robin: reuse the longest-idle connection (FIFO) instead of the newest.
+    pub round_robin: bool,
+}
+
 /// One pool.
 #[derive(Debug)]
 pub struct Pool {
@@ -77,6 +93,8 @@ pub struct Pool {
     welcome: Mutex<Option<(Params, Instant)>>,
     /// Counters.
     pub stats: PoolStats,
+    extras: PoolExtras,
+    reserve: Arc<Semaphore>,
 }
 
 impl Pool {
@@ -100,6 +118,37 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             welcome: Mutex::new(None),
             stats: PoolStats::default(),
+            extras: PoolExtras::default(),
+            reserve: Arc::new(Semaphore::new(0)),
+        }
+    }
+
+    /// Set the reserve pool, the idle check and the reuse order.
+    pub fn with_extras(mut self, extras: PoolExtras) -> Pool {
+        self.reserve = Arc::new(Semaphore::new(extras.reserve));
+        self.extras = extras;
+        self
+    }
+
+    /// Wait for a slot: the pool's own, or after `reserve_pool_timeout` of waiting a
+    /// reserve one, as PgBouncer; both within `query_wait_timeout`.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, PoolError> {
+        let main = self.slots.clone().acquire_owned();
+        if self.extras.reserve == 0 {
+            return main.await.map_err(|_| PoolError::Closed);
+        }
+        tokio::pin!(main);
+        tokio::select! {
+            p = &mut main => return p.map_err(|_| PoolError::Closed),
+            _ = tokio::time::sleep(self.extras.reserve_timeout) => {}
+        }
+        let reserve = self.reserve.clone().acquire_owned();
+        tokio::select! {
+            p = main => p.map_err(|_| PoolError::Closed),
+            p = reserve => {
+                tracing::info!(database = %self.key.database, user = %self.key.user, "taking a connection from the reserve pool");
+                p.map_err(|_| PoolError::Closed)
+            }
         }
     }
 
@@ -125,7 +174,7 @@ impl Pool {
             Ok(p) => p,
             Err(_) => {
                 self.stats.waits.fetch_add(1, Ordering::Relaxed);
-                let wait = self.slots.clone().acquire_owned();
+                let wait = self.slot();
                 let limit = self.timeouts.query_wait;
                 let res = if limit.is_zero() {
                     wait.await
@@ -138,7 +187,7 @@ impl Pool {
                         }
                     }
                 };
-                res.map_err(|_| PoolError::Closed)?
+                res?
             }
         };
         let now = Instant::now();
@@ -155,9 +204,17 @@ impl Pool {
             if fresh {
                 break;
             }
-            let candidate = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let candidate = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if self.extras.round_robin && !idle.is_empty() {
+                    Some(idle.remove(0))
+                } else {
+                    idle.pop()
+                }
+            };
             let Some(mut conn) = candidate else { break };
-            if self.expired(&conn, now) || !conn.looks_alive() {
+            if self.expired(&conn, now) || !conn.looks_alive() || !self.check(&mut conn, now).await
+            {
                 self.stats.closed.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(conn.terminate());
                 continue;
@@ -175,6 +232,23 @@ impl Pool {
             conn,
             _permit: permit,
         })
+    }
+
+    /// server_check_query on a connection idle for server_check_delay or longer: true if it
+    /// may be reused.
+    async fn check(&self, conn: &mut ServerConn, now: Instant) -> bool {
+        let q = &self.extras.check_query;
+        if q.is_empty() || now.duration_since(conn.idle_since) < self.extras.check_delay {
+            return true;
+        }
+        let res = tokio::time::timeout(self.timeouts.server_connect, conn.run_quiet(q)).await;
+        match res {
+            Ok(Ok(b'I')) => true,
+            other => {
+                tracing::info!(database = %self.key.database, "server_check_query failed: {other:?}");
+                false
+            }
+        }
     }
 
     /// Open a server connection. While the server is starting up, in recovery or refusing
@@ -255,7 +329,8 @@ impl Pool {
 
     /// Server connections lent out right now.
     pub fn active_count(&self) -> usize {
-        self.size - self.slots.available_permits()
+        self.size - self.slots.available_permits() + self.extras.reserve
+            - self.reserve.available_permits()
     }
 }
 

@@ -18,6 +18,7 @@ mod outbound;
 pub mod params;
 mod pipeline;
 pub mod plan;
+pub mod pool_settings;
 pub mod session;
 pub mod simple;
 mod state;

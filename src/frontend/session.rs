@@ -178,6 +178,8 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
         database: start.database.clone(),
         user: start.user.clone(),
     };
+    let (mode, size, extras) =
+        super::pool_settings::shape(&app.config, &target, &start.database, &start.user);
     let pool = app.pools.get_or_create(key, |key| {
         Pool::new(
             key,
@@ -193,11 +195,12 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
                 password,
                 tls: server_tls,
             },
-            target.pool_mode,
-            target.pool_size,
+            mode,
+            size,
             app.config.server_reset_query.clone(),
             app.timeouts.clone(),
         )
+        .with_extras(extras)
     });
     // The hub and the relay are keyed by the upstream database, so aliases share them.
     let hub_key = target.upstream_key();
