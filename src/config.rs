@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub mod ini;
 
@@ -62,7 +62,7 @@ fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
 }
 
 /// Pooling mode, as PgBouncer names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// A client holds one server connection from its first query until it disconnects.
@@ -85,7 +85,7 @@ impl std::str::FromStr for PoolMode {
 }
 
 /// The whole configuration, after defaults and overrides.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address clients connect to (PgBouncer: listen_addr + listen_port).
@@ -137,6 +137,16 @@ pub struct Config {
     pub databases: BTreeMap<String, DatabaseConfig>,
     /// Client authentication.
     pub auth: Option<AuthConfig>,
+    /// Users allowed every admin console command (PgBouncer: comma-separated list).
+    pub admin_users: String,
+    /// Users allowed the admin console's read-only SHOW commands.
+    pub stats_users: String,
+    /// Address serving Prometheus `/metrics` over HTTP (off when unset).
+    pub metrics_listen: Option<String>,
+    /// Seconds between the averages of SHOW STATS / STATS_AVERAGES (PgBouncer's stats_period).
+    pub stats_period: f64,
+    /// tracing filter (e.g. `info`, `pgherald=debug`); RUST_LOG wins when set. Reloadable.
+    pub log_level: Option<String>,
     /// TLS towards clients: disable (default), allow, prefer, require, verify-ca, verify-full.
     pub client_tls_sslmode: SslMode,
     /// pgherald's private key for clients (PEM).
@@ -192,7 +202,7 @@ pub struct Config {
 }
 
 /// A `[databases.NAME]` entry.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// Server host (default: the upstream's, else 127.0.0.1).
@@ -249,7 +259,7 @@ pub struct DatabaseConfig {
 }
 
 /// A `[users.NAME]` entry (PgBouncer's `[users]` section).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// Pool mode for this user's pools.
@@ -267,7 +277,7 @@ pub struct UserConfig {
 }
 
 /// The `[auth]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// trust, md5 or scram-sha-256.
@@ -302,6 +312,11 @@ impl Default for Config {
             defer_begin: true,
             databases: BTreeMap::new(),
             auth: None,
+            admin_users: String::new(),
+            stats_users: String::new(),
+            metrics_listen: None,
+            stats_period: 60.0,
+            log_level: None,
             client_tls_sslmode: SslMode::Disable,
             client_tls_key_file: None,
             client_tls_cert_file: None,
@@ -328,6 +343,42 @@ impl Default for Config {
             server_check_delay: 30.0,
             server_round_robin: false,
             users: BTreeMap::new(),
+        }
+    }
+}
+
+/// Settings given on the command line: they win over the file, at start and at every reload.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--upstream`.
+    pub upstream: Option<String>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--pool-mode`.
+    pub pool_mode: Option<PoolMode>,
+    /// `--pool-size`.
+    pub pool_size: Option<usize>,
+    /// `--max-client-conn`.
+    pub max_client_conn: Option<usize>,
+}
+
+impl Overrides {
+    /// Write the overrides into `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(u) = &self.upstream {
+            config.upstream = Some(u.clone());
+        }
+        if let Some(l) = &self.listen {
+            config.listen = l.clone();
+        }
+        if let Some(m) = self.pool_mode {
+            config.pool_mode = m;
+        }
+        if let Some(n) = self.pool_size {
+            config.default_pool_size = n;
+        }
+        if let Some(n) = self.max_client_conn {
+            config.max_client_conn = n;
         }
     }
 }
@@ -455,6 +506,33 @@ fn tls_invalid(e: crate::tls::TlsError) -> ConfigError {
     invalid(&e.key, e.problem)
 }
 
+/// The dotted key whose `key = value` line holds byte `at` (for type errors, which toml
+/// reports without the key).
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let section = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|u| !u.is_empty())
+}
+
 fn secs(key: &str, v: f64) -> Result<Duration, ConfigError> {
     if !(v.is_finite() && v >= 0.0) {
         return Err(invalid(key, "must be a non-negative number of seconds"));
@@ -501,7 +579,13 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::new(),
-            message: e.message().to_string()
+            message: e
+                .span()
+                .and_then(|s| key_at(text, s.start))
+                .filter(|k| !e.message().contains(k.as_str()))
+                .map(|k| format!("`{k}`: "))
+                .unwrap_or_default()
+                + e.message()
                 + &e.span()
                     .map(|s| {
                         let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
@@ -526,6 +610,17 @@ impl Config {
         }
         if let Some(u) = &self.upstream {
             parse_upstream(u)?;
+        }
+        if let Some(m) = &self.metrics_listen {
+            m.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "metrics_listen",
+                    format!("`{m}` is not an address like 127.0.0.1:9127"),
+                )
+            })?;
+        }
+        if !(self.stats_period.is_finite() && self.stats_period >= 1.0) {
+            return Err(invalid("stats_period", "must be at least 1 second"));
         }
         for (name, db) in &self.databases {
             if db.pool_size == Some(0) {
@@ -598,6 +693,16 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// `admin_users` as a list.
+    pub fn admin_user_list(&self) -> impl Iterator<Item = &str> {
+        split_list(&self.admin_users)
+    }
+
+    /// `stats_users` as a list.
+    pub fn stats_user_list(&self) -> impl Iterator<Item = &str> {
+        split_list(&self.stats_users)
     }
 
     /// The socket address to listen on.

@@ -4,11 +4,13 @@
 //! per (database, user) in session or transaction mode, PgBouncer-style. See the README for
 //! configuration and semantics, and `shared/DESIGN.md` for the architecture.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod error;
 pub mod frontend;
+pub mod live;
 pub mod protocol;
 pub mod pubsub;
 pub mod sql;
@@ -22,27 +24,32 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::{AuthType, UserList};
 use crate::backend::cancel::CancelRegistry;
-use crate::backend::pool::Pools;
-use crate::config::{Config, Timeouts};
+use crate::backend::pool::{PoolSettings, Pools};
+use crate::config::Config;
 pub use crate::error::Error;
+use crate::frontend::registry::{Control, Registry};
+use crate::live::{Live, Snapshot};
 
 /// Shared state of one running pgherald.
 #[derive(Debug)]
 pub struct App {
-    /// The validated configuration.
-    pub config: Config,
-    /// Its timeouts as durations.
-    pub timeouts: Timeouts,
+    /// The running configuration (reloadable snapshot).
+    pub live: Live,
     /// All pools.
     pub pools: Pools,
     /// Virtual cancel keys.
     pub cancels: Arc<CancelRegistry>,
-    /// Client authentication method.
-    pub auth_type: AuthType,
-    /// Users and secrets from the auth file.
-    pub users: UserList,
+    /// Logged-in clients.
+    pub registry: Arc<Registry>,
+    /// Paused and disabled databases.
+    pub pause: admin::pause::Pause,
+    /// Stats averages of the last stats_period.
+    pub averages: admin::show::Averages,
+    /// Asks `Server::run` to stop (the console's SHUTDOWN).
+    pub stop: watch::Sender<bool>,
+    /// Where /metrics is served, once bound.
+    pub metrics_addr: std::sync::Mutex<Option<SocketAddr>>,
     /// Secrets proven by client logins, for pass-through server logins.
     pub keyring: Arc<auth::passthrough::Keyring>,
     /// Idle connections of auth_query lookups.
@@ -59,10 +66,6 @@ pub struct App {
     pub logins: AtomicUsize,
     /// Becomes true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
-    /// Client-facing TLS (client_tls_*), loaded at start.
-    pub client_tls: tls::ClientTls,
-    /// Server-facing TLS connectors by settings.
-    pub server_tls: tls::ServerTlsCache,
 }
 
 /// A bound, not yet running pgherald.
@@ -75,44 +78,37 @@ pub struct Server {
 impl Server {
     /// Validate the configuration, load the auth file and bind the listening socket.
     pub async fn bind(config: Config) -> Result<Server, Error> {
-        config.validate()?;
-        let timeouts = config.timeouts()?;
-        let (auth_type, users) = load_auth(&config)?;
-        let tls_err = |e: tls::TlsError| {
-            Error::Config(config::ConfigError::Invalid {
-                key: e.key,
-                problem: e.problem,
-            })
-        };
-        let client_tls = tls::ClientTls::build(&config.client_tls()).map_err(tls_err)?;
-        let server_tls = tls::ServerTlsCache::default();
-        for name in config.databases.keys() {
-            if let Some(t) = config.target(name) {
-                server_tls.get(&t.tls).map_err(tls_err)?;
-            }
-        }
-        let addr = config.listen_addr()?;
+        Self::bind_from(config, live::Source::default()).await
+    }
+
+    /// `bind`, remembering where the configuration came from so that SIGHUP and RELOAD
+    /// read it again.
+    pub async fn bind_from(config: Config, source: live::Source) -> Result<Server, Error> {
+        let snapshot = Snapshot::build(config)?;
+        let addr = snapshot.config.listen_addr()?;
         let listener = TcpListener::bind(addr).await?;
         let (stop, shutdown) = watch::channel(false);
-        let hub = pubsub::Hub::new(config.listener_queue_limit);
-        let relays = pubsub::relay::Relays::start(hub.clone(), timeouts.server_connect);
+        let hub = pubsub::Hub::new(snapshot.config.listener_queue_limit);
+        let relays = pubsub::relay::Relays::start(hub.clone(), snapshot.timeouts.server_connect);
+        let live = Live::new(snapshot);
+        *live.source.lock().unwrap_or_else(|e| e.into_inner()) = source;
         let app = Arc::new(App {
             hub,
             relays,
-            config,
-            timeouts,
+            live,
             pools: Pools::default(),
             cancels: CancelRegistry::new(),
-            auth_type,
-            users,
+            registry: Default::default(),
+            pause: Default::default(),
+            averages: Default::default(),
+            stop: stop.clone(),
+            metrics_addr: Default::default(),
             keyring: auth::passthrough::Keyring::new(),
             auth_conns: Default::default(),
             prepared: Default::default(),
             clients: AtomicUsize::new(0),
             logins: AtomicUsize::new(0),
             shutdown,
-            client_tls,
-            server_tls,
         });
         Ok(Server {
             listener,
@@ -140,47 +136,103 @@ impl Server {
             stop,
         } = self;
         let reaper = tokio::spawn(reap_loop(app.clone()));
-        frontend::listener::accept_loop(listener, app.clone(), &mut shutdown).await;
+        let hup = tokio::spawn(hangup_loop(app.clone()));
+        let metrics = match admin::metrics::start(app.clone()).await {
+            Ok(m) => m,
+            Err(e) => {
+                reaper.abort();
+                hup.abort();
+                return Err(e.into());
+            }
+        };
+        let mut internal = app.shutdown.clone();
+        tokio::select! {
+            _ = frontend::listener::accept_loop(listener, app.clone(), &mut shutdown) => {}
+            _ = internal.wait_for(|s| *s) => {}
+        }
         let _ = stop.send(true);
-        tracing::info!(
-            "shutting down: waiting up to {:?} for clients",
-            app.timeouts.shutdown
-        );
-        let deadline = tokio::time::Instant::now() + app.timeouts.shutdown;
+        app.registry.control_all(None, Control::CloseWhenIdle);
+        let limit = app.live.get().timeouts.shutdown;
+        tracing::info!("shutting down: waiting up to {limit:?} for clients");
+        let deadline = tokio::time::Instant::now() + limit;
         while app.clients.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         reaper.abort();
+        hup.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-fn load_auth(config: &Config) -> Result<(AuthType, UserList), Error> {
-    let invalid = |key: &str, problem: String| {
-        Error::Config(config::ConfigError::Invalid {
-            key: key.into(),
-            problem,
-        })
-    };
-    let Some(auth) = &config.auth else {
-        return Ok((AuthType::Trust, UserList::default()));
-    };
-    let kind: AuthType = auth
-        .kind
-        .parse()
-        .map_err(|e| invalid("auth.type", format!("{e}")))?;
-    let users = match &auth.file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                invalid("auth.file", format!("cannot read {}: {e}", path.display()))
-            })?;
-            UserList::parse(&text)
-                .map_err(|e| invalid("auth.file", format!("{}: {e}", path.display())))?
+impl App {
+    /// Read the configuration and auth file again and apply them: pools take their new
+    /// sizes, timeouts and logins; new clients see new databases and users. On error the
+    /// running configuration stays and the error names the key.
+    pub fn reload(&self) -> Result<(), config::ConfigError> {
+        let snap = match self.live.rebuild() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("reload failed, keeping the running configuration: {e}");
+                return Err(e);
+            }
+        };
+        for pool in self.pools.all() {
+            if let Some(settings) =
+                pool_settings(&snap, &pool.key.database, &pool.key.user, &self.keyring)
+            {
+                pool.reconfigure(settings);
+            }
         }
-        None => UserList::default(),
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+}
+
+/// The settings of the pool for (`database`, `user`) under `snap`, or None when the database
+/// is no longer configured.
+pub fn pool_settings(
+    snap: &Snapshot,
+    database: &str,
+    user: &str,
+    keyring: &Arc<auth::passthrough::Keyring>,
+) -> Option<PoolSettings> {
+    let target = snap.config.target(database)?;
+    let server_user = target.user.clone().unwrap_or_else(|| user.to_string());
+    let password = target
+        .password
+        .clone()
+        .or_else(|| crate::auth::exchange::plain_password(&snap.users, &server_user));
+    Some(PoolSettings {
+        login: backend::conn::Login {
+            host: target.host.clone(),
+            port: target.port,
+            database: target.dbname.clone(),
+            user: server_user,
+            passthrough: (password.is_none() && target.user.is_none()).then(|| keyring.clone()),
+            params: target.startup.clone(),
+            connect_query: target.connect_query.clone(),
+            password,
+            tls: snap.server_tls.get(&target.tls).ok()?,
+        },
+        size: frontend::pool_settings::shape(&snap.config, &target, database, user).1,
+        reset_query: snap.config.server_reset_query.clone(),
+        timeouts: snap.timeouts.clone(),
+    })
+}
+
+async fn hangup_loop(app: Arc<App>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
     };
-    Ok((kind, users))
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the configuration");
+        let _ = app.reload();
+    }
 }
 
 async fn reap_loop(app: Arc<App>) {
@@ -188,12 +240,17 @@ async fn reap_loop(app: Arc<App>) {
     loop {
         tick.tick().await;
         app.pools.reap_all();
+        app.averages.tick(&app);
     }
 }
 
-/// Bind and serve until `shutdown` becomes true.
-pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
-    let server = Server::bind(config).await?;
+/// Bind and serve until `shutdown` becomes true; SIGHUP and RELOAD re-read `source`.
+pub async fn run(
+    config: Config,
+    source: live::Source,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let server = Server::bind_from(config, source).await?;
     tracing::info!("listening on {}", server.local_addr()?);
     server.run(shutdown).await
 }

@@ -5,7 +5,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pgherald::config::{self, Config, PoolMode};
+use pgherald::config::{self, Config, Overrides, PoolMode};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+static FILTER: std::sync::OnceLock<reload::Handle<EnvFilter, Registry>> =
+    std::sync::OnceLock::new();
+
+fn set_filter(level: &str) {
+    if let Some(h) = FILTER.get() {
+        let _ = h.reload(EnvFilter::new(level));
+    }
+}
 
 /// A Postgres connection pooler that serves LISTEN/NOTIFY itself.
 #[derive(Debug, Parser)]
@@ -40,10 +52,13 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    );
+    let _ = FILTER.set(handle);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer())
         .init();
     let file = cli
         .pgbouncer_ini
@@ -65,21 +80,29 @@ fn main() -> ExitCode {
         },
         None => (Config::default(), false),
     };
-    if let Some(u) = cli.upstream {
-        config.upstream = Some(u);
+    let overrides = Overrides {
+        upstream: cli.upstream,
+        listen: cli.listen,
+        pool_mode: cli.pool_mode,
+        pool_size: cli.pool_size,
+        max_client_conn: cli.max_client_conn,
+    };
+    overrides.apply(&mut config);
+    if std::env::var_os("RUST_LOG").is_none() {
+        if let Some(level) = &config.log_level {
+            set_filter(level);
+        }
+        let handle = FILTER.get().cloned();
+        pgherald::live::set_log_hook(move |level| {
+            if let Some(h) = &handle {
+                let _ = h.reload(EnvFilter::new(level.unwrap_or("info")));
+            }
+        });
     }
-    if let Some(l) = cli.listen {
-        config.listen = l;
-    }
-    if let Some(m) = cli.pool_mode {
-        config.pool_mode = m;
-    }
-    if let Some(n) = cli.pool_size {
-        config.default_pool_size = n;
-    }
-    if let Some(n) = cli.max_client_conn {
-        config.max_client_conn = n;
-    }
+    let source = pgherald::live::Source {
+        path: file.cloned(),
+        overrides,
+    };
     if config.upstream.is_none() && config.databases.is_empty() && !is_ini {
         eprintln!("pgherald: no upstream: pass --upstream postgres://USER@HOST:PORT or list [databases] in a config file");
         return ExitCode::from(2);
@@ -105,7 +128,7 @@ fn main() -> ExitCode {
             tracing::info!("signal received: shutting down");
             let _ = tx.send(true);
         });
-        match pgherald::run(config, rx).await {
+        match pgherald::run(config, source, rx).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(pgherald::Error::Config(e)) => {
                 eprintln!("pgherald: {e}");

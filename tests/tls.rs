@@ -412,3 +412,52 @@ async fn gssenc_refused_and_garbage_after_sslrequest_closes_only_that_connection
     let c = h.connect(SUPERUSER, None, DEFAULT_DB).await;
     c.simple_query("select 1").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_reads_renewed_certificate_files() {
+    // The certificate file is replaced in place (same path, as certbot and cert-manager do),
+    // and RELOAD makes new handshakes use it.
+    let k = pki().await;
+    let dir = tempfile::tempdir().unwrap();
+    let live = Leaf {
+        cert_file: dir.path().join("live.crt"),
+        key_file: dir.path().join("live.key"),
+    };
+    let install = |from: &Leaf| {
+        std::fs::copy(&from.cert_file, &live.cert_file).unwrap();
+        std::fs::copy(&from.key_file, &live.key_file).unwrap();
+    };
+    install(&k.herald_expired);
+    let mut cfg = client_tls_config(SslMode::Require, &live, &k.ca);
+    cfg.admin_users = SUPERUSER.into();
+    let h = Herald::start(cfg).await;
+    let verify = format!("sslmode=verify-full sslrootcert={}", p(&k.ca.pem_file));
+    let (ok, _, err) = psql(conn(&h, "localhost", &verify), "select 1").await;
+    assert!(!ok, "an expired certificate must fail verify-full");
+    install(&k.herald);
+    let console = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user={SUPERUSER} dbname=pgbouncer sslmode=require",
+        h.port()
+    );
+    let (ok, _, err) = psql(console, "RELOAD").await;
+    assert!(ok, "RELOAD failed: {err}");
+    let (ok, out, err) = psql(conn(&h, "localhost", &verify), "select 'renewed'").await;
+    assert!(
+        ok,
+        "the renewed certificate must be used after RELOAD: {err}"
+    );
+    assert_eq!(out, "renewed");
+    // A certificate file that no longer loads fails the reload and keeps the running one.
+    std::fs::write(&live.cert_file, "not a certificate").unwrap();
+    let console = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user={SUPERUSER} dbname=pgbouncer sslmode=require",
+        h.port()
+    );
+    let (ok, _, err) = psql(console, "RELOAD").await;
+    assert!(!ok && err.contains("RELOAD failed"), "{err}");
+    let (ok, _, err) = psql(conn(&h, "localhost", &verify), "select 1").await;
+    assert!(
+        ok,
+        "the running certificate must stay after a failed reload: {err}"
+    );
+}

@@ -10,6 +10,7 @@ use crate::config::Target;
 use crate::error::ClientError;
 use crate::frontend::client::{ClientIo, MAX_PASSWORD_MESSAGE, MAX_SASL_MESSAGE};
 use crate::frontend::lookup;
+use crate::live::Snapshot;
 use crate::protocol::{framer, reply};
 use crate::App;
 
@@ -37,9 +38,10 @@ pub fn plain_password(users: &UserList, user: &str) -> Option<String> {
 /// the client has been sent its FATAL.
 pub async fn authenticate(
     client: &mut ClientIo,
-    app: &App,
+    state: &App,
+    app: &Snapshot,
     user: &str,
-    target: &Target,
+    target: Option<&Target>,
 ) -> Result<(), AuthError> {
     let res = match app.auth_type {
         AuthType::Trust => Ok(()),
@@ -59,7 +61,7 @@ pub async fn authenticate(
             Ok(())
         }
         kind => {
-            let found = match lookup::secret(app, target, user).await {
+            let found = match lookup::secret(state, app, target, user).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(user, "auth_query lookup failed: {e}");
@@ -80,11 +82,11 @@ pub async fn authenticate(
             // What the login proved lets the pool log in as this user (pass-through).
             match (res, secret) {
                 (Ok(Some(keys)), Some(Secret::Scram(_))) => {
-                    app.keyring.learn_scram(user, keys);
+                    state.keyring.learn_scram(user, keys);
                     Ok(())
                 }
                 (Ok(_), Some(Secret::Md5(h))) => {
-                    app.keyring.learn_md5(user, *h);
+                    state.keyring.learn_md5(user, *h);
                     Ok(())
                 }
                 (r, _) => r.map(|_| ()),

@@ -45,6 +45,15 @@ pub struct Keyring {
     map: DashMap<String, Passthrough>,
 }
 
+/// Keyrings compare by identity (a pool's login is unchanged while it uses the same one).
+impl PartialEq for Keyring {
+    fn eq(&self, other: &Keyring) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for Keyring {}
+
 impl Keyring {
     /// A new, empty keyring.
     pub fn new() -> Arc<Keyring> {

@@ -18,7 +18,7 @@ use crate::protocol::framer;
 use crate::tls::{NetRead, NetWrite, ServerTls};
 
 /// Who to log in as, where.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Login {
     /// Host name or address.
     pub host: String,
@@ -151,6 +151,8 @@ pub struct ServerConn {
     pub wr: NetWrite,
     /// With TLS: the server certificate's channel binding data (SCRAM-SHA-256-PLUS).
     pub end_point: Option<Vec<u8>>,
+    /// pgherald's address of this connection.
+    pub local: Option<std::net::SocketAddr>,
     /// Reused read buffer; holds unprocessed bytes between reads.
     pub buf: BytesMut,
     /// Current parameter values, as the server reported them.
@@ -194,6 +196,7 @@ impl ServerConn {
         let stream = TcpStream::connect((login.host.as_str(), login.port)).await?;
         stream.set_nodelay(true)?;
         let addr = stream.peer_addr()?;
+        let local = stream.local_addr().ok();
         let tls = login
             .tls
             .negotiate(stream, &login.host)
@@ -207,6 +210,7 @@ impl ServerConn {
             rd: tls.rd,
             wr: tls.wr,
             end_point: tls.end_point,
+            local,
             buf: BytesMut::with_capacity(16 * 1024),
             params: Vec::new(),
             extra: Vec::new(),

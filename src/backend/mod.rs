@@ -1,7 +1,9 @@
-//! The server side: single Postgres connections, the pools that hold them, and cancel keys.
+//! Server side: connections to Postgres, the pools that lend them, cancel-key routing,
+//! prepared-statement bookkeeping, and the pools' counters.
 
 pub mod auth_query;
 pub mod cancel;
 pub mod conn;
 pub mod pool;
 pub mod prepared;
+pub mod stats;

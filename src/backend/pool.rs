@@ -1,16 +1,23 @@
 //! Pools of server connections per (database, user): a fair FIFO wait queue bounded by
 //! `query_wait_timeout`, idle connections reused newest first, idle and lifetime limits.
+//! Size, timeouts, login and reset query come from a settings snapshot that a reload
+//! replaces; connections opened under older settings are closed when next released.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::conn::{Login, Params, ServerConn};
 use crate::config::{PoolMode, Timeouts};
 use crate::error::{PoolError, ServerError};
+
+pub use super::stats::{PoolStats, WAIT_BUCKETS};
 
 /// Pause between attempts to reach a server that is not accepting connections.
 const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -27,7 +34,7 @@ fn transient(e: &ServerError) -> bool {
 }
 
 /// Identity of a pool: the database name the client asked for and the client's user.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
     /// Database name as the client asked for it.
     pub database: String,
@@ -35,17 +42,60 @@ pub struct PoolKey {
     pub user: String,
 }
 
-/// Counters of a pool, for logs and the admin view.
-#[derive(Debug, Default)]
-pub struct PoolStats {
-    /// Server connections opened.
-    pub opened: AtomicU64,
-    /// Server connections closed (idle timeout, lifetime, broken, dirty).
-    pub closed: AtomicU64,
-    /// Checkouts that had to wait.
-    pub waits: AtomicU64,
-    /// Checkouts that timed out.
-    pub wait_timeouts: AtomicU64,
+/// The reloadable part of a pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// How server connections log in.
+    pub login: Login,
+    /// Maximum server connections.
+    pub size: usize,
+    /// Query run before a session-mode server is reused (empty: none).
+    pub reset_query: String,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// What SHOW SERVERS shows of one server connection.
+#[derive(Debug)]
+pub struct ServerInfo {
+    /// Backend pid.
+    pub pid: i32,
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Local address of the connection.
+    pub local: Option<SocketAddr>,
+    /// When it was opened.
+    pub connect_time: SystemTime,
+    /// Lent to a client right now.
+    pub active: AtomicBool,
+    /// Settings generation it was opened under.
+    generation: u64,
+}
+
+/// Removes a server from its pool's list when the connection goes away.
+#[derive(Debug)]
+struct Registered {
+    list: Arc<Mutex<HashMap<i32, Arc<ServerInfo>>>>,
+    info: Arc<ServerInfo>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.list
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.info.pid);
+    }
+}
+
+/// Counts a connection lent out for as long as the lender holds it.
+#[derive(Debug)]
+struct Lent(Arc<AtomicUsize>);
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A server connection lent to one client. Dropping it closes the connection and frees
@@ -54,6 +104,8 @@ pub struct PoolStats {
 pub struct Checkout {
     /// The connection.
     pub conn: ServerConn,
+    reg: Registered,
+    _lent: Lent,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -73,24 +125,33 @@ pub struct PoolExtras {
     pub round_robin: bool,
 }
 
+#[derive(Debug)]
+struct Idle {
+    conn: ServerConn,
+    reg: Registered,
+}
+
 /// One pool.
 #[derive(Debug)]
 pub struct Pool {
     /// Identity.
     pub key: PoolKey,
-    /// How server connections log in.
-    pub login: Login,
-    /// Pool mode.
+    /// Pool mode (fixed for the pool's life).
     pub mode: PoolMode,
-    /// Maximum server connections.
-    pub size: usize,
-    /// Query run before a session-mode server is reused (empty: none).
-    pub reset_query: String,
-    timeouts: Timeouts,
+    settings: ArcSwap<PoolSettings>,
+    generation: AtomicU64,
     slots: Arc<Semaphore>,
-    idle: Mutex<Vec<ServerConn>>,
+    idle: Mutex<Vec<Idle>>,
     /// The parameters of the newest server login, and when it happened.
     welcome: Mutex<Option<(Params, Instant)>>,
+    servers: Arc<Mutex<HashMap<i32, Arc<ServerInfo>>>>,
+    lent: Arc<AtomicUsize>,
+    /// Server connections logging in right now.
+    pub connecting: AtomicUsize,
+    /// Clients of this pool waiting for a server right now.
+    pub waiting: AtomicUsize,
+    /// Clients logged in to this pool right now.
+    pub clients: AtomicUsize,
     /// Counters.
     pub stats: PoolStats,
     extras: PoolExtras,
@@ -99,24 +160,20 @@ pub struct Pool {
 
 impl Pool {
     /// A pool with no connections yet.
-    pub fn new(
-        key: PoolKey,
-        login: Login,
-        mode: PoolMode,
-        size: usize,
-        reset_query: String,
-        timeouts: Timeouts,
-    ) -> Pool {
+    pub fn new(key: PoolKey, mode: PoolMode, settings: PoolSettings) -> Pool {
         Pool {
             key,
-            login,
             mode,
-            size,
-            reset_query,
-            timeouts,
-            slots: Arc::new(Semaphore::new(size)),
+            slots: Arc::new(Semaphore::new(settings.size)),
+            settings: ArcSwap::from_pointee(settings),
+            generation: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             welcome: Mutex::new(None),
+            servers: Default::default(),
+            lent: Default::default(),
+            connecting: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            clients: AtomicUsize::new(0),
             stats: PoolStats::default(),
             extras: PoolExtras::default(),
             reserve: Arc::new(Semaphore::new(0)),
@@ -152,8 +209,91 @@ impl Pool {
         }
     }
 
-    fn expired(&self, c: &ServerConn, now: Instant) -> bool {
-        let life = self.timeouts.server_lifetime;
+    /// The current settings.
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        self.settings.load_full()
+    }
+
+    /// How server connections log in (current settings).
+    pub fn login(&self) -> Login {
+        self.settings.load().login.clone()
+    }
+
+    /// Maximum server connections (current settings).
+    pub fn size(&self) -> usize {
+        self.settings.load().size
+    }
+
+    /// Apply reloaded settings: the pool grows or shrinks, a changed login makes every
+    /// connection close when next released (as RECONNECT does).
+    pub fn reconfigure(&self, next: PoolSettings) {
+        let old = self.settings.load_full();
+        let relogin = old.login != next.login;
+        if next.size > old.size {
+            self.slots.add_permits(next.size - old.size);
+        } else if next.size < old.size {
+            let mut owed = old.size - next.size;
+            owed -= self.slots.forget_permits(owed);
+            if owed > 0 {
+                let slots = self.slots.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = slots.acquire_many_owned(owed as u32).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+        self.settings.store(Arc::new(next));
+        if relogin {
+            self.reconnect();
+        }
+    }
+
+    /// Close idle server connections now and the lent ones when they come back.
+    pub fn reconnect(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let drained: Vec<Idle> = self
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        self.close_all(drained);
+    }
+
+    /// Close idle server connections (PAUSE, KILL).
+    pub fn close_idle(&self) {
+        let drained: Vec<Idle> = self
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        self.close_all(drained);
+    }
+
+    fn close_all(&self, list: Vec<Idle>) {
+        self.stats
+            .closed
+            .fetch_add(list.len() as u64, Ordering::Relaxed);
+        for i in list {
+            tokio::spawn(i.conn.terminate());
+        }
+    }
+
+    /// Server connections opened before the last RECONNECT or login change still open.
+    pub fn stale_servers(&self) -> usize {
+        let now = self.generation.load(Ordering::Acquire);
+        self.servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|s| s.generation < now)
+            .count()
+    }
+
+    fn expired(&self, c: &ServerConn, timeouts: &Timeouts, now: Instant) -> bool {
+        let life = timeouts.server_lifetime;
         !life.is_zero() && now.duration_since(c.created) >= life
     }
 
@@ -170,26 +310,19 @@ impl Pool {
     }
 
     async fn checkout_from(&self, fresh: bool) -> Result<Checkout, PoolError> {
+        let settings = self.settings.load_full();
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                self.stats.waits.fetch_add(1, Ordering::Relaxed);
-                let wait = self.slot();
-                let limit = self.timeouts.query_wait;
-                let res = if limit.is_zero() {
-                    wait.await
-                } else {
-                    match tokio::time::timeout(limit, wait).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                            return Err(PoolError::WaitTimeout);
-                        }
-                    }
-                };
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                let res = self.wait_slot(&settings.timeouts).await;
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                self.stats.record_wait(started.elapsed());
                 res?
             }
         };
+        let generation = self.generation.load(Ordering::Acquire);
         let now = Instant::now();
         if fresh {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -197,7 +330,7 @@ impl Pool {
                 let oldest = idle.remove(0);
                 drop(idle);
                 self.stats.closed.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(oldest.terminate());
+                tokio::spawn(oldest.conn.terminate());
             }
         }
         loop {
@@ -212,26 +345,77 @@ impl Pool {
                     idle.pop()
                 }
             };
-            let Some(mut conn) = candidate else { break };
-            if self.expired(&conn, now) || !conn.looks_alive() || !self.check(&mut conn, now).await
+            let Some(mut idle) = candidate else { break };
+            if self.expired(&idle.conn, &settings.timeouts, now)
+                || idle.reg.info.generation < generation
+                || !idle.conn.looks_alive()
+                || !self.check(&mut idle.conn, now).await
             {
                 self.stats.closed.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(conn.terminate());
+                tokio::spawn(idle.conn.terminate());
                 continue;
             }
-            return Ok(Checkout {
-                conn,
-                _permit: permit,
-            });
+            return Ok(self.lend(idle.conn, idle.reg, permit));
         }
-        let conn = self.connect_retrying().await?;
+        self.connecting.fetch_add(1, Ordering::Relaxed);
+        let res = self.connect_retrying(&settings).await;
+        self.connecting.fetch_sub(1, Ordering::Relaxed);
+        let conn = match res {
+            Ok(c) => c,
+            Err(e) => {
+                self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         *self.welcome.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((conn.params.clone(), Instant::now()));
-        Ok(Checkout {
+        let info = Arc::new(ServerInfo {
+            pid: conn.cancel.pid,
+            addr: conn.cancel.addr,
+            local: conn.local,
+            connect_time: SystemTime::now(),
+            active: AtomicBool::new(false),
+            generation,
+        });
+        self.servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(info.pid, info.clone());
+        let reg = Registered {
+            list: self.servers.clone(),
+            info,
+        };
+        Ok(self.lend(conn, reg, permit))
+    }
+
+    async fn wait_slot(&self, timeouts: &Timeouts) -> Result<OwnedSemaphorePermit, PoolError> {
+        self.stats.waits.fetch_add(1, Ordering::Relaxed);
+        let wait = self.slot();
+        let limit = timeouts.query_wait;
+        let res = if limit.is_zero() {
+            wait.await
+        } else {
+            match tokio::time::timeout(limit, wait).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                    return Err(PoolError::WaitTimeout);
+                }
+            }
+        };
+        res
+    }
+
+    fn lend(&self, conn: ServerConn, reg: Registered, permit: OwnedSemaphorePermit) -> Checkout {
+        self.lent.fetch_add(1, Ordering::Relaxed);
+        reg.info.active.store(true, Ordering::Relaxed);
+        Checkout {
             conn,
+            reg,
+            _lent: Lent(self.lent.clone()),
             _permit: permit,
-        })
+        }
     }
 
     /// server_check_query on a connection idle for server_check_delay or longer: true if it
@@ -241,7 +425,8 @@ impl Pool {
         if q.is_empty() || now.duration_since(conn.idle_since) < self.extras.check_delay {
             return true;
         }
-        let res = tokio::time::timeout(self.timeouts.server_connect, conn.run_quiet(q)).await;
+        let limit = self.settings.load().timeouts.server_connect;
+        let res = tokio::time::timeout(limit, conn.run_quiet(q)).await;
         match res {
             Ok(Ok(b'I')) => true,
             other => {
@@ -254,15 +439,15 @@ impl Pool {
     /// Open a server connection. While the server is starting up, in recovery or refusing
     /// connections, keep trying (as PgBouncer does) until `query_wait_timeout` (or
     /// `server_connect_timeout` when that is unlimited); login errors fail at once.
-    async fn connect_retrying(&self) -> Result<ServerConn, ServerError> {
-        let patience = if self.timeouts.query_wait.is_zero() {
-            self.timeouts.server_connect
+    async fn connect_retrying(&self, s: &PoolSettings) -> Result<ServerConn, ServerError> {
+        let patience = if s.timeouts.query_wait.is_zero() {
+            s.timeouts.server_connect
         } else {
-            self.timeouts.query_wait
+            s.timeouts.query_wait
         };
         let deadline = Instant::now() + patience;
         loop {
-            let res = ServerConn::connect(&self.login, self.timeouts.server_connect).await;
+            let res = ServerConn::connect(&s.login, s.timeouts.server_connect).await;
             match res {
                 Err(e) if transient(&e) && Instant::now() + RETRY_DELAY < deadline => {
                     tracing::debug!(database = %self.key.database, "server not ready, retrying: {e}");
@@ -273,11 +458,17 @@ impl Pool {
         }
     }
 
-    /// Return a connection whose last ReadyForQuery said `status`; anything not idle, or past
-    /// its lifetime, is closed instead.
+    /// Return a connection whose last ReadyForQuery said `status`; anything not idle, past
+    /// its lifetime, or opened under older settings is closed instead.
     pub fn checkin(&self, mut c: Checkout, status: u8) {
         let now = Instant::now();
-        if status != b'I' || self.expired(&c.conn, now) || !c.conn.buf.is_empty() {
+        c.reg.info.active.store(false, Ordering::Relaxed);
+        let settings = self.settings.load();
+        if status != b'I'
+            || self.expired(&c.conn, &settings.timeouts, now)
+            || !c.conn.buf.is_empty()
+            || c.reg.info.generation < self.generation.load(Ordering::Acquire)
+        {
             self.stats.closed.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(c.conn.terminate());
             return;
@@ -286,7 +477,10 @@ impl Pool {
         self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(c.conn);
+            .push(Idle {
+                conn: c.conn,
+                reg: c.reg,
+            });
     }
 
     /// The parameters of the newest server login, to greet clients with, while that login is
@@ -294,7 +488,7 @@ impl Pool {
     pub fn welcome(&self) -> Option<Params> {
         let welcome = self.welcome.lock().unwrap_or_else(|e| e.into_inner());
         match &*welcome {
-            Some((params, at)) if at.elapsed() < self.timeouts.login_recheck => {
+            Some((params, at)) if at.elapsed() < self.settings.load().timeouts.login_recheck => {
                 Some(params.clone())
             }
             _ => None,
@@ -304,22 +498,15 @@ impl Pool {
     /// Close idle connections past `server_idle_timeout` or `server_lifetime`.
     pub fn reap(&self) {
         let now = Instant::now();
-        let idle_limit = self.timeouts.server_idle;
+        let settings = self.settings.load_full();
+        let idle_limit = settings.timeouts.server_idle;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let before = idle.len();
-        let (keep, drop): (Vec<_>, Vec<_>) = idle.drain(..).partition(|c| {
-            !(self.expired(c, now)
-                || (!idle_limit.is_zero() && now.duration_since(c.idle_since) >= idle_limit))
+        let (keep, drop): (Vec<_>, Vec<_>) = idle.drain(..).partition(|i| {
+            !(self.expired(&i.conn, &settings.timeouts, now)
+                || (!idle_limit.is_zero() && now.duration_since(i.conn.idle_since) >= idle_limit))
         });
         *idle = keep;
-        if idle.len() != before {
-            self.stats
-                .closed
-                .fetch_add((before - idle.len()) as u64, Ordering::Relaxed);
-        }
-        for c in drop {
-            tokio::spawn(c.terminate());
-        }
+        drop_idle(self, drop);
     }
 
     /// Idle server connections right now.
@@ -329,8 +516,26 @@ impl Pool {
 
     /// Server connections lent out right now.
     pub fn active_count(&self) -> usize {
-        self.size - self.slots.available_permits() + self.extras.reserve
-            - self.reserve.available_permits()
+        self.lent.load(Ordering::Relaxed)
+    }
+
+    /// The pool's server connections, for SHOW SERVERS.
+    pub fn servers(&self) -> Vec<Arc<ServerInfo>> {
+        let mut v: Vec<_> = self
+            .servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|s| s.pid);
+        v
+    }
+}
+
+fn drop_idle(pool: &Pool, list: Vec<Idle>) {
+    if !list.is_empty() {
+        pool.close_all(list);
     }
 }
 
@@ -359,8 +564,18 @@ impl Pools {
         }
     }
 
-    /// A snapshot of all pools.
+    /// A snapshot of all pools, ordered by (database, user).
     pub fn all(&self) -> Vec<Arc<Pool>> {
-        self.map.iter().map(|p| p.clone()).collect()
+        let mut v: Vec<Arc<Pool>> = self.map.iter().map(|p| p.clone()).collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// The pools of one database.
+    pub fn of_database(&self, database: &str) -> Vec<Arc<Pool>> {
+        self.all()
+            .into_iter()
+            .filter(|p| p.key.database == database)
+            .collect()
     }
 }

@@ -232,6 +232,9 @@ impl Builder {
     fn apply(&mut self, key: &str, v: &str, origin: &Origin) -> Result<(), String> {
         let c = &mut self.config;
         match key {
+            "admin_users" => c.admin_users = v.to_string(),
+            "stats_users" => c.stats_users = v.to_string(),
+            "stats_period" => c.stats_period = int(v)? as f64,
             "application_name_add_host" => c.application_name_add_host = flag(v)?,
             "auth_dbname" => c.auth_dbname = opt_str(v),
             "auth_file" => {

@@ -24,6 +24,10 @@ fn bad_key_is_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("default_pool_size"), "{e}");
+    let e = Config::from_toml("[databases.app]\npool_size = \"x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("databases.app.pool_size"), "{e}");
     let e = Config::from_toml("pool_mode = \"statement\"")
         .unwrap_err()
         .to_string();

@@ -22,7 +22,12 @@ impl LoginSlot {
     /// Take a login slot, or None when `LOGIN_FACTOR × max_client_conn` connections are
     /// logging in already.
     pub fn take(app: &Arc<App>) -> Option<LoginSlot> {
-        let max = app.config.max_client_conn.saturating_mul(LOGIN_FACTOR);
+        let max = app
+            .live
+            .get()
+            .config
+            .max_client_conn
+            .saturating_mul(LOGIN_FACTOR);
         take(&app.logins, max).then(|| LoginSlot(app.clone()))
     }
 }
@@ -40,7 +45,8 @@ pub struct ClientSlot(Arc<App>);
 impl ClientSlot {
     /// Take a client slot, or None when `max_client_conn` clients are logged in.
     pub fn take(app: &Arc<App>) -> Option<ClientSlot> {
-        take(&app.clients, app.config.max_client_conn).then(|| ClientSlot(app.clone()))
+        let max = app.live.get().config.max_client_conn;
+        take(&app.clients, max).then(|| ClientSlot(app.clone()))
     }
 }
 
@@ -68,7 +74,7 @@ pub async fn within_login_timeout<T>(
     app: &App,
     login: impl Future<Output = T>,
 ) -> Result<T, LoginTimeout> {
-    let limit = app.timeouts.client_login;
+    let limit = app.live.get().timeouts.client_login;
     if limit.is_zero() {
         return Ok(login.await);
     }

@@ -245,7 +245,7 @@ impl Channels {
 
     fn subscribe(&mut self) {
         if self.sub.is_none() {
-            let (sub, mailbox) = self.hub.subscriber(&self.database);
+            let (sub, mailbox) = self.hub.subscriber_of(&self.database, self.pid);
             self.sub = Some(sub);
             self.mailbox = Some(mailbox);
         }

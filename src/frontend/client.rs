@@ -30,12 +30,14 @@ pub struct ClientIo {
     pub cert_cn: Option<String>,
     /// With TLS: pgherald's certificate's channel binding data (SCRAM-SHA-256-PLUS).
     pub end_point: Option<Vec<u8>>,
+    /// The client's address (as accepted, before any TLS).
+    pub peer: Option<std::net::SocketAddr>,
+    /// pgherald's address of this connection.
+    pub local: Option<std::net::SocketAddr>,
     /// Reused read buffer; unprocessed client bytes.
     pub buf: BytesMut,
     /// Messages pgherald composed for the client, written by `flush`.
     pub out: BytesMut,
-    /// The client's address (application_name_add_host).
-    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl ClientIo {
@@ -43,15 +45,17 @@ impl ClientIo {
     pub fn new(stream: TcpStream) -> ClientIo {
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok();
+        let local = stream.local_addr().ok();
         let (rd, wr) = stream::plain(stream);
         ClientIo {
             rd,
             wr,
             cert_cn: None,
             end_point: None,
+            peer,
+            local,
             buf: BytesMut::with_capacity(READ_CHUNK),
             out: BytesMut::new(),
-            peer,
         }
     }
 

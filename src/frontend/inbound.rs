@@ -298,7 +298,7 @@ impl Session {
     }
 
     async fn prepare_on_server(&mut self, stmt: &Prepared, entry: Entry) -> Result<(), Exit> {
-        let max = self.app.config.max_prepared_statements;
+        let max = self.cfg.config.max_prepared_statements;
         let evict = self
             .server
             .as_mut()
@@ -313,7 +313,7 @@ impl Session {
 
     /// In transaction pooling, a message naming a client's prepared statement.
     fn named_use(&mut self, tag: u8, body: &[u8], d: &Decision) -> Option<Named> {
-        if !self.transaction_mode() || self.app.config.max_prepared_statements == 0 {
+        if !self.transaction_mode() || self.cfg.config.max_prepared_statements == 0 {
             return None;
         }
         match (tag, d) {
@@ -365,7 +365,7 @@ impl Session {
     /// A bare BEGIN outside a transaction, or the COMMIT/ROLLBACK of a deferred block,
     /// answered without the server (`deferred` module).
     fn control(&mut self, sql: &[u8]) -> Option<Entry> {
-        if !self.app.config.defer_begin || !self.plan.is_empty() || self.batch_open {
+        if !self.cfg.config.defer_begin || !self.plan.is_empty() || self.batch_open {
             return None;
         }
         let c = super::deferred::classify(sql)?;

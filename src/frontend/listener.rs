@@ -44,7 +44,7 @@ pub async fn accept_loop(
                     };
                     let app = app.clone();
                     let span = tracing::info_span!("client", %peer);
-                    tokio::spawn(super::session::serve(app, stream, slot).instrument(span));
+                    tokio::spawn(super::open::serve(app, stream, slot).instrument(span));
                 }
                 Err(e) if per_connection(&e) => {
                     tracing::debug!("accept: {e}");

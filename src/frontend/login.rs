@@ -30,14 +30,16 @@ pub struct Startup {
 /// CancelRequest (handled) and is finished.
 pub async fn startup(client: &mut ClientIo, app: &App) -> Result<Option<Startup>, ClientError> {
     use tokio::io::AsyncWriteExt;
-    let acceptor = app.client_tls.acceptor.as_ref();
+    let snap = app.live.get();
+    let client_tls = &snap.client_tls;
+    let acceptor = client_tls.acceptor.as_ref();
     if let (Some(acceptor), tls::NetRead::Plain(rd)) = (acceptor, &mut client.rd) {
         let mut first = [0u8; 1];
         if rd.peek(&mut first).await? == 0 {
             return Err(ClientError::Closed);
         }
         if first[0] == TLS_HANDSHAKE {
-            handshake(client, &app.client_tls, acceptor, true).await?;
+            handshake(client, client_tls, acceptor, true).await?;
         }
     }
     loop {
@@ -48,7 +50,7 @@ pub async fn startup(client: &mut ClientIo, app: &App) -> Result<Option<Startup>
             StartupPacket::Ssl if acceptor.is_some() => {
                 client.wr.write_all(b"S").await?;
                 if let Some(acceptor) = acceptor {
-                    handshake(client, &app.client_tls, acceptor, false).await?;
+                    handshake(client, client_tls, acceptor, false).await?;
                 }
             }
             StartupPacket::Ssl | StartupPacket::GssEnc => {
@@ -66,7 +68,7 @@ pub async fn startup(client: &mut ClientIo, app: &App) -> Result<Option<Startup>
                 return Err(ClientError::Protocol(msg));
             }
             StartupPacket::Startup { .. }
-                if app.client_tls.mode >= SslMode::Require && !client.is_tls() =>
+                if client_tls.mode >= SslMode::Require && !client.is_tls() =>
             {
                 // PgBouncer's answer to a plaintext startup when TLS is required.
                 client.fatal("08P01", "SSL required").await;
@@ -74,7 +76,7 @@ pub async fn startup(client: &mut ClientIo, app: &App) -> Result<Option<Startup>
             }
             StartupPacket::Startup { minor, params } => {
                 let mut start = accept(client, minor, params).await?;
-                pgbouncer_settings(&app.config, &mut start.settings, client.peer);
+                pgbouncer_settings(&app.live.get().config, &mut start.settings, client.peer);
                 return Ok(Some(start));
             }
         }

@@ -5,20 +5,24 @@ use crate::auth::Secret;
 use crate::backend::auth_query::{auth_user_password, AuthQueryError};
 use crate::backend::conn::Login;
 use crate::config::Target;
+use crate::live::Snapshot;
 use crate::App;
 
 /// The secret of `user` for a login to `target`: from the auth file, else from auth_query
 /// when the database has an auth_user. `Ok(None)`: no usable secret (the login fails as a
 /// wrong password would).
 pub async fn secret(
-    app: &App,
-    target: &Target,
+    state: &App,
+    app: &Snapshot,
+    target: Option<&Target>,
     user: &str,
 ) -> Result<Option<Secret>, AuthQueryError> {
     if let Some(s) = app.users.get(user) {
         return Ok(Some(s.clone()));
     }
-    let Some(auth_user) = &target.auth_user else {
+    // The admin console (no target) never runs auth_query.
+    let Some((target, auth_user)) = target.and_then(|t| t.auth_user.as_ref().map(|u| (t, u)))
+    else {
         return Ok(None);
     };
     let on = match &target.auth_dbname {
@@ -27,7 +31,7 @@ pub async fn secret(
     };
     let (plain, md5) = auth_user_password(&app.users, auth_user);
     if let Some(h) = md5 {
-        app.keyring.learn_md5(auth_user, h);
+        state.keyring.learn_md5(auth_user, h);
     }
     let password = if on.user.as_deref() == Some(auth_user.as_str()) {
         on.password.clone().or(plain)
@@ -46,13 +50,14 @@ pub async fn secret(
         port: on.port,
         database: on.dbname.clone(),
         user: auth_user.clone(),
-        passthrough: password.is_none().then(|| app.keyring.clone()),
+        passthrough: password.is_none().then(|| state.keyring.clone()),
         password,
         tls,
         params: Vec::new(),
         connect_query: None,
     };
-    app.auth_conns
+    state
+        .auth_conns
         .lookup(
             &login,
             &target.auth_query,

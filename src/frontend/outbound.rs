@@ -156,8 +156,28 @@ impl Session {
         }
     }
 
+    /// A ReadyForQuery from the server ends a query, and with status I a transaction: count
+    /// them, and hand the session's counts to the pool at the transaction's end.
+    fn count_ready(&mut self, body: &[u8]) {
+        let now = std::time::Instant::now();
+        if let Some(t) = self.busy_since.take() {
+            self.counts.queries += 1;
+            self.counts.query_us += now.duration_since(t).as_micros() as u64;
+        }
+        if body.first() == Some(&b'I') {
+            if let Some(t) = self.xact_since.take() {
+                self.counts.xacts += 1;
+                self.counts.xact_us += now.duration_since(t).as_micros() as u64;
+            }
+            self.counts.flush(&self.pool.stats);
+        }
+    }
+
     /// Route one complete server message; the replies of a Query with fillers are held.
     fn route_server(&mut self, tag: u8, body: &[u8]) -> Result<Act, Exit> {
+        if tag == b'Z' {
+            self.count_ready(body);
+        }
         let filled = self.hold.active()
             || matches!(self.plan.front(), Some(Entry::Query(q)) if q.fillers > 0);
         let act = self.route_plan(tag, body)?;

@@ -6,33 +6,34 @@
 //! (`inbound`), server frames are matched against the plan (`outbound`); this module owns
 //! the session's state, the login greeting, server checkout/release and the I/O loop.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::backend::cancel::CancelHandle;
-use crate::backend::conn::{get_param, set_param, Login, Params};
-use crate::backend::pool::{Checkout, Pool, PoolKey};
+use crate::backend::conn::{get_param, set_param, Params};
+use crate::backend::pool::{Checkout, Pool};
 use crate::backend::prepared::ClientStatements;
+use crate::backend::stats::SessionCounts;
 use crate::config::PoolMode;
 use crate::error::{ClientError, PoolError, ServerError};
-use crate::frontend::admission::{within_login_timeout, ClientSlot, LoginSlot, GOODBYE_TIMEOUT};
 use crate::frontend::channels::Channels;
 use crate::frontend::client::ClientIo;
 use crate::frontend::extended::Extended;
 use crate::frontend::hold::Hold;
+use crate::frontend::params;
 use crate::frontend::plan::Entry;
+use crate::frontend::registry::{self, Control, Registration};
 use crate::frontend::timeouts::{Activity, ClientTimeouts};
-use crate::frontend::{login, params};
+use crate::live::Snapshot;
 use crate::protocol::encoding::{Conversion, EncodingError};
 use crate::protocol::framer;
 use crate::protocol::reply;
-use crate::pubsub::relay::RelaySettings;
 use crate::App;
 
 /// Frames larger than this are streamed through instead of being buffered whole.
@@ -62,6 +63,8 @@ pub(crate) enum Exit {
     Unconvertible(EncodingError),
     /// client_idle_timeout, idle_transaction_timeout or query_timeout: PgBouncer's text.
     Timeout(&'static str),
+    /// The console killed the client (KILL, KILL_CLIENT).
+    Killed,
 }
 
 impl From<ClientError> for Exit {
@@ -79,209 +82,6 @@ impl From<framer::FrameError> for Exit {
     }
 }
 
-/// What a finished login phase hands to the session.
-struct LoggedIn {
-    start: login::Startup,
-    target: crate::config::Target,
-    slot: ClientSlot,
-}
-
-/// The login phase: startup packet (and any SSL negotiation), admission checks and
-/// authentication. `started` turns true once the client speaks the protocol (it sent its
-/// StartupMessage), so a timeout can be reported to it. `None`: the connection is done.
-async fn log_in(app: &Arc<App>, client: &mut ClientIo, started: &mut bool) -> Option<LoggedIn> {
-    let start = match login::startup(client, app).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return None,
-        Err(e) => {
-            tracing::debug!("startup failed: {e}");
-            return None;
-        }
-    };
-    *started = true;
-    if *app.shutdown.borrow() {
-        client
-            .fatal("57P03", "the database system is shutting down")
-            .await;
-        return None;
-    }
-    let Some(target) = app.config.target(&start.database) else {
-        client
-            .fatal(
-                "3D000",
-                &format!("database \"{}\" does not exist", start.database),
-            )
-            .await;
-        return None;
-    };
-    if let Err(e) = crate::auth::exchange::authenticate(client, app, &start.user, &target).await {
-        tracing::info!(user = %start.user, "authentication failed: {e}");
-        return None;
-    }
-    // Only a logged-in client takes a max_client_conn slot: logins in progress are
-    // bounded by their own cap and client_login_timeout.
-    let Some(slot) = ClientSlot::take(app) else {
-        client
-            .fatal("53300", "sorry, too many clients already")
-            .await;
-        return None;
-    };
-    Some(LoggedIn {
-        start,
-        target,
-        slot,
-    })
-}
-
-/// Serve one accepted client connection to its end. `login_slot` counts it among the
-/// connections logging in until authentication ends.
-pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
-    let mut client = ClientIo::new(stream);
-    let mut started = false;
-    let logged_in = within_login_timeout(&app, log_in(&app, &mut client, &mut started)).await;
-    drop(login_slot);
-    let LoggedIn {
-        start,
-        target,
-        slot: _slot,
-    } = match logged_in {
-        Ok(Some(l)) => l,
-        Ok(None) => return,
-        Err(timeout) => {
-            tracing::info!("closing because: {timeout}");
-            if started {
-                // PgBouncer's report; before the StartupMessage (or inside a TLS
-                // handshake) the connection is closed without a word, as Postgres does.
-                let reason = timeout.to_string();
-                let _ = tokio::time::timeout(GOODBYE_TIMEOUT, client.fatal("08P01", &reason)).await;
-            }
-            return;
-        }
-    };
-    tracing::debug!(user = %start.user, database = %start.database, "logged in");
-    let server_user = target.user.clone().unwrap_or_else(|| start.user.clone());
-    let password = target
-        .password
-        .clone()
-        .or_else(|| crate::auth::exchange::plain_password(&app.users, &server_user));
-    let server_tls = match app.server_tls.get(&target.tls) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!("server TLS settings unusable: {e}");
-            client
-                .fatal("08006", &format!("server connection failed: {e}"))
-                .await;
-            return;
-        }
-    };
-    let key = PoolKey {
-        database: start.database.clone(),
-        user: start.user.clone(),
-    };
-    let (mode, size, extras) =
-        super::pool_settings::shape(&app.config, &target, &start.database, &start.user);
-    let pool = app.pools.get_or_create(key, |key| {
-        Pool::new(
-            key,
-            Login {
-                host: target.host.clone(),
-                port: target.port,
-                database: target.dbname.clone(),
-                user: server_user,
-                passthrough: (password.is_none() && target.user.is_none())
-                    .then(|| app.keyring.clone()),
-                params: target.startup.clone(),
-                connect_query: target.connect_query.clone(),
-                password,
-                tls: server_tls,
-            },
-            mode,
-            size,
-            app.config.server_reset_query.clone(),
-            app.timeouts.clone(),
-        )
-        .with_extras(extras)
-    });
-    // The hub and the relay are keyed by the upstream database, so aliases share them.
-    let hub_key = target.upstream_key();
-    let relay_login = target.relay_user.clone().map(|user| Login {
-        password: target
-            .relay_password
-            .clone()
-            .or_else(|| crate::auth::exchange::plain_password(&app.users, &user)),
-        user,
-        ..pool.login.clone()
-    });
-    let configured = relay_login.is_some();
-    let registered = app.relays.register(
-        &hub_key,
-        &start.database,
-        RelaySettings {
-            login: relay_login.unwrap_or_else(|| pool.login.clone()),
-            relay: target.relay && configured,
-            forward: target.forward_notify && configured,
-        },
-    );
-    if registered && !configured && (target.relay || target.forward_notify) {
-        tracing::warn!(
-            database = %start.database,
-            "relay off: no relay_user and no fixed user for this database; notifications raised inside Postgres are not relayed"
-        );
-    }
-    let cancel = app.cancels.register();
-    let limits = ClientTimeouts::for_user(&app.config, &start.user);
-    let forward = app.relays.forwards(&hub_key);
-    let ch = Channels::new(
-        app.hub.clone(),
-        Some(app.relays.clone()),
-        forward,
-        hub_key,
-        cancel.pid,
-    );
-    let mut session = Session {
-        cancel,
-        shutdown: app.shutdown.clone(),
-        app,
-        pool,
-        client,
-        server: None,
-        wants: Params::new(),
-        server_encoding: None,
-        plan: VecDeque::new(),
-        batch_open: false,
-        batch_forwarded: false,
-        batch_failed: false,
-        local_error: false,
-        local_executed: false,
-        status: b'I',
-        live: b'I',
-        implicit: false,
-        hold: Hold::default(),
-        client_pass: 0,
-        server_pass: 0,
-        writing: false,
-        server_fatal: false,
-        closing: false,
-        ch,
-        ext: Extended::default(),
-        stmts: ClientStatements::default(),
-        deferred: false,
-        owe_begin: false,
-        flush_follows: false,
-        ready_after_relay: None,
-        touched: false,
-        pinned: false,
-        limits,
-        last_client: std::time::Instant::now(),
-        busy_since: None,
-    };
-    let exit = match session.greet(start.settings).await {
-        Ok(()) => session.run().await,
-        Err(e) => e,
-    };
-    session.finish(exit).await;
-}
-
 /// One client's session.
 pub(crate) struct Session {
     pub(crate) app: Arc<App>,
@@ -289,11 +89,22 @@ pub(crate) struct Session {
     pub(crate) client: ClientIo,
     pub(crate) server: Option<Checkout>,
     pub(crate) cancel: CancelHandle,
-    shutdown: watch::Receiver<bool>,
+    /// What the console or shutdown asks of this session.
+    pub(crate) control: watch::Receiver<Control>,
+    /// This client's entry in the registry.
+    pub(crate) reg: Registration,
+    /// The configuration as of login.
+    pub(crate) cfg: Arc<Snapshot>,
+    /// Counts not yet added to the pool's.
+    pub(crate) counts: SessionCounts,
+    /// The server works on a request since.
+    pub(crate) busy_since: Option<Instant>,
+    /// The current transaction started.
+    pub(crate) xact_since: Option<Instant>,
     /// Settings the client expects on whatever server runs its queries.
     pub(crate) wants: Params,
     /// The server encoding, as the server reported it at login.
-    server_encoding: Option<String>,
+    pub(crate) server_encoding: Option<String>,
     /// What the server (and pgherald) still owe the client, in order.
     pub(crate) plan: VecDeque<Entry>,
     /// Extended-protocol messages received since the last Sync.
@@ -327,7 +138,7 @@ pub(crate) struct Session {
     /// The server sent a FATAL error.
     pub(crate) server_fatal: bool,
     /// Shutdown is under way: close as soon as the client is idle.
-    closing: bool,
+    pub(crate) closing: bool,
     /// LISTEN/NOTIFY state.
     pub(crate) ch: Channels,
     /// Intercepted prepared statements and portals.
@@ -350,11 +161,11 @@ pub(crate) struct Session {
     /// keeps that server until it disconnects.
     pub(crate) pinned: bool,
     /// client_idle_timeout, idle_transaction_timeout, query_timeout for this client.
-    limits: ClientTimeouts,
+    pub(crate) limits: ClientTimeouts,
     /// When the client last sent something (kept only when a limit is on).
-    last_client: std::time::Instant,
+    pub(crate) last_client: std::time::Instant,
     /// Since when the server owes replies (kept only when a limit is on).
-    busy_since: Option<std::time::Instant>,
+    pub(crate) query_since: Option<std::time::Instant>,
 }
 
 impl Session {
@@ -420,7 +231,7 @@ impl Session {
     }
 
     /// AuthenticationOk was sent; now ParameterStatus, BackendKeyData, ReadyForQuery.
-    async fn greet(&mut self, settings: Params) -> Result<(), Exit> {
+    pub(crate) async fn greet(&mut self, settings: Params) -> Result<(), Exit> {
         let welcome = self.pool.welcome();
         let need_server = match &welcome {
             None => true,
@@ -481,12 +292,20 @@ impl Session {
 
     /// `acquire`, from a fresh server login when `fresh` (see `Pool::checkout_fresh`).
     async fn acquire_from(&mut self, fresh: bool) -> Result<(), Exit> {
-        let co = if fresh {
+        let info = &self.reg.info;
+        let t = registry::now_us();
+        info.waiting_since_us.store(t, Ordering::Relaxed);
+        self.app.pause.wait_resumed(&self.pool.key.database).await;
+        let res = if fresh {
             self.pool.checkout_fresh().await
         } else {
             self.pool.checkout().await
         };
-        let mut co = co.map_err(Exit::Pool)?;
+        info.waiting_since_us.store(0, Ordering::Relaxed);
+        info.request_us.store(t, Ordering::Relaxed);
+        let mut co = res.map_err(Exit::Pool)?;
+        self.pool.stats.assignments.fetch_add(1, Ordering::Relaxed);
+        info.server_pid.store(co.conn.cancel.pid, Ordering::Relaxed);
         let sql = params::sync_sql(&self.wants, &co.conn.params, &co.conn.extra);
         if !sql.is_empty() {
             let res = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(&sql)).await;
@@ -580,12 +399,14 @@ impl Session {
     /// Give the server back to the pool.
     pub(crate) fn release(&mut self) {
         if let Some(co) = self.server.take() {
+            self.reg.info.server_pid.store(0, Ordering::Relaxed);
+            self.counts.flush(&self.pool.stats);
             self.cancel.set_target(None);
             self.pool.checkin(co, self.status);
         }
     }
 
-    async fn run(&mut self) -> Exit {
+    pub(crate) async fn run(&mut self) -> Exit {
         loop {
             if self.closing && self.idle() {
                 return Exit::Shutdown;
@@ -597,7 +418,7 @@ impl Session {
                     holds_server: held,
                     status: self.status,
                     last_client: self.last_client,
-                    busy_since: self.busy_since,
+                    busy_since: self.query_since,
                     listening: self.ch.has_mailbox(),
                 })
             } else {
@@ -606,7 +427,8 @@ impl Session {
             tokio::select! {
                 r = self.client.read_more() => match r {
                     Ok(0) | Err(_) => return Exit::ClientGone,
-                    Ok(_) => {
+                    Ok(n) => {
+                        self.counts.received += n as u64;
                         if self.limits.any() {
                             self.track_activity(true);
                         }
@@ -616,7 +438,10 @@ impl Session {
                 r = read_server(&mut self.server), if held => match r {
                     Ok(0) => return Exit::ServerGone(ServerError::Closed),
                     Err(e) => return Exit::ServerGone(e.into()),
-                    Ok(_) => if let Err(e) = self.on_server_data().await { return e },
+                    Ok(n) => {
+                        self.counts.sent += n as u64;
+                        if let Err(e) = self.on_server_data().await { return e }
+                    }
                 },
                 _ = sleep_until(limit), if limit.is_some() => {
                     return Exit::Timeout(limit.map_or("timeout", |l| l.1));
@@ -633,8 +458,13 @@ impl Session {
                         }
                     }
                 }
-                _ = self.shutdown.changed(), if !self.closing => {
-                    self.closing = true;
+                r = self.control.changed(), if !self.closing => {
+                    let c = *self.control.borrow_and_update();
+                    match (r, c) {
+                        (Err(_), _) | (_, Control::CloseWhenIdle) => self.closing = true,
+                        (_, Control::Kill) => return Exit::Killed,
+                        (_, Control::Run) => {}
+                    }
                 }
             }
             if let Some(limit) = self.ch.overflow {
@@ -651,9 +481,9 @@ impl Session {
             self.last_client = now;
         }
         if self.plan.is_empty() {
-            self.busy_since = None;
-        } else if self.busy_since.is_none() {
-            self.busy_since = Some(now);
+            self.query_since = None;
+        } else if self.query_since.is_none() {
+            self.query_since = Some(now);
         }
     }
 
@@ -661,6 +491,11 @@ impl Session {
     /// can block the other (output past the backlog is forwarded to the client). A deferred
     /// BEGIN the server is owed goes first, in the same write.
     pub(crate) async fn write_server(&mut self, data: &[u8]) -> Result<(), Exit> {
+        if self.busy_since.is_none() {
+            let now = Instant::now();
+            self.busy_since = Some(now);
+            self.xact_since.get_or_insert(now);
+        }
         self.prepare_relay().await;
         let prefix: &[u8] = if std::mem::take(&mut self.owe_begin) {
             super::deferred::HIDDEN_BEGIN
@@ -727,7 +562,7 @@ impl Session {
     }
 
     /// Tell the client why the session ends (when it should know) and leave the server clean.
-    async fn finish(mut self, exit: Exit) {
+    pub(crate) async fn finish(mut self, exit: Exit) {
         match &exit {
             Exit::ClientGone => {}
             Exit::ClientProtocol(m) => self.client.fatal("08P01", m).await,
@@ -760,6 +595,7 @@ impl Session {
                 }
                 self.client.fatal("08P01", reason).await
             }
+            Exit::Killed => self.client.fatal("08P01", "admin forced disconnect").await,
             Exit::Shutdown => {
                 self.client
                     .fatal(
@@ -805,8 +641,12 @@ impl Session {
                 self.server = None;
             }
         }
+        if matches!(exit, Exit::Overflow(_)) {
+            self.pool.stats.overflows.fetch_add(1, Ordering::Relaxed);
+        }
         let _ = self.client.wr.shutdown().await;
         self.cleanup_server().await;
+        self.counts.flush(&self.pool.stats);
         tracing::debug!(?exit, "session ended");
     }
 
@@ -820,6 +660,7 @@ impl Session {
         let Some(mut co) = self.server.take() else {
             return;
         };
+        self.reg.info.server_pid.store(0, Ordering::Relaxed);
         self.cancel.set_target(None);
         if !self.quiet() || self.server_fatal {
             tokio::spawn(co.conn.terminate());
@@ -830,11 +671,11 @@ impl Session {
         // In transaction mode the server is reset when the client may have left state on it:
         // pinned, a transaction that changed state, or gone in the middle of a transaction.
         let reset = if !self.transaction_mode() {
-            self.pool.reset_query.as_str()
+            self.pool.settings().reset_query.clone()
         } else if self.pinned || self.touched || status != b'I' {
-            "DISCARD ALL"
+            "DISCARD ALL".to_string()
         } else {
-            ""
+            String::new()
         };
         if status != b'I' {
             match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet("ROLLBACK")).await {
@@ -843,7 +684,7 @@ impl Session {
             }
         }
         if !reset.is_empty() {
-            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(reset)).await {
+            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, co.conn.run_quiet(&reset)).await {
                 Ok(Ok(s)) => status = s,
                 _ => return,
             }

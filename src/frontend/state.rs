@@ -129,7 +129,7 @@ impl Session {
     /// Probe the held server: carry its settings into the client's wants (and record them as
     /// what this server has applied, so the next client's sync undoes them), or pin.
     async fn survey(&mut self) -> Result<(), Exit> {
-        let login_user = self.pool.login.user.clone();
+        let login_user = self.pool.login().user;
         let Some(co) = self.server.as_mut() else {
             return Ok(());
         };

@@ -11,6 +11,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
+mod view;
+pub use view::{ChannelView, ListenerView};
+
 /// One notification of a committed transaction, as the hub receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
@@ -86,6 +89,8 @@ struct DbState {
     channels: HashMap<Box<[u8]>, Listeners>,
     /// live subscriber id → the channels it is registered on, and what it admits there.
     subscribers: HashMap<u64, HashMap<Box<[u8]>, Admit>>,
+    /// live subscriber id → its owner (the client's virtual pid) and mailbox, for SHOW.
+    mailboxes: HashMap<u64, (i32, Arc<Shared>)>,
 }
 
 /// What a subscriber takes of a channel's notifications.
@@ -124,6 +129,10 @@ struct Listener {
 struct Listeners {
     list: Vec<Listener>,
     slot: HashMap<u64, usize>,
+    /// Notifications published to the channel while it had listeners.
+    published: u64,
+    /// Notifications queued to its listeners.
+    delivered: u64,
 }
 
 impl Listeners {
@@ -170,6 +179,10 @@ struct Queue {
     receiver_gone: bool,
     /// The `Subscriber` was dropped: nothing more will arrive.
     sender_gone: bool,
+    /// Most frames ever queued at once.
+    max_len: usize,
+    /// Frames queued in total.
+    queued_total: u64,
 }
 
 enum Push {
@@ -197,6 +210,8 @@ impl Shared {
         }
         let was_empty = q.frames.is_empty();
         q.frames.push_back(frame.clone());
+        q.max_len = q.max_len.max(q.frames.len());
+        q.queued_total += 1;
         drop(q);
         // A non-empty queue is always re-checked by the receiver before it waits, so only
         // the empty → non-empty transition needs a wake-up.
@@ -225,6 +240,11 @@ impl Hub {
     /// Registers a session in `database` (once, lazily, at its first LISTEN). Returns the handle
     /// that manages its channels and the receiving end of its mailbox.
     pub fn subscriber(self: &Arc<Self>, database: &str) -> (Subscriber, Mailbox) {
+        self.subscriber_of(database, 0)
+    }
+
+    /// `subscriber` for the client whose virtual pid is `owner` (shown by SHOW LISTENERS).
+    pub fn subscriber_of(self: &Arc<Self>, database: &str, owner: i32) -> (Subscriber, Mailbox) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -234,7 +254,11 @@ impl Hub {
         // Register while holding the map entry so an empty-database cleanup cannot race us.
         let entry = self.databases.entry(database.to_owned()).or_default();
         let db = Arc::clone(entry.value());
-        lock(&db.state).subscribers.insert(id, HashMap::new());
+        {
+            let mut st = lock(&db.state);
+            st.subscribers.insert(id, HashMap::new());
+            st.mailboxes.insert(id, (owner, Arc::clone(&shared)));
+        }
         drop(entry);
         let sub = Subscriber {
             hub: Arc::clone(self),
@@ -278,16 +302,18 @@ impl Hub {
         let mut delivered = 0u64;
         let mut overflowed: Vec<u64> = Vec::new();
         {
-            let st = lock(&db.state);
+            let mut st = lock(&db.state);
             for (n, frame) in batch.iter().zip(&frames) {
-                let (Some(frame), Some(listeners)) = (frame, st.channels.get(&n.channel[..]))
+                let (Some(frame), Some(listeners)) = (frame, st.channels.get_mut(&n.channel[..]))
                 else {
                     continue;
                 };
+                listeners.published += 1;
                 for l in listeners.list.iter().filter(|l| l.admit.admits(n.pid)) {
                     match l.shared.push(frame, self.limit) {
                         Push::Queued => {
                             delivered += 1;
+                            listeners.delivered += 1;
                             if relayed {
                                 l.shared.fed.store(true, Ordering::Relaxed);
                             }
@@ -561,6 +587,7 @@ impl Drop for Subscriber {
         let now_empty = {
             let mut st = lock(&self.db.state);
             st.subscribers.remove(&self.id);
+            st.mailboxes.remove(&self.id);
             st.subscribers.is_empty()
         };
         lock(&self.shared.queue).sender_gone = true;

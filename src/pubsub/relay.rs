@@ -66,6 +66,26 @@ enum Event {
 struct View {
     channels: BTreeSet<Bytes>,
     backend_pid: Option<i32>,
+    relayed: u64,
+    reconnects: u64,
+    last_error: Option<String>,
+}
+
+/// One relay, as SHOW RELAYS shows it.
+#[derive(Debug, Clone)]
+pub struct RelayView {
+    /// Database.
+    pub database: String,
+    /// `connected` or `connecting`.
+    pub state: &'static str,
+    /// Channels LISTENed upstream.
+    pub channels: usize,
+    /// Notifications relayed from Postgres.
+    pub relayed: u64,
+    /// Connections lost and re-established.
+    pub reconnects: u64,
+    /// The last connection error.
+    pub last_error: Option<String>,
 }
 
 /// State shared by the registry and the relay tasks.
@@ -269,6 +289,31 @@ impl Relays {
             .and_then(|v| lock(&v).backend_pid)
     }
 
+    /// Every relay, by database.
+    pub fn views(&self) -> Vec<RelayView> {
+        let mut v: Vec<RelayView> = self
+            .views
+            .iter()
+            .map(|e| {
+                let v = lock(e.value());
+                RelayView {
+                    database: e.key().clone(),
+                    state: if v.backend_pid.is_some() {
+                        "connected"
+                    } else {
+                        "connecting"
+                    },
+                    channels: v.channels.len(),
+                    relayed: v.relayed,
+                    reconnects: v.reconnects,
+                    last_error: v.last_error.clone(),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.database.cmp(&b.database));
+        v
+    }
+
     /// Relay connections lost and re-established since start.
     pub fn reconnects(&self) -> u64 {
         self.shared.reconnects.load(Ordering::Relaxed)
@@ -333,6 +378,7 @@ impl Task {
                 Ok(mut conn) => {
                     if !first {
                         self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                        lock(&self.view).reconnects += 1;
                         tracing::warn!(
                             database = %self.database,
                             "relay reconnected; notifications raised in Postgres while it was away may be lost"
@@ -344,7 +390,8 @@ impl Task {
                     match self.serve(&mut conn, &mut rx).await {
                         Ok(()) => return,
                         Err(e) => {
-                            tracing::warn!(database = %self.database, "relay connection lost: {e}")
+                            tracing::warn!(database = %self.database, "relay connection lost: {e}");
+                            lock(&self.view).last_error = Some(e.to_string());
                         }
                     }
                     let mut v = lock(&self.view);
@@ -353,6 +400,7 @@ impl Task {
                 }
                 Err(e) => {
                     first = false;
+                    lock(&self.view).last_error = Some(e.to_string());
                     self.shared.connect_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         database = %self.database,
@@ -537,6 +585,7 @@ impl Task {
         };
         let owner = self.shared.owners.get(&pid).map(|p| *p);
         self.shared.relayed.fetch_add(1, Ordering::Relaxed);
+        lock(&self.view).relayed += 1;
         let n = Notification {
             pid: owner.unwrap_or(pid),
             channel: Bytes::copy_from_slice(channel),

@@ -246,7 +246,18 @@ pub struct ServerTls {
     pub mode: SslMode,
     /// The connector (None with `disable`).
     pub connector: Option<tokio_rustls::TlsConnector>,
+    /// The settings it was built from: two connectors are the same when these are (a reload
+    /// that keeps them does not make pools log in again).
+    files: TlsFiles,
 }
+
+impl PartialEq for ServerTls {
+    fn eq(&self, other: &ServerTls) -> bool {
+        self.files == other.files
+    }
+}
+
+impl Eq for ServerTls {}
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -262,6 +273,7 @@ impl ServerTls {
         ServerTls {
             mode: SslMode::Disable,
             connector: None,
+            files: TlsFiles::default(),
         }
     }
 
@@ -312,6 +324,7 @@ impl ServerTls {
         Ok(ServerTls {
             mode: files.mode,
             connector: Some(Arc::new(config).into()),
+            files: files.clone(),
         })
     }
 

@@ -3,10 +3,12 @@
 //! honour fails with one line naming the key.
 
 use rustls::SupportedCipherSuite;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `client_tls_sslmode` / `server_tls_sslmode` values, as PgBouncer and libpq name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, Default,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Plain TCP only.

@@ -40,12 +40,17 @@ pub fn config_as_client_user(pg: &TestPostgres, mode: PoolMode, pool_size: usize
 impl Herald {
     /// Bind and start serving.
     pub async fn start(config: Config) -> Herald {
+        Self::start_from(config, pgherald::live::Source::default()).await
+    }
+
+    /// Bind and start serving; RELOAD and SIGHUP re-read `source`.
+    pub async fn start_from(config: Config, source: pgherald::live::Source) -> Herald {
         // RUST_LOG=pgherald=debug shows pgherald's logs in test output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let server = pgherald::Server::bind(config)
+        let server = pgherald::Server::bind_from(config, source)
             .await
             .expect("pgherald binds");
         let addr = server.local_addr().expect("local addr");

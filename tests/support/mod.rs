@@ -2,6 +2,7 @@
 //! and a raw protocol client that sees every message.
 #![allow(dead_code)]
 
+pub mod console;
 pub mod fuzz;
 pub mod herald;
 pub mod listen;
@@ -9,4 +10,5 @@ pub mod os;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod raw;
+pub mod scripts;
 pub mod tls;

@@ -32,7 +32,7 @@ const fn s(name: &'static str, support: Support) -> Setting {
 
 /// All keys, in PgBouncer's (alphabetical) order.
 pub const SETTINGS: &[Setting] = &[
-    s("admin_users", Unsupported("the admin console is not part of this build; the key is ignored")),
+    s("admin_users", Same),
     s("application_name_add_host", Same),
     s("auth_dbname", Same),
     s("auth_file", Same),
@@ -113,8 +113,8 @@ pub const SETTINGS: &[Setting] = &[
     s("server_tls_sslmode", Same),
     s("service_name", NotApplicable("Windows only")),
     s("so_reuseport", Unsupported("one process per port")),
-    s("stats_period", Unsupported("the admin console is not part of this build; the key is ignored")),
-    s("stats_users", Unsupported("the admin console is not part of this build; the key is ignored")),
+    s("stats_period", Same),
+    s("stats_users", Same),
     s("suspend_timeout", NotApplicable("no online restart (SUSPEND/-R)")),
     s("syslog", NotApplicable("logs go to stderr")),
     s("syslog_facility", NotApplicable("logs go to stderr")),

@@ -7,7 +7,8 @@
 // Env: DRIVER_CLIENTS (concurrent connections, default 6), DRIVER_ITERATIONS (transactions per
 // connection, default 50), DRIVER_POOL_SIZE=2 (the server is pgherald in transaction mode with
 // exactly two server connections: also pin a prepared statement onto each of them in turn and
-// check that it ran on both).
+// check that it ran on both), DRIVER_SSLMODE and DRIVER_SSLROOTCERT (pgjdbc's sslmode and
+// sslrootcert, as libpq's: e.g. verify-full and the CA's PEM file; unset: pgjdbc's default).
 // Prints each check; exits 0 only if all pass.
 
 import java.sql.Connection;
@@ -312,6 +313,14 @@ public final class DriverTest {
         props.setProperty("user", user);
         props.setProperty("connectTimeout", "10");
         props.setProperty("socketTimeout", "60");
+        String sslmode = env("DRIVER_SSLMODE", null);
+        String sslrootcert = env("DRIVER_SSLROOTCERT", null);
+        if (sslmode != null) {
+            props.setProperty("sslmode", sslmode);
+        }
+        if (sslrootcert != null) {
+            props.setProperty("sslrootcert", sslrootcert);
+        }
         try {
             Class.forName("org.postgresql.Driver");
         } catch (ClassNotFoundException e) {
@@ -320,7 +329,8 @@ public final class DriverTest {
             System.exit(2);
         }
         System.out.println("# " + NAME + " " + org.postgresql.util.DriverInfo.DRIVER_VERSION + " on Java "
-                + System.getProperty("java.version") + " against " + url + " as " + user);
+                + System.getProperty("java.version") + " against " + url + " as " + user
+                + (sslmode == null ? "" : " with sslmode=" + sslmode + " sslrootcert=" + sslrootcert));
         long started = System.nanoTime();
         try {
             setup();

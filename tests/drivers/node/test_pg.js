@@ -5,7 +5,9 @@
 // Env: DRIVER_CLIENTS (concurrent connections, default 6), DRIVER_ITERATIONS (transactions per
 // connection, default 50), DRIVER_POOL_SIZE=2 (the server is pgherald in transaction mode with
 // exactly two server connections: also pin a prepared statement onto each of them in turn and
-// check that it ran on both).
+// check that it ran on both), DRIVER_SSLMODE and DRIVER_SSLROOTCERT (as libpq's sslmode and
+// sslrootcert: with verify-ca/verify-full, connect with `ssl: {ca, rejectUnauthorized: true}`,
+// checking the host name for verify-full; require: `ssl: {rejectUnauthorized: false}`).
 // Prints each check; exits 0 only if all pass.
 'use strict';
 
@@ -27,12 +29,27 @@ const ITERATIONS = parseInt(process.env.DRIVER_ITERATIONS || '50', 10);
 const POOL_SIZE = process.env.DRIVER_POOL_SIZE;
 const PAYLOAD2 = 'from pg_notify: h\u00e9llo \u2713';
 const TIMEOUT_MS = 10000;
+const SSLMODE = process.env.DRIVER_SSLMODE || '';
+const TLS_REQUIRED = ['require', 'verify-ca', 'verify-full'].includes(SSLMODE);
+
+// The `ssl` option of pg.Client for DRIVER_SSLMODE and DRIVER_SSLROOTCERT (none: plaintext).
+function tls() {
+  if (!SSLMODE || SSLMODE === 'disable') return {};
+  if (!TLS_REQUIRED) {
+    console.error(`DRIVER_SSLMODE=${SSLMODE}: only disable, require, verify-ca and verify-full are supported`);
+    process.exit(2);
+  }
+  const ssl = { rejectUnauthorized: SSLMODE !== 'require' };
+  if (process.env.DRIVER_SSLROOTCERT) ssl.ca = require('fs').readFileSync(process.env.DRIVER_SSLROOTCERT);
+  if (SSLMODE === 'verify-ca') ssl.checkServerIdentity = () => undefined; // chain only, any host name
+  return { ssl };
+}
 
 function params() {
   const argv = process.argv.slice(2);
   if (argv.length === 4) {
     const [host, port, user, database] = argv;
-    return { host, port: parseInt(port, 10), user, database };
+    return { host, port: parseInt(port, 10), user, database, ...tls() };
   }
   if (argv.length !== 0) {
     console.error('usage: node test_pg.js [HOST PORT USER DBNAME]');
@@ -44,6 +61,7 @@ function params() {
     port: parseInt(env.PGPORT || '6432', 10),
     user: env.PGUSER || 'postgres',
     database: env.PGDATABASE || 'postgres',
+    ...tls(),
   };
 }
 
@@ -73,6 +91,10 @@ async function setup() {
   try {
     await c.query(`DROP TABLE IF EXISTS ${TABLE}`);
     await c.query(`CREATE TABLE ${TABLE} (id int PRIMARY KEY, client int NOT NULL, val text NOT NULL)`);
+    if (TLS_REQUIRED) {
+      const stream = c.connection.stream; // a tls.TLSSocket once pg has upgraded the connection
+      check(stream.encrypted === true, `connected with TLS (sslmode=${SSLMODE}, ${stream.getProtocol && stream.getProtocol()})`);
+    }
   } finally {
     await c.end();
   }
@@ -243,7 +265,7 @@ async function notifications() {
 
 async function main() {
   const version = require('pg/package.json').version;
-  console.log(`# ${NAME} (pg) ${version} on node ${process.version} against ${JSON.stringify(PARAMS)}`);
+  console.log(`# ${NAME} (pg) ${version} on node ${process.version} against ${JSON.stringify(PARAMS, (k, v) => (k === 'ca' ? process.env.DRIVER_SSLROOTCERT : v))}`);
   const started = Date.now();
   await setup();
   await preparedAcrossTransactions();

@@ -5,11 +5,14 @@ Usage: test_asyncpg.py [HOST PORT USER DBNAME]   (default: $PGHOST $PGPORT $PGUS
 Env: DRIVER_CLIENTS (concurrent connections, default 6), DRIVER_ITERATIONS (transactions per
 connection, default 50), DRIVER_POOL_SIZE=2 (the server is pgherald in transaction mode with
 exactly two server connections: also pin a prepared statement onto each of them in turn and
-check that it ran on both).
+check that it ran on both), DRIVER_SSLMODE and DRIVER_SSLROOTCERT (as libpq's sslmode and
+sslrootcert: with verify-ca/verify-full and a CA file, connect with an ssl.SSLContext trusting that
+CA, checking the host name for verify-full; another mode is passed to asyncpg as is).
 Prints each check; exits 0 only if all pass.
 """
 import asyncio
 import os
+import ssl
 import sys
 import time
 
@@ -40,7 +43,19 @@ def params():
                                  ("PGUSER", "postgres"), ("PGDATABASE", "postgres")))
     else:
         sys.exit(f"usage: {sys.argv[0]} [HOST PORT USER DBNAME]")
-    return dict(host=host, port=int(port), user=user, database=db)
+    return dict(host=host, port=int(port), user=user, database=db, **tls())
+
+
+def tls():
+    """The `ssl` argument of asyncpg.connect() for DRIVER_SSLMODE and DRIVER_SSLROOTCERT."""
+    mode, ca = os.environ.get("DRIVER_SSLMODE"), os.environ.get("DRIVER_SSLROOTCERT")
+    if not mode:
+        return {}
+    if mode in ("verify-ca", "verify-full") and ca:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+        ctx.check_hostname = mode == "verify-full"
+        return {"ssl": ctx}
+    return {"ssl": mode}
 
 
 PARAMS = params()
@@ -68,6 +83,11 @@ async def setup():
     try:
         await c.execute(f"DROP TABLE IF EXISTS {TABLE}")
         await c.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, client int NOT NULL, val text NOT NULL)")
+        if os.environ.get("DRIVER_SSLMODE", "disable") not in ("disable", "allow", "prefer"):
+            tls_object = c._transport.get_extra_info("ssl_object")  # asyncpg has no public accessor
+            check(tls_object is not None,
+                  f"connected with TLS (sslmode={os.environ['DRIVER_SSLMODE']}, "
+                  f"{tls_object.version() if tls_object else 'none'})")
     finally:
         await c.close()
 

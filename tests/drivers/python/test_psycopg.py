@@ -5,7 +5,8 @@ Usage: test_psycopg.py [HOST PORT USER DBNAME]   (default: $PGHOST $PGPORT $PGUS
 Env: DRIVER_CLIENTS (concurrent connections, default 6), DRIVER_ITERATIONS (transactions per
 connection, default 50), DRIVER_POOL_SIZE=2 (the server is pgherald in transaction mode with
 exactly two server connections: also pin a prepared statement onto each of them in turn and
-check that it ran on both).
+check that it ran on both), DRIVER_SSLMODE and DRIVER_SSLROOTCERT (libpq's sslmode and
+sslrootcert, e.g. verify-full and the CA's PEM file: connect with TLS; unset: libpq's defaults).
 Prints each check; exits 0 only if all pass.
 """
 import os
@@ -38,7 +39,9 @@ def conninfo():
                                  ("PGUSER", "postgres"), ("PGDATABASE", "postgres")))
     else:
         sys.exit(f"usage: {sys.argv[0]} [HOST PORT USER DBNAME]")
-    return psycopg.conninfo.make_conninfo(host=host, port=port, user=user, dbname=db)
+    tls = {k: os.environ[e] for k, e in (("sslmode", "DRIVER_SSLMODE"), ("sslrootcert", "DRIVER_SSLROOTCERT"))
+           if os.environ.get(e)}
+    return psycopg.conninfo.make_conninfo(host=host, port=port, user=user, dbname=db, **tls)
 
 
 CONNINFO = conninfo()
@@ -66,6 +69,8 @@ def setup():
     with connect(autocommit=True) as c:
         c.execute(f"DROP TABLE IF EXISTS {TABLE}")
         c.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, client int NOT NULL, val text NOT NULL)")
+        if os.environ.get("DRIVER_SSLMODE", "disable") not in ("disable", "allow", "prefer"):
+            check(c.pgconn.ssl_in_use, f"connected with TLS (sslmode={os.environ['DRIVER_SSLMODE']})")
 
 
 def worker(k, servers, errors, start):
