@@ -11,7 +11,6 @@
 
 pub mod exchange;
 pub mod md5;
-pub mod passthrough;
 pub mod scram;
 pub mod userlist;
 pub mod verifier;

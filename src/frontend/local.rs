@@ -8,7 +8,6 @@ use super::intercept::write_failure;
 use super::outbound::Act;
 use super::plan::{Entry, LocalReply};
 use super::session::Session;
-use crate::protocol::origin::Stage;
 use crate::protocol::reply;
 
 impl Session {
@@ -61,8 +60,8 @@ impl Session {
     }
 
     /// An intercepted message in an aborted transaction block: 25P02, and the batch fails.
-    fn aborted_error(&mut self, stage: Stage) {
-        write_failure(&mut self.client.out, &super::intercept::ABORTED.at(stage));
+    fn aborted_error(&mut self) {
+        write_failure(&mut self.client.out, &super::intercept::ABORTED);
         self.local_error = true;
         self.batch_error(Act::Swallow);
     }
@@ -91,12 +90,12 @@ impl Session {
                     out.extend_from_slice(&n);
                 }
                 if self.live == b'E' {
-                    self.aborted_error(Stage::Parse);
+                    self.aborted_error();
                 } else {
                     reply::parse_complete(&mut self.client.out);
                 }
             }
-            LocalReply::Bind if self.live == b'E' => self.aborted_error(Stage::Bind),
+            LocalReply::Bind if self.live == b'E' => self.aborted_error(),
             LocalReply::Bind => reply::bind_complete(out),
             LocalReply::Close => reply::close_complete(out),
             LocalReply::DescribeStatement { params, rows } => {

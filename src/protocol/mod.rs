@@ -4,6 +4,5 @@
 
 pub mod encoding;
 pub mod framer;
-pub mod origin;
 pub mod reply;
 pub mod startup;

@@ -245,9 +245,7 @@ pub fn render(m: &Msg, pids: &HashMap<i32, String>) -> Option<String> {
                     break;
                 }
                 let (v, r) = cstr(r);
-                // F, L and R too: errors pgherald writes itself carry Postgres 15's
-                // (NOTIFY-SPEC section E).
-                if b"SVCMDHPFLR".contains(&code) {
+                if b"SVCMDHP".contains(&code) {
                     parts.push(format!("{}={}", code as char, text(v)));
                 }
                 rest = r;
