@@ -27,8 +27,15 @@ sleep 1
 C=${C:-8}; T=${T:-8}; REPS=${REPS:-3}
 for i in $(seq $REPS); do
   for p in 6501 6502; do
-    tps=$(pgbench -n -M simple -S -c $C -j 2 -T $T -h 127.0.0.1 -p $p -U postgres postgres 2>/dev/null | grep -oP 'tps = \K[0-9.]+' | head -1)
-    echo "port=$p rep=$i tps=$tps"
+    pid=$([ $p = 6501 ] && echo $OFF || echo $ON)
+    t0=$(awk '{print $14+$15}' /proc/$pid/stat)
+    out=$(pgbench -n -M simple -S -c $C -j 2 -T $T -h 127.0.0.1 -p $p -U postgres postgres 2>/dev/null)
+    t1=$(awk '{print $14+$15}' /proc/$pid/stat)
+    tps=$(echo "$out" | grep -oP 'tps = \K[0-9.]+' | head -1)
+    n=$(echo "$out" | grep -oP 'number of transactions actually processed: \K[0-9]+')
+    hz=$(getconf CLK_TCK)
+    cpu=$(awk -v a=$t0 -v b=$t1 -v n=$n -v hz=$hz 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
+    echo "port=$p rep=$i tps=$tps cpu_us_per_txn=$cpu"
   done
   curl -s http://127.0.0.1:9501/metrics | grep -c pgherald_ >/dev/null || true
 done
