@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::txn::{ListenSet, PendingTxn};
+use super::txn::{ListenOp, ListenSet, PendingTxn};
 use crate::protocol::encoding::{Conversion, EncodingError};
 use crate::protocol::reply;
 use crate::pubsub::relay::Relays;
@@ -55,6 +55,10 @@ pub struct Channels {
     /// Committed transactions' own notifications, waiting for `relay_wait` to be merged
     /// with what the server raised: each batch and how many came before the server ran.
     held: Vec<(Vec<Notification>, usize)>,
+    /// Where the hub's publish sequence stood when this registered listener last stopped
+    /// reading (entered a transaction or a request): channels it LISTENs before it reads
+    /// again also get what was published since (item 18).
+    window: Option<u64>,
 }
 
 impl Channels {
@@ -78,6 +82,7 @@ impl Channels {
             capturing: false,
             server_unsynced: false,
             held: Vec::new(),
+            window: None,
             database,
             pid,
             txn: PendingTxn::new(),
@@ -104,13 +109,20 @@ impl Channels {
         }
         let c = self.txn.take_commit();
         if !c.listen_ops.is_empty() {
+            // Any committed LISTEN registers the session, even one the same transaction
+            // UNLISTENed again (item 19).
+            if c.listen_ops
+                .iter()
+                .any(|op| matches!(op, ListenOp::Listen(_)))
+            {
+                self.ever_listened = true;
+            }
             let (added, removed) = self.listens.apply(&c.listen_ops);
             if !added.is_empty() {
-                self.ever_listened = true;
                 self.subscribe();
             }
             if let Some(sub) = &self.sub {
-                sub.update(&added, &removed);
+                sub.update_since(&added, &removed, self.window);
             }
             if !added.is_empty() {
                 // After `update`, which tells the relay about the new channels.
@@ -137,9 +149,59 @@ impl Channels {
         }
     }
 
-    /// Statements of this session go to the server.
-    pub fn server_ran(&mut self) {
-        self.server_unsynced = true;
+    /// The session stops reading notifications (a request arrives while it is deliverable):
+    /// a registered listener (one listening on something, as Postgres counts it) opens a
+    /// window in the hub.
+    pub fn open_window(&mut self) {
+        if self.window.is_none() && !self.listens.is_empty() {
+            self.window = self.sub.as_ref().map(Subscriber::open_window);
+        }
+    }
+
+    /// The session reads notifications again: close its window.
+    pub fn close_window(&mut self) {
+        if let (Some(start), Some(sub)) = (self.window.take(), &self.sub) {
+            sub.close_window(start);
+        }
+    }
+
+    /// The server connection committed LISTENs on `channels` (code on the server ran them):
+    /// the session listens on them from now on, as if it had committed them itself.
+    pub fn adopt(&mut self, channels: Vec<Vec<u8>>) {
+        for c in channels {
+            self.txn.push(super::txn::Action::Listen(c));
+        }
+        self.commit();
+    }
+
+    /// The upstream database this session's notifications are keyed by.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// A statement going to the server mentions NOTIFY and pgherald does not answer it: it
+    /// may raise notifications inside Postgres (`pg_notify` in a larger statement, a
+    /// function or rule it creates or calls), so the database counts as one where
+    /// pgherald's clients make Postgres raise.
+    pub fn note_may_raise(&mut self) {
+        if self.relay_on {
+            if let Some(r) = &self.relays {
+                r.mark_raised(&self.database);
+            }
+        }
+    }
+
+    /// Statements of this session go to the server. Returns the relay round trip to wait
+    /// for first when they start capturing (`capture_ahead` with `notifies`) right after a
+    /// transaction of this session that ran on the server and was not synced with the
+    /// relay: what that one raised must be published before the capture begins, not with
+    /// this transaction (commit order, dedup only within a transaction).
+    pub fn server_ran(&mut self, notifies: bool) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let behind = std::mem::replace(&mut self.server_unsynced, true);
+        if !(behind && notifies && !self.capturing && self.held.is_empty() && self.raised()) {
+            return None;
+        }
+        self.relays.as_ref().and_then(|r| r.sync(&self.database))
     }
 
     /// pgherald's clients make Postgres raise notifications in this database.
@@ -323,7 +385,9 @@ impl Channels {
         if !server {
             return false;
         }
-        let fed = fresh || self.sub.as_ref().is_some_and(Subscriber::fed);
+        // In a database where pgherald's clients make Postgres raise notifications, the
+        // first one too (item 26); a session that never listens never gets here.
+        let fed = fresh || self.raised() || self.sub.as_ref().is_some_and(Subscriber::fed);
         if !self.relay_on || self.listens.is_empty() || !fed {
             return false;
         }
@@ -398,6 +462,7 @@ impl Channels {
 
 impl Drop for Channels {
     fn drop(&mut self) {
+        self.close_window();
         // A disconnect must not leave what the relay holds for this session unpublished.
         self.publish_captured();
     }

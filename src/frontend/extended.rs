@@ -13,6 +13,7 @@ use super::simple::effect;
 use super::txn::ListenSet;
 use crate::protocol::encoding::Conversion;
 use crate::protocol::framer::cstr;
+use crate::protocol::origin::Stage;
 use crate::protocol::reply::TEXT_OID;
 use crate::sql::{self, listening, Arg, Kind};
 
@@ -207,7 +208,7 @@ impl Extended {
                             i + 1
                         )
                     };
-                    return Decision::Fail(Failure::encoding(&e, Some(context)));
+                    return Decision::Fail(Failure::encoding(&e, Some(context)).at(Stage::Bind));
                 }
             }
         }
@@ -265,7 +266,7 @@ impl Extended {
         };
         match self.portals.get(portal) {
             Some(b) => match b.action.static_error() {
-                Some(f) => Decision::Fail(f),
+                Some(f) => Decision::Fail(f.at(Stage::Execute)),
                 None => Decision::Local(LocalReply::Execute {
                     action: b.action.clone(),
                     format: b.format,

@@ -472,7 +472,14 @@ impl Session {
                 if let Some(local) = self.control(sql) {
                     return Ok(Inbound::Local(local));
                 }
-                match simple::route(sql, &self.ch, self.status, self.scs()) {
+                let route = simple::route(sql, &self.ch, self.status, self.scs());
+                match &route {
+                    // What the server runs: intercepted statements are placeholders there.
+                    Route::Rewrite(text, _) => self.note_server_text(text, true),
+                    Route::Forward | Route::Tracked(_) => self.note_server_text(sql, true),
+                    Route::Local(_) => {}
+                }
+                match route {
                     Route::Forward => Inbound::Forward(Some(Entry::Query(QueryPlan::opaque()))),
                     Route::Tracked(plan) => Inbound::Forward(Some(Entry::Query(plan))),
                     Route::Local(q) => Inbound::Local(Entry::LocalQuery(q)),
@@ -496,7 +503,12 @@ impl Session {
                 }
                 let scs = self.scs();
                 let d = self.ext.parse(body, scs, self.ch.conv);
-                extended(self, d)?
+                let forwarded = extended(self, d)?;
+                if matches!(forwarded, Inbound::Forward(_) | Inbound::Replace(..)) {
+                    let opaque = matches!(forwarded, Inbound::Forward(_));
+                    self.note_server_text(body, opaque);
+                }
+                forwarded
             }
             b'B' => {
                 self.batch_open = true;

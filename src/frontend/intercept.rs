@@ -8,7 +8,8 @@ use bytes::BytesMut;
 use super::channels::Channels;
 use super::txn::Action;
 use crate::protocol::encoding::EncodingError;
-use crate::protocol::reply::{self, Severity, LISTENING_CHANNELS_COLUMN, PG_NOTIFY_COLUMN};
+use crate::protocol::origin::{self, Stage};
+use crate::protocol::reply::{self, LISTENING_CHANNELS_COLUMN, PG_NOTIFY_COLUMN};
 use crate::sql::{Arg, Kind};
 
 /// Largest payload Postgres accepts, in bytes (NOTIFY-SPEC item 8).
@@ -52,6 +53,8 @@ pub struct Failure {
     pub message: Cow<'static, str>,
     /// Context (the `W` field), e.g. which Bind parameter failed.
     pub context: Option<String>,
+    /// The protocol message it fails (Postgres's `R` field for 25P02 depends on it).
+    pub stage: Stage,
 }
 
 impl Failure {
@@ -61,7 +64,13 @@ impl Failure {
             code,
             message: Cow::Borrowed(message),
             context: None,
+            stage: Stage::Query,
         }
+    }
+
+    /// The same failure, raised while Postgres handles `stage`.
+    pub fn at(self, stage: Stage) -> Failure {
+        Failure { stage, ..self }
     }
 
     /// An encoding error, with its context.
@@ -70,6 +79,7 @@ impl Failure {
             code: e.sqlstate(),
             message: Cow::Owned(e.to_string()),
             context,
+            stage: Stage::Query,
         }
     }
 }
@@ -145,7 +155,13 @@ impl Intercept {
         out: &mut BytesMut,
     ) -> bool {
         if status == b'E' {
-            write_failure(out, &ABORTED);
+            // Only a simple Query describes rows here; otherwise this is an Execute.
+            let stage = if describe_rows {
+                Stage::Query
+            } else {
+                Stage::Execute
+            };
+            write_failure(out, &ABORTED.at(stage));
             return false;
         }
         if describe_rows {
@@ -206,22 +222,24 @@ impl Intercept {
     }
 }
 
-/// Write an ERROR for a failure.
+/// Write an ERROR for a failure, with Postgres 15's `F`, `L`, `R` for it.
 pub fn write_failure(out: &mut BytesMut, f: &Failure) {
-    match &f.context {
-        None => reply::error(out, Severity::Error, f.code, &f.message, None),
-        Some(w) => reply::fields(
-            out,
-            b'E',
-            &[
-                (b'S', b"ERROR"),
-                (b'V', b"ERROR"),
-                (b'C', f.code.as_bytes()),
-                (b'M', f.message.as_bytes()),
-                (b'W', w.as_bytes()),
-            ],
-        ),
+    let mut fields: Vec<(u8, &[u8])> = vec![
+        (b'S', b"ERROR"),
+        (b'V', b"ERROR"),
+        (b'C', f.code.as_bytes()),
+        (b'M', f.message.as_bytes()),
+    ];
+    if let Some(w) = &f.context {
+        fields.push((b'W', w.as_bytes()));
     }
+    let origin = origin::of(f.code, f.message.as_bytes(), f.stage);
+    if let Some(o) = &origin {
+        fields.push((b'F', o.file.as_bytes()));
+        fields.push((b'L', o.line.as_bytes()));
+        fields.push((b'R', o.routine.as_bytes()));
+    }
+    reply::fields(out, b'E', &fields);
 }
 
 #[cfg(test)]

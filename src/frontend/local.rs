@@ -8,6 +8,7 @@ use super::intercept::write_failure;
 use super::outbound::Act;
 use super::plan::{Entry, LocalReply};
 use super::session::Session;
+use crate::protocol::origin::Stage;
 use crate::protocol::reply;
 
 impl Session {
@@ -60,8 +61,8 @@ impl Session {
     }
 
     /// An intercepted message in an aborted transaction block: 25P02, and the batch fails.
-    fn aborted_error(&mut self) {
-        write_failure(&mut self.client.out, &super::intercept::ABORTED);
+    fn aborted_error(&mut self, stage: Stage) {
+        write_failure(&mut self.client.out, &super::intercept::ABORTED.at(stage));
         self.local_error = true;
         self.batch_error(Act::Swallow);
     }
@@ -90,12 +91,12 @@ impl Session {
                     out.extend_from_slice(&n);
                 }
                 if self.live == b'E' {
-                    self.aborted_error();
+                    self.aborted_error(Stage::Parse);
                 } else {
                     reply::parse_complete(&mut self.client.out);
                 }
             }
-            LocalReply::Bind if self.live == b'E' => self.aborted_error(),
+            LocalReply::Bind if self.live == b'E' => self.aborted_error(Stage::Bind),
             LocalReply::Bind => reply::bind_complete(out),
             LocalReply::Close => reply::close_complete(out),
             LocalReply::DescribeStatement { params, rows } => {

@@ -2,6 +2,7 @@
 //! that forwards traffic between the client and a pooled server connection.
 
 pub mod admission;
+mod adopt;
 pub mod channels;
 pub mod client;
 pub mod deferred;
@@ -13,13 +14,16 @@ pub mod listener;
 pub mod listening;
 mod local;
 pub mod login;
+pub mod lookup;
 mod open;
 mod outbound;
 pub mod params;
 mod pipeline;
 pub mod plan;
+pub mod pool_settings;
 pub mod registry;
 pub mod session;
 pub mod simple;
 mod state;
+pub mod timeouts;
 pub mod txn;

@@ -46,7 +46,11 @@ impl Session {
         if let Some(co) = self.server.as_mut() {
             co.conn.buf = buf;
         }
-        if res? && self.transaction_mode() && self.idle() && !self.writing {
+        let ended = res? && self.idle() && !self.writing;
+        if ended {
+            self.adopt_server_listens().await?;
+        }
+        if ended && self.transaction_mode() {
             self.give_back().await?;
         }
         self.deliver_pending().await
@@ -191,6 +195,14 @@ impl Session {
         if tag == b'C' && self.watch_state() && super::state::tag_touches(body) {
             self.touched = true;
         }
+        if (tag == b'C' && body.starts_with(b"LISTEN\0"))
+            || (tag == b'A' && !self.transaction_mode())
+        {
+            // The server connection listens: a LISTEN pgherald forwarded, or (session mode,
+            // where the server is this client's alone) one that server code ran and a
+            // notification revealed.
+            self.server_listen_hint = true;
+        }
         match tag {
             b'N' => return Ok(self.remap_notice(body)),
             b'A' => return Ok(Act::Pass),
@@ -327,7 +339,9 @@ impl Session {
                         // Parse): the server's error only keeps it in step.
                     } else if aborted_before {
                         // An aborted block: Postgres refuses the message before looking at it.
-                        write_failure(&mut self.client.out, &super::intercept::ABORTED);
+                        let stage = failure.as_ref().map(|f| f.stage).unwrap_or_default();
+                        let aborted = super::intercept::ABORTED.at(stage);
+                        write_failure(&mut self.client.out, &aborted);
                     } else if let Some(f) = failure.as_ref() {
                         write_failure(&mut self.client.out, f);
                     }

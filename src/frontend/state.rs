@@ -4,7 +4,8 @@
 //! AUTHORIZATION`) are carried to the client's next servers and undone for the next client
 //! through the same SET/RESET sync as startup parameters (`params`). State that cannot be
 //! carried (session advisory locks, SQL `PREPARE`, `WITH HOLD` cursors, temporary tables,
-//! `LISTEN` run on the server) pins the client to its server until it disconnects; the
+//! a `LISTEN` on the server that `adopt` did not take over) pins the client to its server
+//! until it disconnects; the
 //! server then gets `DISCARD ALL` before anyone else has it. Sessions that never change such
 //! state pay nothing but a prefix check per CommandComplete.
 

@@ -4,5 +4,6 @@
 
 pub mod encoding;
 pub mod framer;
+pub mod origin;
 pub mod reply;
 pub mod startup;

@@ -16,6 +16,8 @@ use pgwire::messages::startup::{
 };
 use pgwire::messages::Message;
 
+use super::origin::{self, Stage};
+
 /// Type OID of `text`.
 pub const TEXT_OID: u32 = 25;
 /// Type OID of `void`.
@@ -60,20 +62,22 @@ pub fn error(buf: &mut BytesMut, sev: Severity, code: &str, message: &str, detai
     if let Some(d) = detail {
         fields.push((b'D', d.to_string()));
     }
+    push_origin(&mut fields, code, message);
     put(buf, &ErrorResponse::new(fields));
+}
+
+/// Postgres 15's `F`, `L`, `R` for this error or notice, last as Postgres sends them.
+fn push_origin(fields: &mut Vec<(u8, String)>, code: &str, message: &str) {
+    if let Some(o) = origin::of(code, message.as_bytes(), Stage::Query) {
+        fields.push((b'F', o.file.to_string()));
+        fields.push((b'L', o.line.to_string()));
+        fields.push((b'R', o.routine.to_string()));
+    }
 }
 
 /// NoticeResponse (severity NOTICE or WARNING).
 pub fn notice(buf: &mut BytesMut, severity: &str, code: &str, message: &str) {
-    put(
-        buf,
-        &NoticeResponse::new(vec![
-            (b'S', severity.to_string()),
-            (b'V', severity.to_string()),
-            (b'C', code.to_string()),
-            (b'M', message.to_string()),
-        ]),
-    );
+    notice_full(buf, severity, code, message, None, None);
 }
 
 /// ReadyForQuery with the given status byte (`I`, `T` or `E`).
@@ -238,7 +242,22 @@ pub fn notification(buf: &mut BytesMut, pid: i32, channel: &[u8], payload: &[u8]
 
 /// ErrorResponse (`E`) or NoticeResponse (`N`) from (field code, value) pairs whose values
 /// are already in the client's encoding (for messages quoting the client's own text).
+/// Postgres 15's `F`, `L`, `R` are added unless `fields` has them.
 pub fn fields(buf: &mut BytesMut, tag: u8, fields: &[(u8, &[u8])]) {
+    let get = |k: u8| fields.iter().find(|(c, _)| *c == k).map(|(_, v)| *v);
+    let found = match (get(b'F'), get(b'C'), get(b'M')) {
+        (None, Some(code), Some(message)) => std::str::from_utf8(code)
+            .ok()
+            .and_then(|code| origin::of(code, message, Stage::Query)),
+        _ => None,
+    };
+    let mut all = fields.to_vec();
+    if let Some(o) = &found {
+        all.push((b'F', o.file.as_bytes()));
+        all.push((b'L', o.line.as_bytes()));
+        all.push((b'R', o.routine.as_bytes()));
+    }
+    let fields = &all[..];
     let len = 4 + fields.iter().map(|(_, v)| 1 + v.len() + 1).sum::<usize>() + 1;
     buf.reserve(1 + len);
     buf.extend_from_slice(&[tag]);
@@ -272,6 +291,7 @@ pub fn notice_full(
     if let Some(p) = position {
         fields.push((b'P', p.to_string()));
     }
+    push_origin(&mut fields, code, message);
     put(buf, &NoticeResponse::new(fields));
 }
 

@@ -11,6 +11,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
+use super::history::History;
+pub use super::mailbox::Mailbox;
+
 mod view;
 pub use view::{ChannelView, ListenerView};
 
@@ -89,6 +92,8 @@ struct DbState {
     channels: HashMap<Box<[u8]>, Listeners>,
     /// live subscriber id → the channels it is registered on, and what it admits there.
     subscribers: HashMap<u64, HashMap<Box<[u8]>, Admit>>,
+    /// Publish sequence numbers and what listeners inside a transaction may still read.
+    history: History,
     /// live subscriber id → its owner (the client's virtual pid) and mailbox, for SHOW.
     mailboxes: HashMap<u64, (i32, Arc<Shared>)>,
 }
@@ -101,17 +106,19 @@ enum Admit {
     /// Nothing yet: reserved ahead of a LISTEN that has not committed (see
     /// [`Subscriber::reserve`]); it already counts as a listener for the relay.
     Nothing,
-    /// Only what this pid sends: the subscriber's own transaction may raise notifications
-    /// inside Postgres that commit together with its LISTEN.
+    /// Only what this pid raised inside Postgres (relayed): the subscriber's own
+    /// transaction may raise notifications there that commit together with its LISTEN.
+    /// Its NOTIFYs through pgherald never need this (its listens apply before they are
+    /// published), and one that committed before the LISTEN must not pass (item 16).
     From(i32),
 }
 
 impl Admit {
-    fn admits(self, pid: i32) -> bool {
+    fn admits(self, pid: i32, relayed: bool) -> bool {
         match self {
             Admit::All => true,
             Admit::Nothing => false,
-            Admit::From(p) => p == pid,
+            Admit::From(p) => relayed && p == pid,
         }
     }
 }
@@ -161,28 +168,29 @@ impl Listeners {
 }
 
 /// The state shared by a `Subscriber` (and the publishers reaching it) and its `Mailbox`.
-struct Shared {
-    queue: Mutex<Queue>,
-    notify: Notify,
+pub(super) struct Shared {
+    pub(super) queue: Mutex<Queue>,
+    pub(super) notify: Notify,
     /// A notification raised inside Postgres (relayed) has been queued here.
     fed: AtomicBool,
 }
 
 #[derive(Default)]
-struct Queue {
-    frames: VecDeque<Bytes>,
+pub(super) struct Queue {
+    /// Frames with their publish sequence numbers, in publish order.
+    pub(super) frames: VecDeque<(u64, Bytes)>,
     /// The limit was hit: nothing more is queued.
-    overflowed: bool,
+    pub(super) overflowed: bool,
     /// `Delivery::Overflow` has been handed out.
-    overflow_reported: bool,
+    pub(super) overflow_reported: bool,
     /// The `Mailbox` was dropped: nobody will read.
-    receiver_gone: bool,
+    pub(super) receiver_gone: bool,
     /// The `Subscriber` was dropped: nothing more will arrive.
-    sender_gone: bool,
+    pub(super) sender_gone: bool,
     /// Most frames ever queued at once.
-    max_len: usize,
+    pub(super) max_len: usize,
     /// Frames queued in total.
-    queued_total: u64,
+    pub(super) queued_total: u64,
 }
 
 enum Push {
@@ -191,13 +199,13 @@ enum Push {
     Overflowed,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
     /// Queues one frame; called by publishers under the database lock, never blocks on I/O.
-    fn push(&self, frame: &Bytes, limit: usize) -> Push {
+    fn push(&self, seq: u64, frame: &Bytes, limit: usize) -> Push {
         let mut q = lock(&self.queue);
         if q.overflowed || q.receiver_gone {
             return Push::Skipped;
@@ -209,7 +217,7 @@ impl Shared {
             return Push::Overflowed;
         }
         let was_empty = q.frames.is_empty();
-        q.frames.push_back(frame.clone());
+        q.frames.push_back((seq, frame.clone()));
         q.max_len = q.max_len.max(q.frames.len());
         q.queued_total += 1;
         drop(q);
@@ -303,14 +311,23 @@ impl Hub {
         let mut overflowed: Vec<u64> = Vec::new();
         {
             let mut st = lock(&db.state);
+            let st = &mut *st;
             for (n, frame) in batch.iter().zip(&frames) {
-                let (Some(frame), Some(listeners)) = (frame, st.channels.get_mut(&n.channel[..]))
-                else {
+                let Some(frame) = frame else {
+                    continue;
+                };
+                let seq = st.history.next();
+                st.history.record(seq, &n.channel, frame, self.limit);
+                let Some(listeners) = st.channels.get_mut(&n.channel[..]) else {
                     continue;
                 };
                 listeners.published += 1;
-                for l in listeners.list.iter().filter(|l| l.admit.admits(n.pid)) {
-                    match l.shared.push(frame, self.limit) {
+                for l in listeners
+                    .list
+                    .iter()
+                    .filter(|l| l.admit.admits(n.pid, relayed))
+                {
+                    match l.shared.push(seq, frame, self.limit) {
                         Push::Queued => {
                             delivered += 1;
                             listeners.delivered += 1;
@@ -459,6 +476,18 @@ impl Subscriber {
     /// publishers: a concurrent commit batch is seen either entirely before or after them.
     /// A reserved channel that is listened to now takes everything.
     pub fn update<L: AsRef<[u8]>, U: AsRef<[u8]>>(&self, listen: &[L], unlisten: &[U]) {
+        self.update_since(listen, unlisten, None);
+    }
+
+    /// `update`, and when the subscriber's transaction opened a window at `since`: the
+    /// channels listened to now also get what was published on them after it, merged
+    /// into the mailbox in publish order (item 18), atomically with respect to publishers.
+    pub fn update_since<L: AsRef<[u8]>, U: AsRef<[u8]>>(
+        &self,
+        listen: &[L],
+        unlisten: &[U],
+        since: Option<u64>,
+    ) {
         let mut st = lock(&self.db.state);
         let st = &mut *st;
         let Some(mine) = st.subscribers.get_mut(&self.id) else {
@@ -473,6 +502,46 @@ impl Subscriber {
         for c in listen {
             self.register(&mut st.channels, mine, c.as_ref(), Admit::All);
         }
+        if let Some(start) = since.filter(|_| !listen.is_empty()) {
+            let missed = st
+                .history
+                .since(start, |c| listen.iter().any(|l| l.as_ref() == c));
+            self.backfill(missed);
+        }
+    }
+
+    /// Open a window: the subscriber (a registered listener) enters a transaction; what is
+    /// published from now on stays readable for it until `close_window`. Returns its start.
+    pub fn open_window(&self) -> u64 {
+        lock(&self.db.state).history.open()
+    }
+
+    /// Close the window opened at `start` (the subscriber reads its mailbox again).
+    pub fn close_window(&self, start: u64) {
+        lock(&self.db.state).history.close(start);
+    }
+
+    /// Merge frames published earlier into the mailbox, by sequence number; frames already
+    /// queued (a reservation admitted them) are not doubled.
+    fn backfill(&self, missed: Vec<(u64, Bytes)>) {
+        if missed.is_empty() {
+            return;
+        }
+        let mut q = lock(&self.shared.queue);
+        if q.overflowed || q.receiver_gone {
+            return;
+        }
+        for (seq, frame) in missed {
+            let at = q.frames.partition_point(|(s, _)| *s < seq);
+            if q.frames.get(at).is_some_and(|(s, _)| *s == seq) {
+                continue;
+            }
+            q.frames.insert(at, (seq, frame));
+            q.queued_total += 1;
+        }
+        q.max_len = q.max_len.max(q.frames.len());
+        drop(q);
+        self.shared.notify.notify_one();
     }
 
     /// Reserves `channels` ahead of a LISTEN that commits on the server's say-so: each counts
@@ -606,100 +675,6 @@ impl fmt::Debug for Subscriber {
         f.debug_struct("Subscriber")
             .field("database", &self.database)
             .field("id", &self.id)
-            .finish()
-    }
-}
-
-/// The receiving end of a subscriber's bounded queue, drained by its session task.
-pub struct Mailbox {
-    shared: Arc<Shared>,
-    limit: usize,
-}
-
-impl Mailbox {
-    /// Waits for the next delivery. Returns None once the subscriber is dropped and the queue
-    /// is drained, or after `Delivery::Overflow` was returned. Cancel-safe (use in `select!`).
-    pub async fn recv(&mut self) -> Option<Delivery> {
-        loop {
-            let notified = self.shared.notify.notified();
-            tokio::pin!(notified);
-            // Register as a waiter before looking, so a push after the look still wakes us.
-            notified.as_mut().enable();
-            match self.take() {
-                Take::Got(d) => return Some(d),
-                Take::Closed => return None,
-                Take::Empty => notified.await,
-            }
-        }
-    }
-
-    /// Takes the next delivery if one is ready; None if the queue is empty (or closed).
-    pub fn try_recv(&mut self) -> Option<Delivery> {
-        match self.take() {
-            Take::Got(d) => Some(d),
-            Take::Empty | Take::Closed => None,
-        }
-    }
-
-    /// Number of frames waiting.
-    pub fn len(&self) -> usize {
-        lock(&self.shared.queue).frames.len()
-    }
-
-    /// True when no frame is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// True when nothing more will ever be delivered.
-    pub fn is_closed(&self) -> bool {
-        let q = lock(&self.shared.queue);
-        q.frames.is_empty() && (q.overflow_reported || (q.sender_gone && !q.overflowed))
-    }
-
-    fn take(&self) -> Take {
-        let mut q = lock(&self.shared.queue);
-        if let Some(f) = q.frames.pop_front() {
-            return Take::Got(Delivery::Frame(f));
-        }
-        // Give back memory a burst left behind.
-        if q.frames.capacity() > 1024 {
-            q.frames.shrink_to(64);
-        }
-        if q.overflowed {
-            if q.overflow_reported {
-                return Take::Closed;
-            }
-            q.overflow_reported = true;
-            return Take::Got(Delivery::Overflow { limit: self.limit });
-        }
-        if q.sender_gone {
-            Take::Closed
-        } else {
-            Take::Empty
-        }
-    }
-}
-
-enum Take {
-    Got(Delivery),
-    Empty,
-    Closed,
-}
-
-impl Drop for Mailbox {
-    fn drop(&mut self) {
-        let mut q = lock(&self.shared.queue);
-        q.receiver_gone = true;
-        q.frames.clear();
-    }
-}
-
-impl fmt::Debug for Mailbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mailbox")
-            .field("len", &self.len())
-            .field("limit", &self.limit)
             .finish()
     }
 }

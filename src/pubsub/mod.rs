@@ -1,7 +1,9 @@
 //! In-memory LISTEN/NOTIFY pub/sub: pgherald serves listeners itself, keyed by
 //! (database, channel bytes), with one commit order per database and bounded mailboxes.
 
+mod history;
 pub mod hub;
+mod mailbox;
 pub mod relay;
 
 pub use hub::{ChannelEvent, Delivery, Hub, HubStats, Mailbox, Notification, Subscriber};
@@ -393,8 +395,11 @@ mod hub_tests {
             "a reservation takes nothing at first"
         );
         s.admit_own(7);
-        hub.publish("db", &[note(7, "r", "own"), note(9, "r", "other")]);
-        assert_eq!(drain(&mut m), [(7, "r".into(), "own".into())]);
+        hub.publish("db", &[note(7, "r", "own NOTIFY"), note(9, "r", "other")]);
+        assert!(
+            m.try_recv().is_none(),
+            "its own NOTIFYs through pgherald committed before its LISTEN (item 16)"
+        );
         // The LISTEN commits: everything from now on.
         s.update(&[b"r".as_slice()], &[] as &[&[u8]]);
         s.drop_reserved();
@@ -410,6 +415,8 @@ mod hub_tests {
         // A reservation no LISTEN committed goes, and the relay is told.
         s.reserve(&[b"gone".as_slice(), b"r".as_slice()]);
         s.admit_own(7);
+        hub.publish_relayed("db", &[note(7, "gone", "raised"), note(9, "gone", "other")]);
+        assert_eq!(drain(&mut m), [(7, "gone".into(), "raised".into())]);
         s.drop_reserved();
         assert_eq!(hub.listener_count("db", b"gone"), 0);
         assert!(

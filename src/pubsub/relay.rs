@@ -249,6 +249,15 @@ impl Relays {
         self.shared.raised.contains_key(database)
     }
 
+    /// A statement sent to the server in `database` may raise notifications there (it
+    /// mentions NOTIFY and pgherald did not answer it): count the database as one where
+    /// pgherald's clients make Postgres raise (see [`Relays::raised`]).
+    pub fn mark_raised(&self, database: &str) {
+        if !self.shared.raised.contains_key(database) {
+            self.shared.raised.insert(database.to_owned(), ());
+        }
+    }
+
     /// Hold what the relay brings from the server connections of client `client_pid` for it
     /// (see `take_capture`) instead of publishing it.
     pub fn capture(&self, client_pid: i32) {

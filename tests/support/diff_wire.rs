@@ -245,7 +245,9 @@ pub fn render(m: &Msg, pids: &HashMap<i32, String>) -> Option<String> {
                     break;
                 }
                 let (v, r) = cstr(r);
-                if b"SVCMDHP".contains(&code) {
+                // F, L and R too: errors pgherald writes itself carry Postgres 15's
+                // (NOTIFY-SPEC section E).
+                if b"SVCMDHPFLR".contains(&code) {
                     parts.push(format!("{}={}", code as char, text(v)));
                 }
                 rest = r;
