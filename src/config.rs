@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod ini;
+
 pub use crate::tls::names::SslMode;
 use crate::tls::TlsFiles;
 
@@ -30,6 +32,16 @@ pub enum ConfigError {
         /// Path given.
         path: PathBuf,
         /// What toml said, including the key.
+        message: String,
+    },
+    /// A problem at a line of a PgBouncer ini file (or a file it includes).
+    #[error("{file}:{line}: {message}")]
+    At {
+        /// The file at fault.
+        file: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
         message: String,
     },
     /// A value is out of range or inconsistent.
@@ -168,6 +180,34 @@ pub struct Config {
     pub backplane_retention: usize,
     /// Prefix of the backplane's key names (instances sharing notifications use the same).
     pub backplane_prefix: String,
+    /// Role that looks up unknown users' secrets with `auth_query` (per-database default).
+    pub auth_user: Option<String>,
+    /// Query that returns (user name, secret) for `$1` (PgBouncer 1.25's default).
+    pub auth_query: String,
+    /// Database `auth_query` runs in (default: the database the client asked for).
+    pub auth_dbname: Option<String>,
+    /// Seconds a client may sit idle, outside a transaction, before it is disconnected (0: never).
+    pub client_idle_timeout: f64,
+    /// Seconds a client may sit idle inside a transaction before it is disconnected (0: never).
+    pub idle_transaction_timeout: f64,
+    /// Seconds a query may run before it is cancelled and its client disconnected (0: never).
+    pub query_timeout: f64,
+    /// Startup parameters accepted and ignored (comma-separated; others unknown are refused).
+    pub ignore_startup_parameters: String,
+    /// Append ` - host:port` of the client to its application_name.
+    pub application_name_add_host: bool,
+    /// Extra server connections a pool may open for clients that waited `reserve_pool_timeout`.
+    pub reserve_pool_size: usize,
+    /// Seconds a client waits before the reserve pool is used.
+    pub reserve_pool_timeout: f64,
+    /// Query that checks an idle server connection before reuse (empty: a cheap liveness check).
+    pub server_check_query: String,
+    /// Seconds an idle server connection may rest before it is checked again.
+    pub server_check_delay: f64,
+    /// Reuse idle server connections in turn (FIFO) instead of the most recent one (LIFO).
+    pub server_round_robin: bool,
+    /// Per-user settings (PgBouncer's `[users]` section).
+    pub users: BTreeMap<String, UserConfig>,
 }
 
 /// A `[databases.NAME]` entry.
@@ -207,6 +247,42 @@ pub struct DatabaseConfig {
     pub server_tls_key_file: Option<PathBuf>,
     /// server_tls_protocols for this database.
     pub server_tls_protocols: Option<String>,
+    /// auth_user for this database.
+    pub auth_user: Option<String>,
+    /// auth_query for this database.
+    pub auth_query: Option<String>,
+    /// auth_dbname for this database.
+    pub auth_dbname: Option<String>,
+    /// reserve_pool_size for this database.
+    pub reserve_pool_size: Option<usize>,
+    /// client_encoding set on this database's server connections at login.
+    pub client_encoding: Option<String>,
+    /// DateStyle set on this database's server connections at login.
+    pub datestyle: Option<String>,
+    /// TimeZone set on this database's server connections at login.
+    pub timezone: Option<String>,
+    /// application_name set on this database's server connections at login.
+    pub application_name: Option<String>,
+    /// Query run once on each new server connection, after login.
+    pub connect_query: Option<String>,
+}
+
+/// A `[users.NAME]` entry (PgBouncer's `[users]` section).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Pool mode for this user's pools.
+    pub pool_mode: Option<PoolMode>,
+    /// Pool size for this user's pools.
+    pub pool_size: Option<usize>,
+    /// reserve_pool_size for this user's pools.
+    pub reserve_pool_size: Option<usize>,
+    /// query_timeout for this user.
+    pub query_timeout: Option<f64>,
+    /// idle_transaction_timeout for this user.
+    pub idle_transaction_timeout: Option<f64>,
+    /// client_idle_timeout for this user.
+    pub client_idle_timeout: Option<f64>,
 }
 
 /// The `[auth]` section.
@@ -266,6 +342,20 @@ impl Default for Config {
             backplane_timeout: 5.0,
             backplane_retention: 100_000,
             backplane_prefix: "pgherald".into(),
+            auth_user: None,
+            auth_query: ini::DEFAULT_AUTH_QUERY.into(),
+            auth_dbname: None,
+            client_idle_timeout: 0.0,
+            idle_transaction_timeout: 0.0,
+            query_timeout: 0.0,
+            ignore_startup_parameters: String::new(),
+            application_name_add_host: false,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: 5.0,
+            server_check_query: String::new(),
+            server_check_delay: 30.0,
+            server_round_robin: false,
+            users: BTreeMap::new(),
         }
     }
 }
@@ -334,6 +424,17 @@ pub struct Target {
     pub relay_password: Option<String>,
     /// TLS towards this server.
     pub tls: TlsFiles,
+    /// Startup parameters for server logins (client_encoding, datestyle, timezone,
+    /// application_name of the database entry).
+    pub startup: Vec<(String, String)>,
+    /// Query run once on each new server connection.
+    pub connect_query: Option<String>,
+    /// Role that looks up secrets of users missing from the auth file (database, else global).
+    pub auth_user: Option<String>,
+    /// The query it runs (database, else global).
+    pub auth_query: String,
+    /// The `[databases]` entry whose server the lookup runs on (default: this one).
+    pub auth_dbname: Option<String>,
 }
 
 impl Target {
@@ -557,10 +658,12 @@ impl Config {
                     }
                 }
                 "md5" | "scram-sha-256" => {
-                    if auth.file.is_none() {
+                    let auth_user = self.auth_user.is_some()
+                        || self.databases.values().any(|d| d.auth_user.is_some());
+                    if auth.file.is_none() && !auth_user {
                         return Err(invalid(
                             "auth.file",
-                            format!("auth type {} needs a userlist file", auth.kind),
+                            format!("auth type {} needs a userlist file or auth_user", auth.kind),
                         ));
                     }
                 }
@@ -732,7 +835,21 @@ impl Config {
                 .or(password.clone()),
         };
         let relay_user = relay_user.or(user.clone());
+        let startup = [
+            ("client_encoding", &entry.client_encoding),
+            ("datestyle", &entry.datestyle),
+            ("timezone", &entry.timezone),
+            ("application_name", &entry.application_name),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+        .collect();
         Some(Target {
+            startup,
+            connect_query: entry.connect_query.clone(),
+            auth_user: entry.auth_user.clone().or(self.auth_user.clone()),
+            auth_query: entry.auth_query.clone().unwrap_or(self.auth_query.clone()),
+            auth_dbname: entry.auth_dbname.clone().or(self.auth_dbname.clone()),
             relay_user,
             relay_password,
             tls,
@@ -753,109 +870,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_pgbouncers() {
-        let c = Config::from_toml("").unwrap();
-        assert_eq!(c.default_pool_size, 20);
-        assert_eq!(c.max_client_conn, 100);
-        assert_eq!(c.pool_mode, PoolMode::Transaction);
-        assert_eq!(c.server_reset_query, "DISCARD ALL");
-        c.validate().unwrap();
-    }
-
-    #[test]
-    fn bad_key_is_named() {
-        let e = Config::from_toml("default_pool_sise = 3")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("default_pool_sise"), "{e}");
-        let e = Config::from_toml("default_pool_size = 0")
-            .unwrap()
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("default_pool_size"), "{e}");
-        let e = Config::from_toml("[databases.app]\npool_size = \"x\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("databases.app.pool_size"), "{e}");
-        let e = Config::from_toml("pool_mode = \"statement\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("statement"), "{e}");
-    }
-
-    #[test]
-    fn non_loopback_without_auth_refused() {
-        let c = Config::from_toml("listen = \"0.0.0.0:6432\"").unwrap();
-        let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("listen") && e.contains("loopback"), "{e}");
-    }
-
-    #[test]
-    fn targets_resolve() {
-        let c = Config::from_toml(
-            "upstream = \"postgres://bob:s%40cret@db.local:5433\"\n[databases.app]\ndbname = \"real\"\npool_size = 3\n",
-        )
-        .unwrap();
-        let t = c.target("app").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.dbname.as_str(), t.pool_size),
-            ("db.local", 5433, "real", 3)
-        );
-        assert_eq!(t.user.as_deref(), Some("bob"));
-        assert_eq!(t.password.as_deref(), Some("s@cret"));
-        assert_eq!(c.target("other").unwrap().dbname, "other");
-        let c = Config::from_toml("[databases.only]\nport = 5999\n").unwrap();
-        assert!(c.target("nope").is_none());
-        assert_eq!(c.target("only").unwrap().user, None);
-    }
-
-    #[test]
-    fn shipped_example_parses() {
-        let text = include_str!("../config/pgherald.toml");
-        let c = Config::from_toml(text).unwrap();
-        c.validate().unwrap();
-        assert_eq!(c.databases["app"].pool_size, Some(10));
-    }
-
-    #[test]
-    fn tls_values_rustls_cannot_honour_name_the_key() {
-        let err = |t: &str| {
-            Config::from_toml(t)
-                .unwrap()
-                .validate()
-                .unwrap_err()
-                .to_string()
-        };
-        let e = err("client_tls_protocols = \"tlsv1.1\"");
-        assert!(
-            e.contains("`client_tls_protocols`") && e.contains("tlsv1.1"),
-            "{e}"
-        );
-        let e = err("server_tls_ciphers = \"HIGH:!aNULL\"");
-        assert!(e.contains("`server_tls_ciphers`"), "{e}");
-        let e = err("client_tls_sslmode = \"require\"");
-        assert!(e.contains("`client_tls_sslmode`"), "{e}");
-        let e = err("upstream = \"postgres://h/?sslmode=verify-full\"");
-        assert!(e.contains("`server_tls_ca_file`"), "{e}");
-        let e = err("upstream = \"postgres://h/?sslmode=sometimes\"");
-        assert!(e.contains("`upstream`") && e.contains("sometimes"), "{e}");
-        let c = Config::from_toml(
-            "upstream = \"postgres://h/?sslmode=verify-full&sslrootcert=/ca.crt\"\n[databases.d]\nserver_tls_sslmode = \"disable\"\n",
-        )
-        .unwrap();
-        c.validate().unwrap();
-        let t = c.target("other").unwrap().tls;
-        assert_eq!(
-            (t.mode, t.ca_file.as_deref()),
-            (SslMode::VerifyFull, Some(Path::new("/ca.crt")))
-        );
-        assert_eq!(c.target("d").unwrap().tls.mode, SslMode::Disable);
-        assert_eq!(Config::default().server_tls_sslmode, SslMode::Prefer);
-        assert_eq!(Config::default().client_tls_sslmode, SslMode::Disable);
-    }
-}
+mod tests;

@@ -50,6 +50,10 @@ pub struct App {
     pub stop: watch::Sender<bool>,
     /// Where /metrics is served, once bound.
     pub metrics_addr: std::sync::Mutex<Option<SocketAddr>>,
+    /// Secrets proven by client logins, for pass-through server logins.
+    pub keyring: Arc<auth::passthrough::Keyring>,
+    /// Idle connections of auth_query lookups.
+    pub auth_conns: backend::auth_query::AuthConns,
     /// The LISTEN/NOTIFY hub.
     pub hub: Arc<pubsub::Hub>,
     /// Upstream relays, one per database with local listeners.
@@ -107,6 +111,8 @@ impl Server {
             averages: Default::default(),
             stop: stop.clone(),
             metrics_addr: Default::default(),
+            keyring: auth::passthrough::Keyring::new(),
+            auth_conns: Default::default(),
             prepared: Default::default(),
             clients: AtomicUsize::new(0),
             logins: AtomicUsize::new(0),
@@ -227,7 +233,9 @@ impl App {
             }
         };
         for pool in self.pools.all() {
-            if let Some(settings) = pool_settings(&snap, &pool.key.database, &pool.key.user) {
+            if let Some(settings) =
+                pool_settings(&snap, &pool.key.database, &pool.key.user, &self.keyring)
+            {
                 pool.reconfigure(settings);
             }
         }
@@ -238,7 +246,12 @@ impl App {
 
 /// The settings of the pool for (`database`, `user`) under `snap`, or None when the database
 /// is no longer configured.
-pub fn pool_settings(snap: &Snapshot, database: &str, user: &str) -> Option<PoolSettings> {
+pub fn pool_settings(
+    snap: &Snapshot,
+    database: &str,
+    user: &str,
+    keyring: &Arc<auth::passthrough::Keyring>,
+) -> Option<PoolSettings> {
     let target = snap.config.target(database)?;
     let server_user = target.user.clone().unwrap_or_else(|| user.to_string());
     let password = target
@@ -251,10 +264,13 @@ pub fn pool_settings(snap: &Snapshot, database: &str, user: &str) -> Option<Pool
             port: target.port,
             database: target.dbname.clone(),
             user: server_user,
+            passthrough: (password.is_none() && target.user.is_none()).then(|| keyring.clone()),
+            params: target.startup.clone(),
+            connect_query: target.connect_query.clone(),
             password,
             tls: snap.server_tls.get(&target.tls).ok()?,
         },
-        size: target.pool_size,
+        size: frontend::pool_settings::shape(&snap.config, &target, database, user).1,
         reset_query: snap.config.server_reset_query.clone(),
         timeouts: snap.timeouts.clone(),
     })

@@ -106,7 +106,8 @@ impl Source {
     /// Read the configuration again.
     pub fn load(&self, running: &Config) -> Result<Config, ConfigError> {
         let mut config = match &self.path {
-            Some(path) => Config::from_file(path)?,
+            // A pgbouncer.ini is re-read as such (its notes were logged at start).
+            Some(path) => crate::config::ini::load_any(path, false)?.0,
             None => running.clone(),
         };
         self.overrides.apply(&mut config);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pgherald::config::{Config, Overrides, PoolMode};
+use pgherald::config::{self, Config, Overrides, PoolMode};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
@@ -23,9 +23,16 @@ fn set_filter(level: &str) {
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// TOML configuration file (see config/pgherald.toml).
+    /// Configuration file: pgherald's TOML (see config/pgherald.toml), or PgBouncer's
+    /// pgbouncer.ini (recognised by its [pgbouncer] section).
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
+    /// PgBouncer's pgbouncer.ini, read as PgBouncer reads it.
+    #[arg(long, conflicts_with = "config")]
+    pgbouncer_ini: Option<PathBuf>,
+    /// A configuration file given as PgBouncer takes it (`pgherald /etc/pgbouncer/pgbouncer.ini`).
+    #[arg(conflicts_with_all = ["config", "pgbouncer_ini"])]
+    file: Option<PathBuf>,
     /// Upstream server for every database: postgres://USER[:PASSWORD]@HOST:PORT.
     #[arg(long)]
     upstream: Option<String>,
@@ -57,15 +64,25 @@ fn main() -> ExitCode {
         .with(filter)
         .with(tracing_subscriber::fmt::layer())
         .init();
-    let mut config = match &cli.config {
-        Some(path) => match Config::from_file(path) {
-            Ok(c) => c,
+    let file = cli
+        .pgbouncer_ini
+        .as_ref()
+        .or(cli.config.as_ref())
+        .or(cli.file.as_ref());
+    let (mut config, is_ini) = match file {
+        Some(path) => match config::ini::load_any(path, cli.pgbouncer_ini.is_some()) {
+            Ok((c, notes, is_ini)) => {
+                for note in notes {
+                    tracing::warn!("{}: {note}", path.display());
+                }
+                (c, is_ini)
+            }
             Err(e) => {
                 eprintln!("pgherald: {e}");
                 return ExitCode::from(2);
             }
         },
-        None => Config::default(),
+        None => (Config::default(), false),
     };
     let overrides = Overrides {
         upstream: cli.upstream,
@@ -90,10 +107,10 @@ fn main() -> ExitCode {
         config.backplane = Some(b);
     }
     let source = pgherald::live::Source {
-        path: cli.config.clone(),
+        path: file.cloned(),
         overrides,
     };
-    if config.upstream.is_none() && config.databases.is_empty() {
+    if config.upstream.is_none() && config.databases.is_empty() && !is_ini {
         eprintln!("pgherald: no upstream: pass --upstream postgres://USER@HOST:PORT or list [databases] in a config file");
         return ExitCode::from(2);
     }

@@ -93,8 +93,8 @@ async fn scram_clients() {
     let h = with_auth("scram-sha-256", &f, false).await;
     works(&h, "alice", Some("alice-pw")).await;
     works(&h, "carol", Some("carol-pw")).await;
-    // An md5 secret cannot do SCRAM; pgherald falls back to md5 as PgBouncer does.
-    works(&h, "bob", Some("bob-pw")).await;
+    // An md5 secret cannot do SCRAM: refused, as PgBouncer and Postgres refuse it.
+    refused(&h, "bob", Some("bob-pw")).await;
     refused(&h, "alice", Some("wrong")).await;
     refused(&h, "carol", Some("alice-pw")).await;
     refused(&h, "nobody", Some("x")).await;

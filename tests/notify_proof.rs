@@ -305,6 +305,9 @@ async fn postgres_never_sees_listen_or_notify() {
     let leaked: Vec<_> = clients
         .iter()
         .filter(|(_, e)| lower(e).contains("listen") || lower(e).contains("notify"))
+        // pgherald's own catalog lookup (does a function of this database LISTEN?, see
+        // frontend/adopt.rs) names the word but is no client's LISTEN.
+        .filter(|(_, e)| !e.contains("FROM pg_catalog.pg_proc WHERE prosrc"))
         .collect();
     assert!(
         leaked.is_empty(),

@@ -3,12 +3,16 @@
 
 use bytes::BytesMut;
 
+use super::passthrough::ScramKeys;
 use super::scram::{ScramError, SCRAM_SHA_256_PLUS};
 use super::{verify_md5_response, AuthType, ScramServer, Secret, UserList, SCRAM_SHA_256};
+use crate::config::Target;
 use crate::error::ClientError;
 use crate::frontend::client::{ClientIo, MAX_PASSWORD_MESSAGE, MAX_SASL_MESSAGE};
+use crate::frontend::lookup;
 use crate::live::Snapshot;
 use crate::protocol::{framer, reply};
+use crate::App;
 
 /// Why a login was refused.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +38,10 @@ pub fn plain_password(users: &UserList, user: &str) -> Option<String> {
 /// the client has been sent its FATAL.
 pub async fn authenticate(
     client: &mut ClientIo,
+    state: &App,
     app: &Snapshot,
     user: &str,
+    target: Option<&Target>,
 ) -> Result<(), AuthError> {
     let res = match app.auth_type {
         AuthType::Trust => Ok(()),
@@ -55,16 +61,35 @@ pub async fn authenticate(
             Ok(())
         }
         kind => {
-            let secret = app.users.get(user);
-            let use_scram = match secret {
-                Some(Secret::Scram(_)) => true,
-                Some(Secret::Md5(_)) => false,
-                _ => kind == AuthType::ScramSha256,
+            let found = match lookup::secret(state, app, target, user).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(user, "auth_query lookup failed: {e}");
+                    client.fatal("08P01", "auth_query failed").await;
+                    return Err(AuthError::Failed(user.to_string()));
+                }
             };
-            if use_scram {
+            let secret = found.as_ref();
+            // As PgBouncer: md5 is upgraded to SCRAM for a SCRAM secret; scram-sha-256 stays
+            // SCRAM, so an md5 secret cannot log in under it.
+            let use_scram =
+                matches!(secret, Some(Secret::Scram(_))) || kind == AuthType::ScramSha256;
+            let res = if use_scram {
                 scram(client, secret, user).await
             } else {
                 md5(client, secret, user).await
+            };
+            // What the login proved lets the pool log in as this user (pass-through).
+            match (res, secret) {
+                (Ok(Some(keys)), Some(Secret::Scram(_))) => {
+                    state.keyring.learn_scram(user, keys);
+                    Ok(())
+                }
+                (Ok(_), Some(Secret::Md5(h))) => {
+                    state.keyring.learn_md5(user, *h);
+                    Ok(())
+                }
+                (r, _) => r.map(|_| ()),
             }
         }
     };
@@ -114,22 +139,27 @@ async fn sasl_message(client: &mut ClientIo, user: &str) -> Result<BytesMut, Aut
     }
 }
 
-async fn md5(client: &mut ClientIo, secret: Option<&Secret>, user: &str) -> Result<(), AuthError> {
+async fn md5(
+    client: &mut ClientIo,
+    secret: Option<&Secret>,
+    user: &str,
+) -> Result<Option<ScramKeys>, AuthError> {
     let salt: [u8; 4] = rand::random();
     reply::auth_md5(&mut client.out, salt);
     let body = password_message(client, MAX_PASSWORD_MESSAGE).await?;
     let response = framer::cstr(&body).map(|(s, _)| s).unwrap_or(&body[..]);
     match secret {
-        Some(s) if verify_md5_response(s, user, salt, response) => Ok(()),
+        Some(s) if verify_md5_response(s, user, salt, response) => Ok(None),
         _ => Err(AuthError::Failed(user.to_string())),
     }
 }
 
+/// On success, the keys the client proved (for pass-through).
 async fn scram(
     client: &mut ClientIo,
     secret: Option<&Secret>,
     user: &str,
-) -> Result<(), AuthError> {
+) -> Result<Option<ScramKeys>, AuthError> {
     let mut server = match secret.and_then(Secret::scram_verifier) {
         Some(v) => ScramServer::new(v),
         None => ScramServer::new_failing(user),
@@ -177,5 +207,8 @@ async fn scram(
     if !reply::auth_sasl_final(&mut client.out, fin.as_ref()) {
         return Err(bad());
     }
-    Ok(())
+    Ok(server.client_key().map(|client_key| ScramKeys {
+        client_key,
+        verifier: server.verifier().clone(),
+    }))
 }

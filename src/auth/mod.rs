@@ -11,6 +11,7 @@
 
 pub mod exchange;
 pub mod md5;
+pub mod passthrough;
 pub mod scram;
 pub mod userlist;
 pub mod verifier;

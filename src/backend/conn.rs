@@ -2,6 +2,7 @@
 //! remember its parameters and cancel key, and run pgherald's own housekeeping queries.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -10,6 +11,8 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::auth::passthrough::{Binding, KeyClient, Keyring};
+use crate::auth::{md5_salted, Secret};
 use crate::error::ServerError;
 use crate::protocol::framer;
 use crate::tls::{NetRead, NetWrite, ServerTls};
@@ -29,6 +32,46 @@ pub struct Login {
     pub password: Option<String>,
     /// TLS towards this server (server_tls_* settings).
     pub tls: ServerTls,
+    /// Without a password: the secrets the user's own client logins proved (SCRAM keys,
+    /// md5 hash), used as PgBouncer does for pass-through. Only when the pool logs in as
+    /// the client's own user.
+    pub passthrough: Option<Arc<Keyring>>,
+    /// Startup parameters the database entry sets (client_encoding, datestyle, timezone,
+    /// application_name).
+    pub params: Vec<(String, String)>,
+    /// Query run once after login (the database's connect_query).
+    pub connect_query: Option<String>,
+}
+
+/// A SASL client exchange towards the server: from a password, or from pass-through keys.
+enum Sasl {
+    Password(ScramSha256),
+    Keys(KeyClient),
+}
+
+impl Sasl {
+    fn message(&self) -> &[u8] {
+        match self {
+            Sasl::Password(c) => c.message(),
+            Sasl::Keys(c) => c.message(),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) -> Result<(), ServerError> {
+        let res = match self {
+            Sasl::Password(c) => c.update(data).map_err(|e| e.to_string()),
+            Sasl::Keys(c) => c.update(data).map_err(|e| e.to_string()),
+        };
+        res.map_err(ServerError::Auth)
+    }
+
+    fn finish(&mut self, data: &[u8]) -> Result<(), ServerError> {
+        let res = match self {
+            Sasl::Password(c) => c.finish(data).map_err(|e| e.to_string()),
+            Sasl::Keys(c) => c.finish(data).map_err(|e| e.to_string()),
+        };
+        res.map_err(ServerError::Auth)
+    }
 }
 
 /// Server parameters as reported by ParameterStatus, in arrival order.
@@ -65,7 +108,7 @@ pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
 pub type Row = Vec<Option<String>>;
 
 /// Parse a DataRow body of text columns.
-fn parse_data_row(body: &[u8]) -> Result<Row, ServerError> {
+pub(crate) fn parse_data_row(body: &[u8]) -> Result<Row, ServerError> {
     let bad = || ServerError::Protocol("malformed DataRow".into());
     let n = u16::from_be_bytes([
         *body.first().ok_or_else(bad)?,
@@ -126,6 +169,11 @@ pub struct ServerConn {
     pub idle_since: Instant,
 }
 
+/// The ServerError for an ErrorResponse body.
+pub(crate) fn refused_error(body: &[u8]) -> ServerError {
+    refused(body)
+}
+
 fn refused(body: &[u8]) -> ServerError {
     let s = |c| String::from_utf8_lossy(framer::field(body, c).unwrap_or_default()).into_owned();
     ServerError::Refused {
@@ -176,16 +224,22 @@ impl ServerConn {
             idle_since: now,
         };
         conn.login(login).await?;
+        if let Some(q) = &login.connect_query {
+            conn.run_quiet(q).await?;
+        }
         Ok(conn)
     }
 
     async fn login(&mut self, login: &Login) -> Result<(), ServerError> {
         let mut out = BytesMut::new();
+        let params = [
+            ("user", login.user.as_str()),
+            ("database", login.database.as_str()),
+        ];
         frontend::startup_message(
-            [
-                ("user", login.user.as_str()),
-                ("database", login.database.as_str()),
-            ],
+            params
+                .into_iter()
+                .chain(login.params.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             &mut out,
         )?;
         self.wr.write_all(&out).await?;
@@ -197,7 +251,14 @@ impl ServerConn {
                 ))
             })
         };
-        let mut scram: Option<ScramSha256> = None;
+        let known = || {
+            login
+                .passthrough
+                .as_ref()
+                .and_then(|k| k.get(&login.user))
+                .unwrap_or_default()
+        };
+        let mut scram: Option<Sasl> = None;
         loop {
             let (tag, body) = self.next_message().await?;
             out.clear();
@@ -216,11 +277,15 @@ impl ServerConn {
                                 .get(..4)
                                 .and_then(|s| s.try_into().ok())
                                 .ok_or_else(|| ServerError::Protocol("short md5 salt".into()))?;
-                            let hash = postgres_protocol::authentication::md5_hash(
-                                login.user.as_bytes(),
-                                password()?.as_bytes(),
-                                salt,
-                            );
+                            let hash = match (&login.password, known().md5) {
+                                (None, Some(h)) => md5_salted(&login.user, &Secret::Md5(h), salt)
+                                    .unwrap_or_default(),
+                                _ => postgres_protocol::authentication::md5_hash(
+                                    login.user.as_bytes(),
+                                    password()?.as_bytes(),
+                                    salt,
+                                ),
+                            };
                             frontend::password_message(hash.as_bytes(), &mut out)?;
                         }
                         10 => {
@@ -240,7 +305,22 @@ impl ServerConn {
                                     "server offers no SASL mechanism pgherald supports".into(),
                                 ));
                             }
-                            let client = ScramSha256::new(password()?.as_bytes(), binding);
+                            let client = match (&login.password, known().scram) {
+                                (None, Some(keys)) => Sasl::Keys(KeyClient::new(
+                                    keys,
+                                    match (mechanism, &self.end_point) {
+                                        ("SCRAM-SHA-256-PLUS", Some(ep)) => {
+                                            Binding::EndPoint(ep.clone())
+                                        }
+                                        (_, Some(_)) => Binding::Unrequested,
+                                        _ => Binding::Unsupported,
+                                    },
+                                )),
+                                _ => Sasl::Password(ScramSha256::new(
+                                    password()?.as_bytes(),
+                                    binding,
+                                )),
+                            };
                             frontend::sasl_initial_response(mechanism, client.message(), &mut out)?;
                             scram = Some(client);
                         }
@@ -248,18 +328,14 @@ impl ServerConn {
                             let client = scram.as_mut().ok_or_else(|| {
                                 ServerError::Protocol("unexpected SASL continue".into())
                             })?;
-                            client
-                                .update(data)
-                                .map_err(|e| ServerError::Auth(e.to_string()))?;
+                            client.update(data)?;
                             frontend::sasl_response(client.message(), &mut out)?;
                         }
                         12 => {
                             let client = scram.as_mut().ok_or_else(|| {
                                 ServerError::Protocol("unexpected SASL final".into())
                             })?;
-                            client
-                                .finish(data)
-                                .map_err(|e| ServerError::Auth(e.to_string()))?;
+                            client.finish(data)?;
                         }
                         other => {
                             return Err(ServerError::Auth(format!(

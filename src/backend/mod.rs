@@ -1,6 +1,7 @@
 //! Server side: connections to Postgres, the pools that lend them, cancel-key routing,
 //! prepared-statement bookkeeping, and the pools' counters.
 
+pub mod auth_query;
 pub mod cancel;
 pub mod conn;
 pub mod pool;

@@ -109,6 +109,22 @@ pub struct Checkout {
     _permit: OwnedSemaphorePermit,
 }
 
+/// PgBouncer's pool settings beyond size and mode: the reserve pool, the check of idle
+/// connections before reuse, and the order idle connections are reused in.
+#[derive(Debug, Clone, Default)]
+pub struct PoolExtras {
+    /// reserve_pool_size: extra connections for clients that waited `reserve_timeout`.
+    pub reserve: usize,
+    /// reserve_pool_timeout.
+    pub reserve_timeout: std::time::Duration,
+    /// server_check_query (empty: only the cheap liveness check).
+    pub check_query: String,
+    /// server_check_delay: idle time after which a connection is checked before reuse.
+    pub check_delay: std::time::Duration,
+    /// server_round_robin: reuse the longest-idle connection (FIFO) instead of the newest.
+    pub round_robin: bool,
+}
+
 #[derive(Debug)]
 struct Idle {
     conn: ServerConn,
@@ -138,6 +154,8 @@ pub struct Pool {
     pub clients: AtomicUsize,
     /// Counters.
     pub stats: PoolStats,
+    extras: PoolExtras,
+    reserve: Arc<Semaphore>,
 }
 
 impl Pool {
@@ -157,6 +175,37 @@ impl Pool {
             waiting: AtomicUsize::new(0),
             clients: AtomicUsize::new(0),
             stats: PoolStats::default(),
+            extras: PoolExtras::default(),
+            reserve: Arc::new(Semaphore::new(0)),
+        }
+    }
+
+    /// Set the reserve pool, the idle check and the reuse order.
+    pub fn with_extras(mut self, extras: PoolExtras) -> Pool {
+        self.reserve = Arc::new(Semaphore::new(extras.reserve));
+        self.extras = extras;
+        self
+    }
+
+    /// Wait for a slot: the pool's own, or after `reserve_pool_timeout` of waiting a
+    /// reserve one, as PgBouncer; both within `query_wait_timeout`.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, PoolError> {
+        let main = self.slots.clone().acquire_owned();
+        if self.extras.reserve == 0 {
+            return main.await.map_err(|_| PoolError::Closed);
+        }
+        tokio::pin!(main);
+        tokio::select! {
+            p = &mut main => return p.map_err(|_| PoolError::Closed),
+            _ = tokio::time::sleep(self.extras.reserve_timeout) => {}
+        }
+        let reserve = self.reserve.clone().acquire_owned();
+        tokio::select! {
+            p = main => p.map_err(|_| PoolError::Closed),
+            p = reserve => {
+                tracing::info!(database = %self.key.database, user = %self.key.user, "taking a connection from the reserve pool");
+                p.map_err(|_| PoolError::Closed)
+            }
         }
     }
 
@@ -288,11 +337,19 @@ impl Pool {
             if fresh {
                 break;
             }
-            let candidate = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let candidate = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if self.extras.round_robin && !idle.is_empty() {
+                    Some(idle.remove(0))
+                } else {
+                    idle.pop()
+                }
+            };
             let Some(mut idle) = candidate else { break };
             if self.expired(&idle.conn, &settings.timeouts, now)
                 || idle.reg.info.generation < generation
                 || !idle.conn.looks_alive()
+                || !self.check(&mut idle.conn, now).await
             {
                 self.stats.closed.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(idle.conn.terminate());
@@ -334,7 +391,7 @@ impl Pool {
 
     async fn wait_slot(&self, timeouts: &Timeouts) -> Result<OwnedSemaphorePermit, PoolError> {
         self.stats.waits.fetch_add(1, Ordering::Relaxed);
-        let wait = self.slots.clone().acquire_owned();
+        let wait = self.slot();
         let limit = timeouts.query_wait;
         let res = if limit.is_zero() {
             wait.await
@@ -347,7 +404,7 @@ impl Pool {
                 }
             }
         };
-        res.map_err(|_| PoolError::Closed)
+        res
     }
 
     fn lend(&self, conn: ServerConn, reg: Registered, permit: OwnedSemaphorePermit) -> Checkout {
@@ -358,6 +415,24 @@ impl Pool {
             reg,
             _lent: Lent(self.lent.clone()),
             _permit: permit,
+        }
+    }
+
+    /// server_check_query on a connection idle for server_check_delay or longer: true if it
+    /// may be reused.
+    async fn check(&self, conn: &mut ServerConn, now: Instant) -> bool {
+        let q = &self.extras.check_query;
+        if q.is_empty() || now.duration_since(conn.idle_since) < self.extras.check_delay {
+            return true;
+        }
+        let limit = self.settings.load().timeouts.server_connect;
+        let res = tokio::time::timeout(limit, conn.run_quiet(q)).await;
+        match res {
+            Ok(Ok(b'I')) => true,
+            other => {
+                tracing::info!(database = %self.key.database, "server_check_query failed: {other:?}");
+                false
+            }
         }
     }
 

@@ -75,9 +75,35 @@ pub async fn startup(client: &mut ClientIo, app: &App) -> Result<Option<Startup>
                 return Err(ClientError::Protocol("SSL required".into()));
             }
             StartupPacket::Startup { minor, params } => {
-                return Ok(Some(accept(client, minor, params).await?))
+                let mut start = accept(client, minor, params).await?;
+                pgbouncer_settings(&app.live.get().config, &mut start.settings, client.peer);
+                return Ok(Some(start));
             }
         }
+    }
+}
+
+/// PgBouncer's startup-parameter settings: `ignore_startup_parameters` drops the listed
+/// parameters, `application_name_add_host` appends ` - HOST:PORT` to application_name
+/// (`app` when the client gave none).
+fn pgbouncer_settings(
+    config: &crate::config::Config,
+    settings: &mut Params,
+    peer: Option<std::net::SocketAddr>,
+) {
+    let ignored: Vec<&str> = config
+        .ignore_startup_parameters
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !ignored.is_empty() {
+        settings.retain(|(k, _)| !ignored.iter().any(|i| i.eq_ignore_ascii_case(k)));
+    }
+    if let (true, Some(peer)) = (config.application_name_add_host, peer) {
+        let app = crate::backend::conn::get_param(settings, "application_name").unwrap_or("app");
+        let named = format!("{app} - {peer}");
+        crate::backend::conn::set_param(settings, "application_name", &named);
     }
 }
 

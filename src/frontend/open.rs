@@ -21,6 +21,7 @@ use crate::frontend::hold::Hold;
 use crate::frontend::login;
 use crate::frontend::registry::NewClient;
 use crate::frontend::session::Session;
+use crate::frontend::timeouts::ClientTimeouts;
 use crate::live::Snapshot;
 use crate::pubsub::relay::RelaySettings;
 use crate::App;
@@ -80,7 +81,9 @@ async fn log_in(app: &Arc<App>, client: &mut ClientIo, started: &mut bool) -> Op
             .await;
         return None;
     };
-    if let Err(e) = crate::auth::exchange::authenticate(client, &snap, &start.user).await {
+    if let Err(e) =
+        crate::auth::exchange::authenticate(client, app, &snap, &start.user, target.as_ref()).await
+    {
         tracing::info!(user = %start.user, "authentication failed: {e}");
         if target.is_some() {
             let key = PoolKey {
@@ -145,16 +148,19 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
             .await;
         return;
     }
-    let Some(settings) = crate::pool_settings(&snap, &start.database, &start.user) else {
+    let Some(settings) = crate::pool_settings(&snap, &start.database, &start.user, &app.keyring)
+    else {
         return;
     };
     let key = PoolKey {
         database: start.database.clone(),
         user: start.user.clone(),
     };
-    let pool = app
-        .pools
-        .get_or_create(key, |key| Pool::new(key, target.pool_mode, settings));
+    let (mode, _, extras) =
+        super::pool_settings::shape(&snap.config, &target, &start.database, &start.user);
+    let pool = app.pools.get_or_create(key, |key| {
+        Pool::new(key, mode, settings).with_extras(extras)
+    });
     pool.stats.logins.fetch_add(1, Ordering::Relaxed);
     pool.clients.fetch_add(1, Ordering::Relaxed);
     let _in_pool = InPool(pool.clone());
@@ -204,6 +210,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
         cancel.pid,
     );
     ch.set_backplane(app.backplane.clone());
+    let limits = ClientTimeouts::for_user(&snap.config, &start.user);
     let mut session = Session {
         cancel,
         control,
@@ -212,6 +219,9 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
         counts: SessionCounts::default(),
         busy_since: None,
         xact_since: None,
+        limits,
+        last_client: std::time::Instant::now(),
+        query_since: None,
         app,
         pool,
         client,

@@ -48,7 +48,8 @@ impl Session {
         }
         let ended = res? && self.idle() && !self.writing;
         if ended {
-            self.adopt_server_listens().await?;
+            let adopted = self.adopt_server_listens().await;
+            self.drop_lost_server(adopted)?;
         }
         if ended && self.transaction_mode() {
             self.give_back().await?;

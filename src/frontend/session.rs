@@ -29,6 +29,7 @@ use crate::frontend::hold::Hold;
 use crate::frontend::params;
 use crate::frontend::plan::Entry;
 use crate::frontend::registry::{self, Control, Registration};
+use crate::frontend::timeouts::{Activity, ClientTimeouts};
 use crate::live::Snapshot;
 use crate::protocol::encoding::{Conversion, EncodingError};
 use crate::protocol::framer;
@@ -64,6 +65,8 @@ pub(crate) enum Exit {
     Backplane(String),
     /// The backplane lost notifications this listener was owed.
     Lost,
+    /// client_idle_timeout, idle_transaction_timeout or query_timeout: PgBouncer's text.
+    Timeout(&'static str),
     /// The console killed the client (KILL, KILL_CLIENT).
     Killed,
 }
@@ -163,6 +166,12 @@ pub(crate) struct Session {
     pub(crate) pinned: bool,
     /// A statement sent to the server may have made it LISTEN (`adopt`).
     pub(crate) server_listen_hint: bool,
+    /// client_idle_timeout, idle_transaction_timeout, query_timeout for this client.
+    pub(crate) limits: ClientTimeouts,
+    /// When the client last sent something (kept only when a limit is on).
+    pub(crate) last_client: std::time::Instant,
+    /// Since when the server owes replies (kept only when a limit is on).
+    pub(crate) query_since: Option<std::time::Instant>,
 }
 
 impl Session {
@@ -419,6 +428,18 @@ impl Session {
                 return Exit::Shutdown;
             }
             let held = self.server.is_some();
+            let limit = if self.limits.any() {
+                self.track_activity(false);
+                self.limits.next(Activity {
+                    holds_server: held,
+                    status: self.status,
+                    last_client: self.last_client,
+                    busy_since: self.query_since,
+                    listening: self.ch.has_mailbox(),
+                })
+            } else {
+                None
+            };
             tokio::select! {
                 r = self.client.read_more() => match r {
                     Ok(0) | Err(_) => return Exit::ClientGone,
@@ -426,6 +447,9 @@ impl Session {
                         self.counts.received += n as u64;
                         if self.deliverable() {
                             self.ch.open_window();
+                        }
+                        if self.limits.any() {
+                            self.track_activity(true);
                         }
                         if let Err(e) = self.on_client_data().await { return e }
                     }
@@ -438,6 +462,9 @@ impl Session {
                         if let Err(e) = self.on_server_data().await { return e }
                     }
                 },
+                _ = sleep_until(limit), if limit.is_some() => {
+                    return Exit::Timeout(limit.map_or("timeout", |l| l.1));
+                }
                 d = self.ch.recv(), if self.deliverable() => {
                     if let Some(d) = d {
                         self.ch.deliver(d, &mut self.client.out);
@@ -468,6 +495,20 @@ impl Session {
             if self.deliverable() {
                 self.ch.close_window();
             }
+        }
+    }
+
+    /// Keep what the timeouts measure: the client's last message (`client_spoke`), and
+    /// since when the server owes replies.
+    fn track_activity(&mut self, client_spoke: bool) {
+        let now = std::time::Instant::now();
+        if client_spoke {
+            self.last_client = now;
+        }
+        if self.plan.is_empty() {
+            self.query_since = None;
+        } else if self.query_since.is_none() {
+            self.query_since = Some(now);
         }
     }
 
@@ -566,6 +607,21 @@ impl Session {
             Exit::Unconvertible(e) => self.client.fatal(e.sqlstate(), &e.to_string()).await,
             Exit::Backplane(why) => self.backplane_failed(why).await,
             Exit::Lost => self.backplane_lost().await,
+            Exit::Timeout(reason) => {
+                tracing::info!("closing because: {reason}");
+                if *reason == "query timeout" {
+                    // Stop the query on the server, then close the connection as PgBouncer.
+                    self.app
+                        .cancels
+                        .cancel(self.cancel.pid, self.cancel.secret)
+                        .await;
+                }
+                if let Some(co) = self.server.take() {
+                    self.cancel.set_target(None);
+                    tokio::spawn(co.conn.terminate());
+                }
+                self.client.fatal("08P01", reason).await
+            }
             Exit::Killed => self.client.fatal("08P01", "admin forced disconnect").await,
             Exit::Shutdown => {
                 self.client
@@ -663,6 +719,14 @@ impl Session {
             co.conn.prepared.clear();
         }
         self.pool.checkin(co, status);
+    }
+}
+
+/// Sleep until the limit's instant (the caller polls this only when there is one).
+async fn sleep_until(limit: Option<(std::time::Instant, &'static str)>) {
+    match limit {
+        Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

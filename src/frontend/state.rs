@@ -9,6 +9,8 @@
 //! server then gets `DISCARD ALL` before anyone else has it. Sessions that never change such
 //! state pay nothing but a prefix check per CommandComplete.
 
+use std::sync::atomic::Ordering;
+
 use crate::backend::conn::{set_param, Params, Row};
 use crate::error::ServerError;
 use crate::frontend::params;
@@ -118,13 +120,36 @@ impl Session {
             return Ok(());
         }
         if std::mem::take(&mut self.touched) {
-            self.survey().await?;
+            let probed = self.survey().await;
+            self.drop_lost_server(probed)?;
             if self.pinned {
                 return Ok(());
             }
         }
         self.release();
         Ok(())
+    }
+
+    /// What to do when housekeeping on the held server failed after the client's
+    /// transaction ended. In transaction mode (not pinned) the client has nothing on that
+    /// server: the connection is closed, not pooled, and the client stays; its next
+    /// transaction gets another server (a Postgres crash restart between two transactions
+    /// costs the client nothing). Otherwise the server was the client's session: it ends.
+    pub(crate) fn drop_lost_server(&mut self, res: Result<(), Exit>) -> Result<(), Exit> {
+        match res {
+            Err(Exit::ServerGone(e)) if self.watch_state() => {
+                tracing::debug!(error = %e, "server lost between transactions; client kept");
+                if let Some(co) = self.server.take() {
+                    self.reg.info.server_pid.store(0, Ordering::Relaxed);
+                    self.counts.flush(&self.pool.stats);
+                    self.cancel.set_target(None);
+                    self.pool.stats.closed.fetch_add(1, Ordering::Relaxed);
+                    drop(co);
+                }
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Probe the held server: carry its settings into the client's wants (and record them as

@@ -7,6 +7,7 @@ pub mod fuzz;
 pub mod herald;
 pub mod listen;
 pub mod os;
+pub mod pgbouncer;
 pub mod postgres;
 pub mod raw;
 pub mod redis;
