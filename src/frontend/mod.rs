@@ -7,6 +7,7 @@ mod backplane;
 pub mod channels;
 pub mod client;
 pub mod deferred;
+mod ending;
 pub mod extended;
 mod hold;
 mod inbound;
