@@ -116,6 +116,9 @@ pub struct Config {
     pub login_recheck_interval: f64,
     /// Seconds that shutdown waits for clients to finish.
     pub shutdown_timeout: f64,
+    /// Bind the listening socket with SO_REUSEPORT, so that several processes share one port
+    /// (rolling restarts; PgBouncer's `so_reuseport`). Takes effect at start.
+    pub so_reuseport: bool,
     /// Seconds a client has from accept to the end of authentication (PgBouncer's
     /// client_login_timeout; zero disables).
     pub client_login_timeout: f64,
@@ -314,6 +317,7 @@ impl Default for Config {
             server_reset_query: "DISCARD ALL".into(),
             login_recheck_interval: 30.0,
             shutdown_timeout: 30.0,
+            so_reuseport: false,
             client_login_timeout: 60.0,
             listener_queue_limit: 1_000_000,
             max_prepared_statements: 200,

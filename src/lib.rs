@@ -68,6 +68,9 @@ pub struct App {
     pub logins: AtomicUsize,
     /// Becomes true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
+    /// Set before shutdown by SIGTERM: wait for every client to disconnect (PgBouncer's
+    /// "super safe shutdown", for rolling restarts) instead of closing idle clients.
+    pub wait_for_clients: std::sync::atomic::AtomicBool,
 }
 
 /// A bound, not yet running pgherald.
@@ -88,7 +91,11 @@ impl Server {
     pub async fn bind_from(config: Config, source: live::Source) -> Result<Server, Error> {
         let snapshot = Snapshot::build(config)?;
         let addr = snapshot.config.listen_addr()?;
-        let listener = TcpListener::bind(addr).await?;
+        let listener = if snapshot.config.so_reuseport {
+            bind_reuseport(addr)?
+        } else {
+            TcpListener::bind(addr).await?
+        };
         let (stop, shutdown) = watch::channel(false);
         let hub = pubsub::Hub::new(snapshot.config.listener_queue_limit);
         let relays = pubsub::relay::Relays::start(hub.clone(), snapshot.timeouts.server_connect);
@@ -97,6 +104,12 @@ impl Server {
             Some(bp) => pid_block(bp.as_ref()).await,
             None => CancelRegistry::new(),
         };
+        if let Some(bp) = &backplane {
+            tokio::spawn(serve_forwarded_cancels(
+                bp.forwarded_cancels(),
+                cancels.clone(),
+            ));
+        }
         let live = Live::new(snapshot);
         *live.source.lock().unwrap_or_else(|e| e.into_inner()) = source;
         let app = Arc::new(App {
@@ -117,6 +130,7 @@ impl Server {
             clients: AtomicUsize::new(0),
             logins: AtomicUsize::new(0),
             shutdown,
+            wait_for_clients: Default::default(),
         });
         Ok(Server {
             listener,
@@ -159,12 +173,26 @@ impl Server {
             _ = internal.wait_for(|s| *s) => {}
         }
         let _ = stop.send(true);
-        app.registry.control_all(None, Control::CloseWhenIdle);
-        let limit = app.live.get().timeouts.shutdown;
-        tracing::info!("shutting down: waiting up to {limit:?} for clients");
-        let deadline = tokio::time::Instant::now() + limit;
-        while app.clients.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if app.wait_for_clients.load(Ordering::Acquire) {
+            tracing::info!(
+                "shutting down: no new connections; waiting for every client to disconnect"
+            );
+            // Until the last client leaves, or SIGINT turns this into the shutdown below.
+            while app.clients.load(Ordering::Acquire) > 0
+                && app.wait_for_clients.load(Ordering::Acquire)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        if app.clients.load(Ordering::Acquire) > 0 {
+            app.registry.control_all(None, Control::CloseWhenIdle);
+            let limit = app.live.get().timeouts.shutdown;
+            tracing::info!("shutting down: waiting up to {limit:?} for clients");
+            let deadline = tokio::time::Instant::now() + limit;
+            while app.clients.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         reaper.abort();
         hup.abort();
@@ -174,6 +202,20 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// A listening socket other processes may bind too (SO_REUSEPORT): the kernel spreads new
+/// connections over them, and one that closes its socket gets no more.
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// The backplane the configuration names, if any (connections are made when used).
@@ -207,6 +249,18 @@ async fn pid_block(bp: &dyn pubsub::backplane::Backplane) -> Arc<CancelRegistry>
     };
     let (lo, hi) = pubsub::backplane::pid_range(n);
     CancelRegistry::with_pids(lo, hi)
+}
+
+/// Cancel this instance's clients' queries for CancelRequests other instances received.
+async fn serve_forwarded_cancels(
+    mut forwarded: tokio::sync::mpsc::UnboundedReceiver<(i32, i32)>,
+    cancels: Arc<CancelRegistry>,
+) {
+    while let Some((pid, secret)) = forwarded.recv().await {
+        if cancels.owns(pid) {
+            cancels.cancel(pid, secret).await;
+        }
+    }
 }
 
 /// A URL without its password, for logs.

@@ -129,37 +129,68 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let server = match pgherald::Server::bind_from(config, source).await {
+            Ok(s) => s,
+            Err(e) => return failed(e),
+        };
+        if let Ok(addr) = server.local_addr() {
+            tracing::info!("listening on {addr}");
+        }
         let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("signal received: shutting down");
-            let _ = tx.send(true);
-        });
-        match pgherald::run(config, source, rx).await {
+        tokio::spawn(signals(server.app(), tx));
+        match server.run(rx).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(pgherald::Error::Config(e)) => {
-                eprintln!("pgherald: {e}");
-                ExitCode::from(2)
-            }
-            Err(e) => {
-                eprintln!("pgherald: {e}");
-                ExitCode::FAILURE
-            }
+            Err(e) => failed(e),
         }
     })
 }
 
-async fn wait_for_signal() {
+fn failed(e: pgherald::Error) -> ExitCode {
+    eprintln!("pgherald: {e}");
+    match e {
+        pgherald::Error::Config(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// PgBouncer's signals. SIGINT: stop accepting, close each client when its transaction ends
+/// (waiting up to `shutdown_timeout`). SIGTERM: stop accepting and exit once every client
+/// has disconnected (for rolling restarts with `so_reuseport`); a second SIGTERM, or SIGQUIT,
+/// exits at once.
+async fn signals(app: std::sync::Arc<pgherald::App>, tx: tokio::sync::watch::Sender<bool>) {
+    use std::sync::atomic::Ordering;
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
     ) else {
         let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                if draining {
+                    tracing::info!("second SIGTERM: immediate shutdown");
+                    std::process::exit(0);
+                }
+                draining = true;
+                tracing::info!("SIGTERM: no new connections; exiting once every client has disconnected");
+                app.wait_for_clients.store(true, Ordering::Release);
+                let _ = tx.send(true);
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: shutting down");
+                app.wait_for_clients.store(false, Ordering::Release);
+                let _ = tx.send(true);
+            }
+            _ = quit.recv() => {
+                tracing::info!("SIGQUIT: immediate shutdown");
+                std::process::exit(0);
+            }
+        }
     }
 }

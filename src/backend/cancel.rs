@@ -111,6 +111,11 @@ impl CancelRegistry {
         }
     }
 
+    /// True if `pid` is from this registry's block: its client, if any, is on this instance.
+    pub fn owns(&self, pid: i32) -> bool {
+        (self.lo..self.hi).contains(&pid)
+    }
+
     /// Number of registered clients.
     pub fn len(&self) -> usize {
         self.slots.len()

@@ -299,6 +299,7 @@ impl Builder {
             }
             "server_reset_query" => c.server_reset_query = v.to_string(),
             "server_round_robin" => c.server_round_robin = flag(v)?,
+            "so_reuseport" => c.so_reuseport = flag(v)?,
             "server_tls_ca_file" => c.server_tls_ca_file = opt_path(v),
             "server_tls_cert_file" => c.server_tls_cert_file = opt_path(v),
             "server_tls_key_file" => c.server_tls_key_file = opt_path(v),

@@ -57,7 +57,11 @@ pub async fn startup(client: &mut ClientIo, app: &App) -> Result<Option<Startup>
                 client.wr.write_all(b"N").await?;
             }
             StartupPacket::Cancel { pid, secret } => {
-                app.cancels.cancel(pid, secret).await;
+                match &app.backplane {
+                    // Another instance's client: the instance that has it cancels.
+                    Some(bp) if !app.cancels.owns(pid) => bp.forward_cancel(pid, secret),
+                    _ => app.cancels.cancel(pid, secret).await,
+                }
                 return Ok(None);
             }
             StartupPacket::Unsupported { major, minor } => {

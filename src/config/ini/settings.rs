@@ -112,7 +112,7 @@ pub const SETTINGS: &[Setting] = &[
     s("server_tls_protocols", Different("TLS 1.2 and 1.3 only")),
     s("server_tls_sslmode", Same),
     s("service_name", NotApplicable("Windows only")),
-    s("so_reuseport", Unsupported("one process per port")),
+    s("so_reuseport", Same),
     s("stats_period", Same),
     s("stats_users", Same),
     s("suspend_timeout", NotApplicable("no online restart (SUSPEND/-R)")),

@@ -10,6 +10,7 @@
 //! the database's current listeners end with "notifications may have been lost"
 //! ([`crate::pubsub::Hub::lose`]), logs it and counts it.
 
+mod cancel;
 pub mod redis;
 
 use std::fmt;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::hub::{Hub, Notification};
 
@@ -70,6 +71,11 @@ pub trait Backplane: Send + Sync + fmt::Debug {
     /// cannot be reached now): BackendKeyData pids are taken from its block, so that a pid
     /// names one client across the cluster (item 28).
     fn instance_number(&self) -> Pin<Box<dyn Future<Output = Option<u32>> + Send + '_>>;
+    /// Pass a CancelRequest for a pid of another instance's block on to the other instances
+    /// (best effort, as a CancelRequest is).
+    fn forward_cancel(&self, pid: i32, secret: i32);
+    /// The CancelRequests other instances pass on, as (pid, secret), from now on.
+    fn forwarded_cancels(&self) -> mpsc::UnboundedReceiver<(i32, i32)>;
 }
 
 /// Pids per instance block (2^20); blocks 1..=2047 fit in a positive i32.

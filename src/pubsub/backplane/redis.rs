@@ -170,6 +170,28 @@ impl Backplane for RedisBackplane {
         })
     }
 
+    fn forward_cancel(&self, pid: i32, secret: i32) {
+        let i = &self.inner;
+        tokio::spawn(super::cancel::publish(
+            i.client.clone(),
+            super::cancel::channel(&i.settings.prefix),
+            pid,
+            secret,
+            i.settings.timeout,
+        ));
+    }
+
+    fn forwarded_cancels(&self) -> mpsc::UnboundedReceiver<(i32, i32)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let i = &self.inner;
+        tokio::spawn(super::cancel::subscribe(
+            i.client.clone(),
+            super::cancel::channel(&i.settings.prefix),
+            tx,
+        ));
+        rx
+    }
+
     fn stats(&self) -> BackplaneStats {
         let i = &self.inner;
         BackplaneStats {
