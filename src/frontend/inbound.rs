@@ -472,7 +472,8 @@ impl Session {
                 if let Some(local) = self.control(sql) {
                     return Ok(Inbound::Local(local));
                 }
-                let route = simple::route(sql, &self.ch, self.status, self.scs());
+                let owned = |n: &[u8]| self.owns_statement(n);
+                let route = simple::route(sql, &self.ch, self.status, self.scs(), &owned);
                 match &route {
                     // What the server runs: intercepted statements are placeholders there.
                     Route::Rewrite(text, _) => self.note_server_text(text, true),
@@ -502,7 +503,9 @@ impl Session {
                     self.touched = true;
                 }
                 let scs = self.scs();
-                let d = self.ext.parse(body, scs, self.ch.conv);
+                let stmts = &self.stmts;
+                let managed = |n: &[u8]| stmts.get(n).is_some();
+                let d = self.ext.parse(body, scs, self.ch.conv, &managed);
                 let forwarded = extended(self, d)?;
                 if matches!(forwarded, Inbound::Forward(_) | Inbound::Replace(..)) {
                     let opaque = matches!(forwarded, Inbound::Forward(_));

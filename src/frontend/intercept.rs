@@ -1,5 +1,6 @@
-//! The intercepted statements themselves: LISTEN, UNLISTEN, NOTIFY, standalone pg_notify
-//! and pg_listening_channels — their errors and the replies pgherald writes for them.
+//! The intercepted statements themselves: LISTEN, UNLISTEN, NOTIFY, standalone pg_notify,
+//! pg_listening_channels and DEALLOCATE of pgherald's own statements — their errors and the
+//! replies pgherald writes for them.
 
 use std::borrow::Cow;
 
@@ -42,6 +43,9 @@ pub enum Intercept {
     },
     /// SELECT pg_listening_channels().
     ListeningChannels,
+    /// `DEALLOCATE name` of a statement pgherald keeps for the client (`dealloc.rs`), whose
+    /// record the session drops before this runs.
+    Deallocate(Vec<u8>),
 }
 
 /// An error pgherald raises for an intercepted statement.
@@ -201,6 +205,7 @@ impl Intercept {
                 reply::data_row(out, b"");
                 reply::command_complete(out, "SELECT 1");
             }
+            Intercept::Deallocate(_) => reply::command_complete(out, "DEALLOCATE"),
             Intercept::ListeningChannels => {
                 let mut n = 0;
                 for c in ch.listens.iter() {

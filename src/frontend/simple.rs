@@ -7,6 +7,7 @@ use std::ops::Range;
 use bytes::BytesMut;
 
 use super::channels::Channels;
+use super::dealloc::Dropping;
 use super::intercept::Intercept;
 use super::plan::{Effect, LocalQuery, QueryPlan, Step};
 use super::txn::{Action, ListenSet, PendingTxn};
@@ -48,7 +49,16 @@ pub enum Route {
 /// standard_conforming_strings. The text is classified in the server encoding (`ch.conv`);
 /// text that cannot be taken that way is forwarded: Postgres converts the whole Query before
 /// running any of it, so it either answers with its own error or runs the statements itself.
-pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
+///
+/// `owned` tells the statement names pgherald keeps for the client: `DEALLOCATE` of one is
+/// answered here (`dealloc.rs`).
+pub fn route(
+    sql: &[u8],
+    ch: &Channels,
+    status: u8,
+    scs: bool,
+    owned: &dyn Fn(&[u8]) -> bool,
+) -> Route {
     if !sql::prefilter(sql, !ch.txn.is_empty()) {
         return Route::Forward;
     }
@@ -76,10 +86,9 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
         notices(&s.kind, ch.conv, &mut preamble);
     }
     let preamble = (!preamble.is_empty()).then_some(preamble);
-    let intercepts: Vec<Option<Intercept>> = stmts
-        .iter()
-        .map(|s| Intercept::from_kind(&s.kind))
-        .collect();
+    let mut dropping = Dropping::new(owned);
+    let intercepts: Vec<Option<Intercept>> =
+        stmts.iter().map(|s| dropping.intercept(&s.kind)).collect();
     let any_error = intercepts
         .iter()
         .flatten()
@@ -317,7 +326,7 @@ mod tests {
     }
 
     fn rewrite(sql: &str, ch: &Channels) -> (String, QueryPlan) {
-        match route(sql.as_bytes(), ch, b'I', true) {
+        match route(sql.as_bytes(), ch, b'I', true, &|_| false) {
             Route::Rewrite(text, plan) => (String::from_utf8(text).expect("UTF-8"), plan),
             other => panic!("{sql:?}: {other:?}"),
         }
@@ -376,7 +385,7 @@ mod tests {
     fn no_filler_without_pending_actions_or_a_statement_after() {
         let ch = channels();
         assert!(matches!(
-            route(b"COMMIT; SELECT 1", &ch, b'T', true),
+            route(b"COMMIT; SELECT 1", &ch, b'T', true, &|_| false),
             Route::Forward
         ));
         let (text, plan) = rewrite("BEGIN; NOTIFY c; COMMIT; NOTIFY d", &ch);
