@@ -114,6 +114,8 @@ pub fn route(
     let last_plain = intercepts.iter().rposition(Option::is_none);
     let mut fillers = 0;
     for (n, (s, i)) in stmts.iter().zip(intercepts).enumerate() {
+        // Actions pending, not savepoints only (`is_empty` counts those too).
+        #[allow(clippy::len_zero)]
         let commits = simulated.len() > 0 && matches!(s.kind, Kind::Commit | Kind::CommitChain);
         listens.see(&mut simulated, &s.kind, i.is_some());
         simulate(&mut simulated, &s.kind, i.as_ref());
@@ -252,11 +254,7 @@ fn simulate(txn: &mut PendingTxn, kind: &Kind, i: Option<&Intercept>) {
         (None, Kind::Release(n)) => {
             txn.release(n);
         }
-        (None, Kind::RollbackTo(n)) => {
-            if !txn.rollback_to(n) {
-                txn.clear();
-            }
-        }
+        (None, Kind::RollbackTo(n)) if !txn.rollback_to(n) => txn.clear(),
         (None, Kind::Commit | Kind::Rollback | Kind::CommitChain | Kind::RollbackChain) => {
             txn.clear()
         }
