@@ -224,3 +224,51 @@ async fn psycopg_like_eviction_loop() {
     sc = sc.s(1, "SELECT 1");
     check(&sc).await;
 }
+
+/// Pipelined: a `DEALLOCATE name` sent behind a statement whose reply is still due, then a
+/// Parse of the same name before any reply: the new statement stays (pgherald reads the
+/// Parse before it answers the DEALLOCATE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reparse_pipelined_after_deallocate() {
+    let sc = Scenario::new("Parse pipelined after DEALLOCATE of the same name", 2)
+        .s(1, "LISTEN kdlf")
+        .ext(
+            0,
+            vec![
+                parse("n7", "SELECT pg_notify($1, $2)"),
+                parse("p7", "SELECT $1::int + 7"),
+                Fe::Sync,
+            ],
+        )
+        .ext(
+            0,
+            vec![
+                Fe::Query("SELECT pg_sleep(0.05); DEALLOCATE n7; DEALLOCATE p7".into()),
+                parse("n7", "SELECT pg_notify('kdlf', $1)"),
+                parse("p7", "SELECT $1::text || '7'"),
+                bind("", "n7", &[Some("new n7")]),
+                execute(""),
+                bind("", "p7", &[Some("new p")]),
+                execute(""),
+                Fe::Sync,
+            ],
+        )
+        .ext(
+            0,
+            vec![
+                parse("", "SELECT pg_sleep(0.05)"),
+                bind("", "", &[]),
+                execute(""),
+                parse("", "DEALLOCATE n7"),
+                bind("", "", &[]),
+                execute(""),
+                parse("n7", "NOTIFY kdlf, 'newest n7'"),
+                bind("", "n7", &[]),
+                execute(""),
+                Fe::Sync,
+            ],
+        )
+        .s(0, "DEALLOCATE n7")
+        .s(0, "DEALLOCATE p7");
+    check(&sc).await;
+}

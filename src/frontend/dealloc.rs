@@ -8,11 +8,16 @@
 //! name, for other clients with the same text, until the server's cache evicts it. Other
 //! names (SQL `PREPARE`, statements forwarded as they are in session mode) and
 //! `DEALLOCATE ALL` go to the server; `DEALLOCATE ALL`'s reply drops pgherald's records too
-//! (`outbound`).
+//! (`outbound`). A `DEALLOCATE` is answered in reply order, a Parse recorded as it is read:
+//! [`Births`] keeps a Parse pipelined after a `DEALLOCATE` of the same name from being
+//! dropped by it.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
+use super::extended::Decision;
 use super::intercept::{write_failure, Failure, Intercept};
+use super::plan::LocalReply;
 use super::session::Session;
 use crate::protocol::origin::Stage;
 use crate::sql::Kind;
@@ -22,15 +27,18 @@ use crate::sql::Kind;
 /// or with `DEALLOCATE ALL`); then a repeat goes to the server, which answers 26000.
 pub struct Dropping<'a> {
     owned: &'a dyn Fn(&[u8]) -> bool,
+    seq: u64,
     dropped: Vec<Vec<u8>>,
     all: bool,
 }
 
 impl<'a> Dropping<'a> {
-    /// Follow the statements of one text; `owned` tells the names pgherald keeps.
-    pub fn new(owned: &'a dyn Fn(&[u8]) -> bool) -> Dropping<'a> {
+    /// Follow the statements of one text; `owned` tells the names pgherald keeps, `seq` is
+    /// [`Births::now`] as the text is read.
+    pub fn new(owned: &'a dyn Fn(&[u8]) -> bool, seq: u64) -> Dropping<'a> {
         Dropping {
             owned,
+            seq,
             dropped: Vec::new(),
             all: false,
         }
@@ -43,7 +51,10 @@ impl<'a> Dropping<'a> {
                 if !self.all && (self.owned)(name) && !self.dropped.contains(name) =>
             {
                 self.dropped.push(name.clone());
-                Some(Intercept::Deallocate(name.clone()))
+                Some(Intercept::Deallocate {
+                    name: name.clone(),
+                    seq: self.seq,
+                })
             }
             Kind::DeallocateAll => {
                 self.all = true;
@@ -51,6 +62,52 @@ impl<'a> Dropping<'a> {
             }
             k => Intercept::from_kind(k),
         }
+    }
+}
+
+/// When statement names were Parsed, counted in the order of the client's messages, while
+/// earlier requests still await replies. pgherald reads a Parse (and records its statement)
+/// at once but answers a `DEALLOCATE` in reply order: one that the client sent before a
+/// Parse of the same name must not drop the statement that Parse made.
+#[derive(Debug, Default)]
+pub struct Births {
+    seq: u64,
+    born: HashMap<Vec<u8>, u64>,
+}
+
+impl Births {
+    /// The count to stamp a `DEALLOCATE` with as pgherald reads it.
+    pub fn now(&self) -> u64 {
+        self.seq
+    }
+
+    /// A Parse of statement `name` read from the client; `pending`: replies to earlier
+    /// requests are still due (otherwise no `DEALLOCATE` waits, and nothing is recorded).
+    pub fn parsed(&mut self, name: &[u8], pending: bool) {
+        if !pending {
+            if !self.born.is_empty() {
+                self.born.clear();
+            }
+            return;
+        }
+        self.seq += 1;
+        self.born.insert(name.to_vec(), self.seq);
+    }
+
+    /// True if `name` was Parsed after a `DEALLOCATE` stamped `seq` was read.
+    fn after(&self, name: &[u8], seq: u64) -> bool {
+        !self.born.is_empty() && self.born.get(name).is_some_and(|&b| b > seq)
+    }
+}
+
+/// Stamp an Execute of a prepared `DEALLOCATE` as it is read (`now` = [`Births::now`]).
+pub fn stamp(d: &mut Decision, now: u64) {
+    if let Decision::Local(LocalReply::Execute {
+        action: Intercept::Deallocate { seq, .. },
+        ..
+    }) = d
+    {
+        *seq = now;
     }
 }
 
@@ -84,8 +141,9 @@ impl Session {
         describe_rows: bool,
         format: i16,
     ) -> bool {
-        if let Intercept::Deallocate(name) = i {
-            if status != b'E' {
+        if let Intercept::Deallocate { name, seq } = i {
+            // A statement Parsed under that name after this DEALLOCATE stays.
+            if status != b'E' && !self.births.after(name, *seq) {
                 let intercepted = self.ext.forget(name);
                 let managed = self.stmts.remove(name);
                 if !(intercepted || managed) {

@@ -138,7 +138,8 @@ impl Extended {
                             channel: channel.clone(),
                             payload: payload.clone(),
                         }),
-                        k => Dropping::new(&mine).intercept(k).map(Template::Fixed),
+                        // Stamped when executed (`dealloc::stamp`).
+                        k => Dropping::new(&mine, 0).intercept(k).map(Template::Fixed),
                     };
                     if let Some(t) = template {
                         self.stmts.insert(name.to_vec(), t);

@@ -473,7 +473,8 @@ impl Session {
                     return Ok(Inbound::Local(local));
                 }
                 let owned = |n: &[u8]| self.owns_statement(n);
-                let route = simple::route(sql, &self.ch, self.status, self.scs(), &owned);
+                let seq = self.births.now();
+                let route = simple::route(sql, &self.ch, self.status, self.scs(), &owned, seq);
                 match &route {
                     // What the server runs: intercepted statements are placeholders there.
                     Route::Rewrite(text, _) => self.note_server_text(text, true),
@@ -503,6 +504,9 @@ impl Session {
                     self.touched = true;
                 }
                 let scs = self.scs();
+                if let Some((name @ [_, ..], _)) = framer::cstr(body) {
+                    self.births.parsed(name, !self.plan.is_empty());
+                }
                 let stmts = &self.stmts;
                 let managed = |n: &[u8]| stmts.get(n).is_some();
                 let d = self.ext.parse(body, scs, self.ch.conv, &managed);
@@ -525,7 +529,8 @@ impl Session {
             }
             b'E' => {
                 self.batch_open = true;
-                let d = self.ext.execute(body);
+                let mut d = self.ext.execute(body);
+                super::dealloc::stamp(&mut d, self.births.now());
                 let inbound = match extended(self, d)? {
                     Inbound::Forward(Some(Entry::Execute(effect))) if self.local_executed => {
                         self.local_executed = false;

@@ -45,7 +45,12 @@ pub enum Intercept {
     ListeningChannels,
     /// `DEALLOCATE name` of a statement pgherald keeps for the client (`dealloc.rs`), whose
     /// record the session drops before this runs.
-    Deallocate(Vec<u8>),
+    Deallocate {
+        /// Statement name.
+        name: Vec<u8>,
+        /// The client's Parse count when pgherald read it (`dealloc::Births`).
+        seq: u64,
+    },
 }
 
 /// An error pgherald raises for an intercepted statement.
@@ -205,7 +210,7 @@ impl Intercept {
                 reply::data_row(out, b"");
                 reply::command_complete(out, "SELECT 1");
             }
-            Intercept::Deallocate(_) => reply::command_complete(out, "DEALLOCATE"),
+            Intercept::Deallocate { .. } => reply::command_complete(out, "DEALLOCATE"),
             Intercept::ListeningChannels => {
                 let mut n = 0;
                 for c in ch.listens.iter() {

@@ -51,13 +51,14 @@ pub enum Route {
 /// running any of it, so it either answers with its own error or runs the statements itself.
 ///
 /// `owned` tells the statement names pgherald keeps for the client: `DEALLOCATE` of one is
-/// answered here (`dealloc.rs`).
+/// answered here, stamped with `seq` (`dealloc.rs`).
 pub fn route(
     sql: &[u8],
     ch: &Channels,
     status: u8,
     scs: bool,
     owned: &dyn Fn(&[u8]) -> bool,
+    seq: u64,
 ) -> Route {
     if !sql::prefilter(sql, !ch.txn.is_empty()) {
         return Route::Forward;
@@ -86,7 +87,7 @@ pub fn route(
         notices(&s.kind, ch.conv, &mut preamble);
     }
     let preamble = (!preamble.is_empty()).then_some(preamble);
-    let mut dropping = Dropping::new(owned);
+    let mut dropping = Dropping::new(owned, seq);
     let intercepts: Vec<Option<Intercept>> =
         stmts.iter().map(|s| dropping.intercept(&s.kind)).collect();
     let any_error = intercepts
@@ -324,7 +325,7 @@ mod tests {
     }
 
     fn rewrite(sql: &str, ch: &Channels) -> (String, QueryPlan) {
-        match route(sql.as_bytes(), ch, b'I', true, &|_| false) {
+        match route(sql.as_bytes(), ch, b'I', true, &|_| false, 0) {
             Route::Rewrite(text, plan) => (String::from_utf8(text).expect("UTF-8"), plan),
             other => panic!("{sql:?}: {other:?}"),
         }
@@ -383,7 +384,7 @@ mod tests {
     fn no_filler_without_pending_actions_or_a_statement_after() {
         let ch = channels();
         assert!(matches!(
-            route(b"COMMIT; SELECT 1", &ch, b'T', true, &|_| false),
+            route(b"COMMIT; SELECT 1", &ch, b'T', true, &|_| false, 0),
             Route::Forward
         ));
         let (text, plan) = rewrite("BEGIN; NOTIFY c; COMMIT; NOTIFY d", &ch);
