@@ -166,3 +166,44 @@ impl Session {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_dropped_once_per_text_and_not_after_all() {
+        let owned = |n: &[u8]| n == b"a" || n == b"b";
+        let mut d = Dropping::new(&owned, 7);
+        let dealloc = |n: &str| Kind::Deallocate(n.as_bytes().to_vec());
+        assert_eq!(
+            d.intercept(&dealloc("a")),
+            Some(Intercept::Deallocate {
+                name: b"a".to_vec(),
+                seq: 7
+            })
+        );
+        assert_eq!(d.intercept(&dealloc("a")), None);
+        assert_eq!(d.intercept(&dealloc("c")), None);
+        assert_eq!(d.intercept(&Kind::DeallocateAll), None);
+        assert_eq!(d.intercept(&dealloc("b")), None);
+        assert_eq!(
+            d.intercept(&Kind::UnlistenAll),
+            Some(Intercept::UnlistenAll)
+        );
+    }
+
+    #[test]
+    fn births_count_only_while_replies_are_due() {
+        let mut b = Births::default();
+        b.parsed(b"x", false);
+        assert_eq!(b.now(), 0);
+        let stamp = b.now();
+        b.parsed(b"x", true);
+        assert!(b.after(b"x", stamp));
+        assert!(!b.after(b"y", stamp));
+        assert!(!b.after(b"x", b.now()));
+        b.parsed(b"y", false);
+        assert!(!b.after(b"x", stamp));
+    }
+}
