@@ -17,8 +17,9 @@ use std::collections::HashMap;
 
 use super::extended::Decision;
 use super::intercept::{write_failure, Failure, Intercept};
-use super::plan::LocalReply;
+use super::plan::{LocalReply, Step};
 use super::session::Session;
+use super::simple::Route;
 use crate::protocol::origin::Stage;
 use crate::sql::Kind;
 
@@ -69,10 +70,13 @@ impl<'a> Dropping<'a> {
 /// earlier requests still await replies. pgherald reads a Parse (and records its statement)
 /// at once but answers a `DEALLOCATE` in reply order: one that the client sent before a
 /// Parse of the same name must not drop the statement that Parse made.
+/// Sessions that never `DEALLOCATE` such a statement record nothing.
 #[derive(Debug, Default)]
 pub struct Births {
     seq: u64,
     born: HashMap<Vec<u8>, u64>,
+    /// A `DEALLOCATE` pgherald answers may be waiting for its turn.
+    armed: bool,
 }
 
 impl Births {
@@ -81,13 +85,20 @@ impl Births {
         self.seq
     }
 
+    /// A `DEALLOCATE` pgherald answers was read (see [`deallocates`]).
+    pub fn arm(&mut self) {
+        self.armed = true;
+    }
+
     /// A Parse of statement `name` read from the client; `pending`: replies to earlier
     /// requests are still due (otherwise no `DEALLOCATE` waits, and nothing is recorded).
     pub fn parsed(&mut self, name: &[u8], pending: bool) {
+        if !self.armed {
+            return;
+        }
         if !pending {
-            if !self.born.is_empty() {
-                self.born.clear();
-            }
+            self.armed = false;
+            self.born.clear();
             return;
         }
         self.seq += 1;
@@ -100,14 +111,29 @@ impl Births {
     }
 }
 
-/// Stamp an Execute of a prepared `DEALLOCATE` as it is read (`now` = [`Births::now`]).
-pub fn stamp(d: &mut Decision, now: u64) {
+/// Stamp an Execute of a prepared `DEALLOCATE` as it is read; true if it is one.
+pub fn stamp(d: &mut Decision, births: &Births) -> bool {
     if let Decision::Local(LocalReply::Execute {
         action: Intercept::Deallocate { seq, .. },
         ..
     }) = d
     {
-        *seq = now;
+        *seq = births.now();
+        return true;
+    }
+    false
+}
+
+/// True if a Query's route has a `DEALLOCATE` that pgherald answers.
+pub fn deallocates(route: &Route) -> bool {
+    let is = |i: &Intercept| matches!(i, Intercept::Deallocate { .. });
+    match route {
+        Route::Local(q) => q.stmts.iter().any(is),
+        Route::Rewrite(_, plan) => plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Placeholder(i) if is(i))),
+        Route::Forward | Route::Tracked(_) => false,
     }
 }
 
@@ -196,8 +222,9 @@ mod tests {
     #[test]
     fn births_count_only_while_replies_are_due() {
         let mut b = Births::default();
-        b.parsed(b"x", false);
+        b.parsed(b"x", true);
         assert_eq!(b.now(), 0);
+        b.arm();
         let stamp = b.now();
         b.parsed(b"x", true);
         assert!(b.after(b"x", stamp));

@@ -475,6 +475,9 @@ impl Session {
                 let owned = |n: &[u8]| self.owns_statement(n);
                 let seq = self.births.now();
                 let route = simple::route(sql, &self.ch, self.status, self.scs(), &owned, seq);
+                if super::dealloc::deallocates(&route) {
+                    self.births.arm();
+                }
                 match &route {
                     // What the server runs: intercepted statements are placeholders there.
                     Route::Rewrite(text, _) => self.note_server_text(text, true),
@@ -530,7 +533,9 @@ impl Session {
             b'E' => {
                 self.batch_open = true;
                 let mut d = self.ext.execute(body);
-                super::dealloc::stamp(&mut d, self.births.now());
+                if super::dealloc::stamp(&mut d, &self.births) {
+                    self.births.arm();
+                }
                 let inbound = match extended(self, d)? {
                     Inbound::Forward(Some(Entry::Execute(effect))) if self.local_executed => {
                         self.local_executed = false;
