@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::dealloc::Dropping;
 use super::intercept::{Failure, Intercept};
 use super::plan::{Effect, LocalReply};
 use super::simple::effect;
@@ -98,7 +99,15 @@ impl Extended {
     /// Parse: intercept LISTEN & co., remember transaction control, forward the rest.
     /// The statement text is taken in the server encoding (`conv`); text pgherald cannot
     /// take that way is forwarded, for Postgres to answer.
-    pub fn parse(&mut self, body: &[u8], scs: bool, conv: Conversion) -> Decision {
+    /// `DEALLOCATE name` is answered too when pgherald keeps `name` (its own intercepted
+    /// statements, or those `owned` tells: `dealloc.rs`).
+    pub fn parse(
+        &mut self,
+        body: &[u8],
+        scs: bool,
+        conv: Conversion,
+        owned: &dyn Fn(&[u8]) -> bool,
+    ) -> Decision {
         let Some((name, rest)) = name_of(body) else {
             return Decision::Malformed;
         };
@@ -121,6 +130,7 @@ impl Extended {
                     .filter(|s| s.kind != Kind::Empty)
                     .collect();
                 if let [only] = &stmts[..] {
+                    let mine = |n: &[u8]| self.stmts.contains_key(n) || owned(n);
                     let template = match &only.kind {
                         Kind::PgNotify {
                             channel, payload, ..
@@ -128,7 +138,8 @@ impl Extended {
                             channel: channel.clone(),
                             payload: payload.clone(),
                         }),
-                        k => Intercept::from_kind(k).map(Template::Fixed),
+                        // Stamped when executed (`dealloc::stamp`).
+                        k => Dropping::new(&mine, 0).intercept(k).map(Template::Fixed),
                     };
                     if let Some(t) = template {
                         self.stmts.insert(name.to_vec(), t);
@@ -307,6 +318,26 @@ impl Extended {
         }
     }
 
+    /// True if statement `name` is one pgherald answers itself.
+    pub fn intercepts(&self, name: &[u8]) -> bool {
+        !self.stmts.is_empty() && self.stmts.contains_key(name)
+    }
+
+    /// `DEALLOCATE name`: forget what is known of statement `name`; true if it was one
+    /// pgherald answers itself.
+    pub fn forget(&mut self, name: &[u8]) -> bool {
+        self.stmt_effects.remove(name);
+        self.with_channels.remove(name);
+        self.stmts.remove(name).is_some()
+    }
+
+    /// `DEALLOCATE ALL`: forget every named statement (the unnamed one and portals stay).
+    pub fn forget_named(&mut self) {
+        self.stmts.retain(|n, _| n.is_empty());
+        self.stmt_effects.retain(|n, _| n.is_empty());
+        self.with_channels.retain(|n| n.is_empty());
+    }
+
     /// DISCARD ALL or a server reset dropped every statement and portal.
     pub fn clear(&mut self) {
         self.stmts.clear();
@@ -363,6 +394,7 @@ mod tests {
             &parse_body("s", "SELECT count(*) FROM pg_listening_channels()"),
             true,
             Conversion::Utf8,
+            &|_| false,
         ) {
             Decision::Rewritten(body, super::super::plan::Entry::ParseRewritten(_)) => {
                 assert!(body.starts_with(b"s\0SELECT count(*) FROM unnest($1::text[])"));
@@ -387,7 +419,8 @@ mod tests {
             x.parse(
                 &parse_body("t", "SELECT pg_listening_channels()"),
                 true,
-                Conversion::Utf8
+                Conversion::Utf8,
+                &|_| false
             ),
             Decision::Local(_)
         ));
@@ -426,7 +459,8 @@ mod tests {
             x.parse(
                 &parse_body("s1", "SELECT pg_notify($1, $2)"),
                 true,
-                Conversion::Utf8
+                Conversion::Utf8,
+                &|_| false
             ),
             Decision::Local(_)
         ));
@@ -472,7 +506,12 @@ mod tests {
         use crate::protocol::encoding::SingleByte;
         let latin1 = Conversion::Single(SingleByte::Latin1);
         let mut x = Extended::default();
-        x.parse(&parse_body("s", "SELECT pg_notify($1, $2)"), true, latin1);
+        x.parse(
+            &parse_body("s", "SELECT pg_notify($1, $2)"),
+            true,
+            latin1,
+            &|_| false,
+        );
         let mut body = bind_body("", "s", &[Some("c"), Some("x")]);
         // The payload is the LATIN1 byte for "é".
         let at = body.len() - 5;
@@ -515,11 +554,15 @@ mod tests {
     fn forwarded_statements_keep_their_effects() {
         let mut x = Extended::default();
         assert!(matches!(
-            x.parse(&parse_body("", "select 1"), true, Conversion::Utf8),
+            x.parse(&parse_body("", "select 1"), true, Conversion::Utf8, &|_| {
+                false
+            }),
             Decision::Forward(_)
         ));
         assert!(matches!(
-            x.parse(&parse_body("c", "COMMIT"), true, Conversion::Utf8),
+            x.parse(&parse_body("c", "COMMIT"), true, Conversion::Utf8, &|_| {
+                false
+            }),
             Decision::Forward(_)
         ));
         x.bind(

@@ -472,7 +472,12 @@ impl Session {
                 if let Some(local) = self.control(sql) {
                     return Ok(Inbound::Local(local));
                 }
-                let route = simple::route(sql, &self.ch, self.status, self.scs());
+                let owned = |n: &[u8]| self.owns_statement(n);
+                let seq = self.births.now();
+                let route = simple::route(sql, &self.ch, self.status, self.scs(), &owned, seq);
+                if super::dealloc::deallocates(&route) {
+                    self.births.arm();
+                }
                 match &route {
                     // What the server runs: intercepted statements are placeholders there.
                     Route::Rewrite(text, _) => self.note_server_text(text, true),
@@ -502,7 +507,12 @@ impl Session {
                     self.touched = true;
                 }
                 let scs = self.scs();
-                let d = self.ext.parse(body, scs, self.ch.conv);
+                if let Some((name @ [_, ..], _)) = framer::cstr(body) {
+                    self.births.parsed(name, !self.plan.is_empty());
+                }
+                let stmts = &self.stmts;
+                let managed = |n: &[u8]| stmts.get(n).is_some();
+                let d = self.ext.parse(body, scs, self.ch.conv, &managed);
                 let forwarded = extended(self, d)?;
                 if matches!(forwarded, Inbound::Forward(_) | Inbound::Replace(..)) {
                     let opaque = matches!(forwarded, Inbound::Forward(_));
@@ -522,7 +532,10 @@ impl Session {
             }
             b'E' => {
                 self.batch_open = true;
-                let d = self.ext.execute(body);
+                let mut d = self.ext.execute(body);
+                if super::dealloc::stamp(&mut d, &self.births) {
+                    self.births.arm();
+                }
                 let inbound = match extended(self, d)? {
                     Inbound::Forward(Some(Entry::Execute(effect))) if self.local_executed => {
                         self.local_executed = false;

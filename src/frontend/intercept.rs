@@ -1,5 +1,6 @@
-//! The intercepted statements themselves: LISTEN, UNLISTEN, NOTIFY, standalone pg_notify
-//! and pg_listening_channels — their errors and the replies pgherald writes for them.
+//! The intercepted statements themselves: LISTEN, UNLISTEN, NOTIFY, standalone pg_notify,
+//! pg_listening_channels and DEALLOCATE of pgherald's own statements — their errors and the
+//! replies pgherald writes for them.
 
 use std::borrow::Cow;
 
@@ -42,6 +43,14 @@ pub enum Intercept {
     },
     /// SELECT pg_listening_channels().
     ListeningChannels,
+    /// `DEALLOCATE name` of a statement pgherald keeps for the client (`dealloc.rs`), whose
+    /// record the session drops before this runs.
+    Deallocate {
+        /// Statement name.
+        name: Vec<u8>,
+        /// The client's Parse count when pgherald read it (`dealloc::Births`).
+        seq: u64,
+    },
 }
 
 /// An error pgherald raises for an intercepted statement.
@@ -201,6 +210,7 @@ impl Intercept {
                 reply::data_row(out, b"");
                 reply::command_complete(out, "SELECT 1");
             }
+            Intercept::Deallocate { .. } => reply::command_complete(out, "DEALLOCATE"),
             Intercept::ListeningChannels => {
                 let mut n = 0;
                 for c in ch.listens.iter() {

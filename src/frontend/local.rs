@@ -29,7 +29,7 @@ impl Session {
                     let status = self.status;
                     let mut failed = false;
                     for i in &q.stmts {
-                        if !i.run(&mut self.ch, status, true, 0, &mut self.client.out) {
+                        if !self.run_intercept(i, status, true, 0) {
                             failed = true;
                             break;
                         }
@@ -112,7 +112,7 @@ impl Session {
             },
             LocalReply::Execute { action, format } => {
                 let live = self.live;
-                if !action.run(&mut self.ch, live, false, format, out) {
+                if !self.run_intercept(&action, live, false, format) {
                     self.local_error = true;
                     self.batch_error(Act::Swallow);
                 }

@@ -6,6 +6,7 @@ mod adopt;
 mod backplane;
 pub mod channels;
 pub mod client;
+mod dealloc;
 pub mod deferred;
 mod ending;
 pub mod extended;

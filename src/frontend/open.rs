@@ -246,6 +246,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
         ch,
         ext: Extended::default(),
         stmts: ClientStatements::default(),
+        births: Default::default(),
         deferred: false,
         owe_begin: false,
         flush_follows: false,

@@ -227,6 +227,10 @@ impl Session {
                     co.conn.prepared.clear();
                 }
                 self.stmts.clear();
+                if body.starts_with(b"DEALLOCATE") {
+                    // pgherald's own statements go too (DISCARD ALL's effect clears them).
+                    self.ext.forget_named();
+                }
             }
             b'E' => {
                 if framer::field(body, b'V') == Some(b"FATAL") {
@@ -510,7 +514,7 @@ impl Session {
                 q.steps.clear();
                 match step {
                     Some(Step::Failing(i)) if framer::field(body, b'C') == Some(b"22012") => {
-                        i.run(&mut self.ch, b'I', true, 0, &mut self.client.out);
+                        self.run_intercept(&i, b'I', true, 0);
                         Act::Swallow
                     }
                     _ if q.positions.as_ref().is_some_and(|m| {
@@ -529,7 +533,7 @@ impl Session {
                 }
                 Some(Step::Placeholder(i)) => {
                     let live = self.live;
-                    i.run(&mut self.ch, live, true, 0, &mut self.client.out);
+                    self.run_intercept(&i, live, true, 0);
                     Act::Swallow
                 }
                 Some(Step::PrepareRefused) => {

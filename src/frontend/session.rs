@@ -108,6 +108,8 @@ pub(crate) struct Session {
     pub(crate) ext: Extended,
     /// The client's named statements (transaction pooling).
     pub(crate) stmts: ClientStatements,
+    /// When statement names were Parsed, for `DEALLOCATE` answered in reply order.
+    pub(crate) births: super::dealloc::Births,
     /// The client is in a block whose BEGIN pgherald answered and the server has not seen.
     pub(crate) deferred: bool,
     /// The deferred BEGIN goes to the server in front of the next write.

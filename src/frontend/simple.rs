@@ -7,6 +7,7 @@ use std::ops::Range;
 use bytes::BytesMut;
 
 use super::channels::Channels;
+use super::dealloc::Dropping;
 use super::intercept::Intercept;
 use super::plan::{Effect, LocalQuery, QueryPlan, Step};
 use super::txn::{Action, ListenSet, PendingTxn};
@@ -48,7 +49,17 @@ pub enum Route {
 /// standard_conforming_strings. The text is classified in the server encoding (`ch.conv`);
 /// text that cannot be taken that way is forwarded: Postgres converts the whole Query before
 /// running any of it, so it either answers with its own error or runs the statements itself.
-pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
+///
+/// `owned` tells the statement names pgherald keeps for the client: `DEALLOCATE` of one is
+/// answered here, stamped with `seq` (`dealloc.rs`).
+pub fn route(
+    sql: &[u8],
+    ch: &Channels,
+    status: u8,
+    scs: bool,
+    owned: &dyn Fn(&[u8]) -> bool,
+    seq: u64,
+) -> Route {
     if !sql::prefilter(sql, !ch.txn.is_empty()) {
         return Route::Forward;
     }
@@ -76,10 +87,9 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
         notices(&s.kind, ch.conv, &mut preamble);
     }
     let preamble = (!preamble.is_empty()).then_some(preamble);
-    let intercepts: Vec<Option<Intercept>> = stmts
-        .iter()
-        .map(|s| Intercept::from_kind(&s.kind))
-        .collect();
+    let mut dropping = Dropping::new(owned, seq);
+    let intercepts: Vec<Option<Intercept>> =
+        stmts.iter().map(|s| dropping.intercept(&s.kind)).collect();
     let any_error = intercepts
         .iter()
         .flatten()
@@ -105,6 +115,8 @@ pub fn route(sql: &[u8], ch: &Channels, status: u8, scs: bool) -> Route {
     let last_plain = intercepts.iter().rposition(Option::is_none);
     let mut fillers = 0;
     for (n, (s, i)) in stmts.iter().zip(intercepts).enumerate() {
+        // Actions pending, not savepoints only (`is_empty` counts those too).
+        #[allow(clippy::len_zero)]
         let commits = simulated.len() > 0 && matches!(s.kind, Kind::Commit | Kind::CommitChain);
         listens.see(&mut simulated, &s.kind, i.is_some());
         simulate(&mut simulated, &s.kind, i.as_ref());
@@ -243,11 +255,7 @@ fn simulate(txn: &mut PendingTxn, kind: &Kind, i: Option<&Intercept>) {
         (None, Kind::Release(n)) => {
             txn.release(n);
         }
-        (None, Kind::RollbackTo(n)) => {
-            if !txn.rollback_to(n) {
-                txn.clear();
-            }
-        }
+        (None, Kind::RollbackTo(n)) if !txn.rollback_to(n) => txn.clear(),
         (None, Kind::Commit | Kind::Rollback | Kind::CommitChain | Kind::RollbackChain) => {
             txn.clear()
         }
@@ -317,7 +325,7 @@ mod tests {
     }
 
     fn rewrite(sql: &str, ch: &Channels) -> (String, QueryPlan) {
-        match route(sql.as_bytes(), ch, b'I', true) {
+        match route(sql.as_bytes(), ch, b'I', true, &|_| false, 0) {
             Route::Rewrite(text, plan) => (String::from_utf8(text).expect("UTF-8"), plan),
             other => panic!("{sql:?}: {other:?}"),
         }
@@ -376,7 +384,7 @@ mod tests {
     fn no_filler_without_pending_actions_or_a_statement_after() {
         let ch = channels();
         assert!(matches!(
-            route(b"COMMIT; SELECT 1", &ch, b'T', true),
+            route(b"COMMIT; SELECT 1", &ch, b'T', true, &|_| false, 0),
             Route::Forward
         ));
         let (text, plan) = rewrite("BEGIN; NOTIFY c; COMMIT; NOTIFY d", &ch);

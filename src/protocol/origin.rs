@@ -60,6 +60,12 @@ const TABLE: &[(&str, &str, Origin)] = &[
         "cannot PREPARE a transaction that has executed LISTEN",
         at("async.c", "873", "AtPrepare_Notify"),
     ),
+    // DEALLOCATE of a statement that does not exist (prepare.c).
+    (
+        "26000",
+        "prepared statement ",
+        at("prepare.c", "451", "FetchPreparedStatement"),
+    ),
     // The lexer's notices and warnings.
     (
         "42622",

@@ -1,7 +1,7 @@
 //! Statement splitting and classification: cuts a Query string on top-level `;` (as Postgres's
 //! grammar and psql do: not inside parentheses nor inside a `CREATE FUNCTION … BEGIN ATOMIC … END`
 //! body), then recognises LISTEN / UNLISTEN / NOTIFY (with Postgres's exact syntax errors),
-//! `PREPARE … AS NOTIFY`, `DISCARD ALL`, and hands `SELECT …` and transaction control to
+//! `PREPARE … AS NOTIFY`, `DISCARD ALL`, `DEALLOCATE`, and hands `SELECT …` and transaction control to
 //! `select.rs` and `txn.rs`.
 
 use super::ctx::Ctx;
@@ -127,6 +127,7 @@ fn classify_one(c: &Ctx) -> Kind {
         b"select" => select::select(c),
         b"prepare" => prepare(c),
         b"discard" if c.len() == 2 && c.word(1, "all") => Kind::DiscardAll,
+        b"deallocate" => deallocate(c),
         b"begin" | b"start" | b"commit" | b"end" | b"rollback" | b"abort" | b"savepoint"
         | b"release" => txn::txn(c, &w),
         _ => Kind::Other,
@@ -191,6 +192,29 @@ fn notify(c: &Ctx) -> Kind {
         payload,
         truncated,
         warnings: warning.into_iter().collect(),
+    }
+}
+
+/// `DEALLOCATE [PREPARE] { name | ALL }` (anything else is left to Postgres).
+fn deallocate(c: &Ctx) -> Kind {
+    // `DEALLOCATE prepare` names a statement called "prepare".
+    let at = if c.len() == 3 && c.word(1, "prepare") {
+        2
+    } else {
+        1
+    };
+    if c.len() != at + 1 {
+        return Kind::Other;
+    }
+    if c.word(at, "all") {
+        return Kind::DeallocateAll;
+    }
+    if !c.colid(at) {
+        return Kind::Other;
+    }
+    match c.name(at) {
+        Some((name, None)) => Kind::Deallocate(name),
+        _ => Kind::Other,
     }
 }
 

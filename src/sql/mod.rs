@@ -118,6 +118,11 @@ pub enum Kind {
     RollbackPrepared,
     /// `DISCARD ALL`.
     DiscardAll,
+    /// `DEALLOCATE [PREPARE] name`: the name folded like a channel (never truncated: a longer
+    /// one is [`Kind::Other`]).
+    Deallocate(Vec<u8>),
+    /// `DEALLOCATE [PREPARE] ALL`.
+    DeallocateAll,
     /// A statement pgherald would intercept but which Postgres rejects at parse time.
     SyntaxError {
         /// SQLSTATE, `42601`.

@@ -4,7 +4,7 @@
 
 /// Words that are always looked for, anywhere (they may be part of a longer word:
 /// `unlisten`, `pg_listening_channels`, `pg_notify`).
-const ALWAYS: [&[u8]; 3] = [b"listen", b"notify", b"discard"];
+const ALWAYS: [&[u8]; 4] = [b"listen", b"notify", b"discard", b"deallocate"];
 
 /// Transaction-control keywords, looked for only when asked, and only at the start of a word.
 const TXN: [&[u8]; 9] = [
@@ -49,7 +49,7 @@ const fn build_first() -> [u8; 256] {
 /// Cheap case-insensitive scan: does this SQL possibly contain something to intercept?
 ///
 /// Looks for the words `listen` (covers `unlisten`, `pg_listening_channels`), `notify` (covers
-/// `pg_notify`) and `discard` anywhere; and, when `txn_control` is true, for `commit`, `end`,
+/// `pg_notify`), `discard` and `deallocate` anywhere; and, when `txn_control` is true, for `commit`, `end`,
 /// `rollback`, `abort`, `savepoint`, `release`, `prepare`, `begin` and `start` at the start of a
 /// word. False positives are harmless (the text is then classified); there are no false negatives
 /// for statements [`super::classify`] recognises by keyword.
@@ -103,6 +103,7 @@ mod tests {
             "SELECT * FROM pg_listening_channels()",
             "NoTiFy c",
             "discard all",
+            "DEALLOCATE _pg3_0",
             "x;listen",
         ] {
             assert!(prefilter(q.as_bytes(), false), "{q}");

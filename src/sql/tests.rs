@@ -498,3 +498,23 @@ fn lexer_token_texts() {
     let errors: Vec<&str> = got.iter().filter(|(_, e)| *e).map(|(t, _)| *t).collect();
     assert_eq!(errors, ["\"\"", "5x"]);
 }
+
+#[test]
+fn deallocate_forms() {
+    let d = |n: &str| Kind::Deallocate(n.as_bytes().to_vec());
+    assert_eq!(one("DEALLOCATE _pg3_0"), d("_pg3_0"));
+    assert_eq!(one("deallocate prepare S1;"), d("s1"));
+    assert_eq!(one("DEALLOCATE \"S1\""), d("S1"));
+    assert_eq!(one("DEALLOCATE prepare"), d("prepare"));
+    assert_eq!(one("DEALLOCATE ALL"), Kind::DeallocateAll);
+    assert_eq!(one("DEALLOCATE PREPARE all"), Kind::DeallocateAll);
+    for sql in [
+        "DEALLOCATE",
+        "DEALLOCATE a b",
+        "DEALLOCATE 'a'",
+        "DEALLOCATE select",
+        "DEALLOCATE x123456789012345678901234567890123456789012345678901234567890123",
+    ] {
+        assert_eq!(one(sql), Kind::Other, "{sql:?}");
+    }
+}
