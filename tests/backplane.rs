@@ -373,6 +373,24 @@ async fn gap_past_retention_ends_listeners_with_fatal() {
     expect_lost(&mut on_b).await;
     let st = b.app.backplane.as_ref().unwrap().stats();
     assert_eq!((st.gaps, st.lost_listeners), (1, 1), "xlen {len}");
+    // The same counts in /metrics, read with a Prometheus parser.
+    let text = pgherald::admin::metrics::render(&b.app);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("a Prometheus text parser accepts it");
+    for name in [
+        "pgherald_backplane_gaps_total",
+        "pgherald_backplane_lost_listeners_total",
+    ] {
+        let v = scrape
+            .samples
+            .iter()
+            .find(|x| x.metric == name)
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => -1.0,
+            });
+        assert_eq!(v, Some(1.0), "{name} in:\n{text}");
+    }
     let got = collect(&mut on_a, 301).await;
     assert_eq!(got.len(), 301);
     // b delivers again to listeners that came after the gap.

@@ -277,6 +277,44 @@ impl Collector for Herald {
                     .encode(m.encode_family(&[("database", r.database)])?)?;
             }
         }
+        if let Some(bp) = &app.backplane {
+            let s = bp.stats();
+            for (name, help, v) in [
+                (
+                    "pgherald_backplane_published",
+                    "Committed batches recorded on the backplane.",
+                    s.published,
+                ),
+                (
+                    "pgherald_backplane_failed",
+                    "Batches the backplane could not record (their COMMIT failed).",
+                    s.failed,
+                ),
+                (
+                    "pgherald_backplane_received",
+                    "Backplane entries read and delivered to this instance's listeners.",
+                    s.received,
+                ),
+                (
+                    "pgherald_backplane_gaps",
+                    "Backplane entries gone before this instance read them.",
+                    s.gaps,
+                ),
+                (
+                    "pgherald_backplane_lost_listeners",
+                    "Listeners ended because of a backplane gap.",
+                    s.lost_listeners,
+                ),
+                (
+                    "pgherald_backplane_reconnects",
+                    "Backplane connections lost and re-established.",
+                    s.reconnects,
+                ),
+            ] {
+                let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+                ConstCounter::new(v).encode(m)?;
+            }
+        }
         Ok(())
     }
 }
