@@ -148,3 +148,56 @@ async fn scripts_verify_the_certificate() {
     )
     .await;
 }
+
+/// sqlx (rustls, `verify-full` against the test CA) through the TLS pgherald: bound queries,
+/// LISTEN with its `PgListener` and a `pg_notify` from the pool. A plaintext connection to
+/// the same pgherald is refused, so this cannot pass in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_tls() {
+    use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgSslMode};
+    use sqlx::Connection as _;
+    let k = pki().await;
+    let h = herald::Herald::start(tls_config(k)).await;
+    let opts = PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(h.port())
+        .username(postgres::SUPERUSER)
+        .database(postgres::DEFAULT_DB);
+    let tls = opts
+        .clone()
+        .ssl_mode(PgSslMode::VerifyFull)
+        .ssl_root_cert(&k.ca.pem_file);
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(tls)
+        .await
+        .expect("sqlx connects over TLS");
+    let mut listener = PgListener::connect_with(&pool).await.expect("listener");
+    listener.listen("sqlx_tls").await.expect("LISTEN");
+    for i in 0..ITERATIONS as i32 {
+        let v: i32 = sqlx::query_scalar("SELECT $1::int4 + 1")
+            .bind(i)
+            .fetch_one(&pool)
+            .await
+            .expect("query");
+        assert_eq!(v, i + 1);
+        sqlx::query("SELECT pg_notify('sqlx_tls', $1)")
+            .bind(format!("n{i}"))
+            .execute(&pool)
+            .await
+            .expect("pg_notify");
+        let n = tokio::time::timeout(std::time::Duration::from_secs(60), listener.recv())
+            .await
+            .expect("a notification within a minute")
+            .expect("listener open");
+        assert_eq!(
+            (n.channel(), n.payload()),
+            ("sqlx_tls", format!("n{i}").as_str())
+        );
+    }
+    let plain = opts.ssl_mode(PgSslMode::Disable);
+    let err = sqlx::PgConnection::connect_with(&plain)
+        .await
+        .expect_err("plaintext is refused");
+    assert!(err.to_string().contains("SSL required"), "{err}");
+}
