@@ -277,6 +277,9 @@ impl Builder {
             }
             "max_client_conn" => c.max_client_conn = count(v)?,
             "max_prepared_statements" => c.max_prepared_statements = count(v)?,
+            "max_db_connections" => c.max_db_connections = count(v)?,
+            "max_user_connections" => c.max_user_connections = count(v)?,
+            "min_pool_size" => c.min_pool_size = count(v)?,
             "pool_mode" => c.pool_mode = pool_mode(v)?,
             "query_timeout" => c.query_timeout = time(v)?,
             "query_wait_timeout" => c.query_wait_timeout = time(v)?,
@@ -361,12 +364,9 @@ impl Builder {
                     d.reserve_pool_size = Some(count(&v).map_err(|w| bad(ku, &v, w))?)
                 }
                 "pool_mode" => d.pool_mode = Some(pool_mode(&v).map_err(err)?),
-                "min_pool_size" | "max_db_connections" => {
-                    count(&v).map_err(|w| bad(ku, &v, w))?;
-                    self.warn(
-                        &format!("databases/{ku}"),
-                        format!("databases: {ku} is not supported; pools open connections on demand up to pool_size (+ reserve_pool_size) (first seen for {name})"),
-                    );
+                "min_pool_size" => d.min_pool_size = Some(count(&v).map_err(|w| bad(ku, &v, w))?),
+                "max_db_connections" => {
+                    d.max_db_connections = Some(count(&v).map_err(|w| bad(ku, &v, w))?)
                 }
                 "query_wait_timeout"
                 | "server_lifetime"
@@ -397,13 +397,7 @@ impl Builder {
                 "pool_mode" => u.pool_mode = Some(pool_mode(&v).map_err(err)?),
                 "pool_size" => u.pool_size = Some(count(&v).map_err(bad)?),
                 "reserve_pool_size" => u.reserve_pool_size = Some(count(&v).map_err(bad)?),
-                "max_user_connections" => {
-                    count(&v).map_err(bad)?;
-                    self.warn(
-                        "users/max_user_connections",
-                        format!("users: max_user_connections is not supported; each pool is bounded by its pool_size (first seen for {name})"),
-                    );
-                }
+                "max_user_connections" => u.max_user_connections = Some(count(&v).map_err(bad)?),
                 "query_timeout" => u.query_timeout = Some(time(&v).map_err(bad)?),
                 "idle_transaction_timeout" => {
                     u.idle_transaction_timeout = Some(time(&v).map_err(bad)?)

@@ -148,7 +148,8 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
             .await;
         return;
     }
-    let Some(settings) = crate::pool_settings(&snap, &start.database, &start.user, &app.keyring)
+    let Some(settings) =
+        crate::pool_settings(&snap, &start.database, &start.user, &app.keyring, &app.caps)
     else {
         return;
     };
