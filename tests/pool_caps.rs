@@ -217,6 +217,45 @@ async fn max_user_connections_caps_a_user_across_databases() {
     assert!(su_peak > 0, "the superuser's pool was used");
 }
 
+/// RELOAD resizes a cap in place: max_db_connections 1, then 3 for the next connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_resizes_a_cap() {
+    let pg = postgres::shared();
+    create_databases(pg, &["caps_reload"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgherald.toml");
+    let write = |cap: usize| {
+        let mut c = config(pg);
+        c.databases.insert(
+            "capr".into(),
+            DatabaseConfig {
+                max_db_connections: Some(cap),
+                ..db(pg, "caps_reload")
+            },
+        );
+        std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
+        c
+    };
+    let source = pgherald::live::Source {
+        path: Some(path.clone()),
+        overrides: Default::default(),
+    };
+    let h = Herald::start_from(write(1), source).await;
+    let filter = "datname = 'caps_reload'";
+    let mut peaks = Vec::new();
+    for cap in [1, 3] {
+        if cap != 1 {
+            write(cap);
+            h.app.reload().unwrap();
+        }
+        let sampler = Sampler::start(pg, filter).await;
+        let errors = burst(h.port(), &[(SUPERUSER, "capr"); 6], 2).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        peaks.push(sampler.peak().await);
+    }
+    assert_eq!(peaks, [1, 3]);
+}
+
 /// min_pool_size: a forced-user database keeps 3 server connections once it has been used,
 /// with no client left, and server_idle_timeout does not close them; a database without a
 /// forced user fills to its minimum while a client is connected.
