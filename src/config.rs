@@ -217,6 +217,8 @@ pub struct Config {
     pub server_round_robin: bool,
     /// Per-user settings (PgBouncer's `[users]` section).
     pub users: BTreeMap<String, UserConfig>,
+    /// pg_hba.conf-format file choosing each login's method when `[auth] type = "hba"`.
+    pub auth_hba_file: Option<PathBuf>,
 }
 
 /// A `[databases.NAME]` entry.
@@ -374,6 +376,7 @@ impl Default for Config {
             server_check_delay: 30.0,
             server_round_robin: false,
             users: BTreeMap::new(),
+            auth_hba_file: None,
         }
     }
 }
@@ -556,6 +559,11 @@ impl Config {
                         ));
                     }
                 }
+                "hba" => {
+                    if self.auth_hba_file.is_none() {
+                        return Err(invalid("auth_hba_file", "auth type hba needs auth_hba_file"));
+                    }
+                }
                 "md5" | "scram-sha-256" => {
                     let auth_user = self.auth_user.is_some()
                         || self.databases.values().any(|d| d.auth_user.is_some());
@@ -570,7 +578,7 @@ impl Config {
                     return Err(invalid(
                         "auth.type",
                         format!(
-                        "unknown auth type `{other}` (expected trust, md5, scram-sha-256 or cert)"
+                        "unknown auth type `{other}` (expected trust, md5, scram-sha-256, cert or hba)"
                     ),
                     ))
                 }

@@ -276,7 +276,7 @@ fn bad_files_are_refused_before_anything_listens() {
         (
             "",
             "auth_type = hba",
-            "pgbouncer.ini:8: auth_type hba is not supported",
+            "pgbouncer.ini:8: auth_type hba needs auth_hba_file",
         ),
     ];
     for (dbs, extra, want) in cases {

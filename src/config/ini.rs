@@ -241,6 +241,7 @@ impl Builder {
                 self.auth_file = opt_path(v).map(|p| (p, origin.clone()));
             }
             "auth_query" => c.auth_query = v.to_string(),
+            "auth_hba_file" => c.auth_hba_file = opt_path(v),
             "auth_type" => {
                 let t = v.to_ascii_lowercase();
                 const KNOWN: &[&str] = &[
@@ -483,12 +484,21 @@ impl Builder {
                 self.warn("auth_type", "auth_type any: served as trust (every user name is accepted; databases log in with their forced user)".into());
                 "trust"
             }
+            "hba" if self.config.auth_hba_file.is_some() => "hba",
             "hba" | "ldap" | "pam" => {
                 let o = origin.unwrap_or(Origin {
                     file: path.to_path_buf(),
                     line: 1,
                 });
-                return Err(at(&o.file, o.line, format!("auth_type {kind} is not supported by pgherald (use md5, scram-sha-256, cert or trust)")));
+                return Err(at(
+                    &o.file,
+                    o.line,
+                    if kind == "hba" {
+                        "auth_type hba needs auth_hba_file".to_string()
+                    } else {
+                        format!("auth_type {kind} is not supported by pgherald (use md5, scram-sha-256, cert, hba or trust)")
+                    },
+                ));
             }
             k => k,
         };

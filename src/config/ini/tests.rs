@@ -155,7 +155,7 @@ fn errors_name_file_and_line() {
         ),
         (
             "[pgbouncer]\nauth_file = users.txt\nauth_type = hba\n",
-            "pgbouncer.ini:3: auth_type hba is not supported",
+            "pgbouncer.ini:3: auth_type hba needs auth_hba_file",
         ),
         (
             "[pgbouncer]\nauth_file = users.txt\npool_mode = statement\n",
