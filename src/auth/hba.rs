@@ -152,12 +152,11 @@ fn address(addr: &str, mask: Option<&str>) -> Result<(IpAddr, u32), String> {
         (Some(l), None) => l,
         (None, Some(m)) => {
             let m: IpAddr = m.parse().map_err(|_| format!("invalid IP mask \"{m}\""))?;
-            let bits = match (ip, m) {
+            match (ip, m) {
                 (IpAddr::V4(_), IpAddr::V4(m)) => u32::from(m).leading_ones(),
                 (IpAddr::V6(_), IpAddr::V6(m)) => u128::from(m).leading_ones(),
                 _ => return Err("IP address and mask do not match in family".into()),
-            };
-            bits
+            }
         }
         _ => return Err(format!("{addr}: give ADDRESS/LENGTH or ADDRESS MASK")),
     };
