@@ -504,11 +504,11 @@ impl Pool {
             self.close(c.conn, c.reg);
             return;
         }
-        self.checkin_idle(c.conn, c.reg);
+        self.checkin_idle(c.conn, c.reg, now);
     }
 
-    fn checkin_idle(&self, mut conn: ServerConn, reg: Registered) {
-        conn.idle_since = Instant::now();
+    fn checkin_idle(&self, mut conn: ServerConn, reg: Registered, now: Instant) {
+        conn.idle_since = now;
         self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())

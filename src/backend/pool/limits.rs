@@ -61,7 +61,7 @@ impl Pool {
                     Ok(conn) => {
                         let reg = pool.register(&conn, generation, caps);
                         tracing::debug!(database = %pool.key.database, user = %pool.key.user, "opened a server connection for min_pool_size");
-                        pool.checkin_idle(conn, reg);
+                        pool.checkin_idle(conn, reg, Instant::now());
                     }
                     Err(e) => {
                         pool.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
