@@ -99,6 +99,12 @@ pub struct Config {
     pub pool_mode: PoolMode,
     /// Server connections per (database, user) pool.
     pub default_pool_size: usize,
+    /// Server connections a pool keeps open once it has had a client (0: none).
+    pub min_pool_size: usize,
+    /// Server connections per database, all users together (0: no cap).
+    pub max_db_connections: usize,
+    /// Server connections per server user, all databases together (0: no cap).
+    pub max_user_connections: usize,
     /// Maximum client connections.
     pub max_client_conn: usize,
     /// Seconds a client may wait for a server connection.
@@ -214,6 +220,8 @@ pub struct Config {
     pub server_round_robin: bool,
     /// Per-user settings (PgBouncer's `[users]` section).
     pub users: BTreeMap<String, UserConfig>,
+    /// pg_hba.conf-format file choosing each login's method when `[auth] type = "hba"`.
+    pub auth_hba_file: Option<PathBuf>,
 }
 
 /// A `[databases.NAME]` entry.
@@ -232,6 +240,10 @@ pub struct DatabaseConfig {
     pub password: Option<String>,
     /// Pool size for this database.
     pub pool_size: Option<usize>,
+    /// min_pool_size for this database's pools.
+    pub min_pool_size: Option<usize>,
+    /// max_db_connections for this database (0 or unset: the global one).
+    pub max_db_connections: Option<usize>,
     /// Pool mode for this database.
     pub pool_mode: Option<PoolMode>,
     /// Relay notifications raised inside Postgres (default: the global `relay`).
@@ -283,6 +295,8 @@ pub struct UserConfig {
     pub pool_size: Option<usize>,
     /// reserve_pool_size for this user's pools.
     pub reserve_pool_size: Option<usize>,
+    /// max_user_connections for this user (0 or unset: the global one).
+    pub max_user_connections: Option<usize>,
     /// query_timeout for this user.
     pub query_timeout: Option<f64>,
     /// idle_transaction_timeout for this user.
@@ -309,6 +323,9 @@ impl Default for Config {
             upstream: None,
             pool_mode: PoolMode::Transaction,
             default_pool_size: 20,
+            min_pool_size: 0,
+            max_db_connections: 0,
+            max_user_connections: 0,
             max_client_conn: 100,
             query_wait_timeout: 120.0,
             server_idle_timeout: 600.0,
@@ -363,6 +380,7 @@ impl Default for Config {
             server_check_delay: 30.0,
             server_round_robin: false,
             users: BTreeMap::new(),
+            auth_hba_file: None,
         }
     }
 }
@@ -545,6 +563,11 @@ impl Config {
                         ));
                     }
                 }
+                "hba" => {
+                    if self.auth_hba_file.is_none() {
+                        return Err(invalid("auth_hba_file", "auth type hba needs auth_hba_file"));
+                    }
+                }
                 "md5" | "scram-sha-256" => {
                     let auth_user = self.auth_user.is_some()
                         || self.databases.values().any(|d| d.auth_user.is_some());
@@ -559,7 +582,7 @@ impl Config {
                     return Err(invalid(
                         "auth.type",
                         format!(
-                        "unknown auth type `{other}` (expected trust, md5, scram-sha-256 or cert)"
+                        "unknown auth type `{other}` (expected trust, md5, scram-sha-256, cert or hba)"
                     ),
                     ))
                 }

@@ -54,6 +54,8 @@ pub struct App {
     pub keyring: Arc<auth::passthrough::Keyring>,
     /// Idle connections of auth_query lookups.
     pub auth_conns: backend::auth_query::AuthConns,
+    /// max_db_connections and max_user_connections, shared by the pools they cap.
+    pub caps: backend::caps::Caps,
     /// The LISTEN/NOTIFY hub.
     pub hub: Arc<pubsub::Hub>,
     /// Upstream relays, one per database with local listeners.
@@ -126,6 +128,7 @@ impl Server {
             metrics_addr: Default::default(),
             keyring: auth::passthrough::Keyring::new(),
             auth_conns: Default::default(),
+            caps: Default::default(),
             prepared: Default::default(),
             clients: AtomicUsize::new(0),
             logins: AtomicUsize::new(0),
@@ -287,10 +290,15 @@ impl App {
             }
         };
         for pool in self.pools.all() {
-            if let Some(settings) =
-                pool_settings(&snap, &pool.key.database, &pool.key.user, &self.keyring)
-            {
+            if let Some(settings) = pool_settings(
+                &snap,
+                &pool.key.database,
+                &pool.key.user,
+                &self.keyring,
+                &self.caps,
+            ) {
                 pool.reconfigure(settings);
+                pool.join_caps();
             }
         }
         tracing::info!("configuration reloaded");
@@ -305,6 +313,7 @@ pub fn pool_settings(
     database: &str,
     user: &str,
     keyring: &Arc<auth::passthrough::Keyring>,
+    caps: &backend::caps::Caps,
 ) -> Option<PoolSettings> {
     let target = snap.config.target(database)?;
     let server_user = target.user.clone().unwrap_or_else(|| user.to_string());
@@ -312,7 +321,10 @@ pub fn pool_settings(
         .password
         .clone()
         .or_else(|| crate::auth::exchange::plain_password(&snap.users, &server_user));
+    let limits =
+        frontend::pool_settings::limits(&snap.config, &target, database, &server_user, caps);
     Some(PoolSettings {
+        limits,
         login: backend::conn::Login {
             host: target.host.clone(),
             port: target.port,
@@ -346,6 +358,8 @@ async fn reap_loop(app: Arc<App>) {
     loop {
         tick.tick().await;
         app.pools.reap_all();
+        let gates = app.pause.gates();
+        app.pools.fill_all(|db| !gates.is_paused(db));
         app.averages.tick(&app);
     }
 }

@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub auth_type: AuthType,
     /// Users and secrets from the auth file.
     pub users: UserList,
+    /// The auth_hba_file's rules (`auth_type = hba`).
+    pub hba: Option<crate::auth::hba::Hba>,
     /// Client-facing TLS (client_tls_*), certificates loaded when the snapshot was built.
     pub client_tls: tls::ClientTls,
     /// Server-facing TLS connectors by settings, built when the snapshot was built.
@@ -35,6 +37,22 @@ impl Snapshot {
         config.validate()?;
         let timeouts = config.timeouts()?;
         let (auth_type, users) = load_auth(&config)?;
+        let hba = match (&config.auth_hba_file, auth_type) {
+            (Some(path), AuthType::Hba) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+                    key: "auth_hba_file".into(),
+                    problem: format!("cannot read {}: {e}", path.display()),
+                })?;
+                Some(
+                    crate::auth::hba::Hba::parse(&text).map_err(|e| ConfigError::At {
+                        file: path.clone(),
+                        line: e.line,
+                        message: e.message,
+                    })?,
+                )
+            }
+            _ => None,
+        };
         let tls_err = |e: tls::TlsError| ConfigError::Invalid {
             key: e.key,
             problem: e.problem,
@@ -51,6 +69,7 @@ impl Snapshot {
             timeouts,
             auth_type,
             users,
+            hba,
             client_tls,
             server_tls,
         })

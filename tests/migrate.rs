@@ -261,6 +261,10 @@ async fn side_by_side(pg: &TestPostgres, auth_type: &str) {
 /// A bad file: one error line naming the file and line, exit status 2, nothing listening.
 #[test]
 fn bad_files_are_refused_before_anything_listens() {
+    let hba_dir = tempfile::tempdir().unwrap();
+    let hba = hba_dir.path().join("hba.conf");
+    std::fs::write(&hba, "# hosts\nhost all all samehost trust\n").unwrap();
+    let bad_hba = format!("auth_type = hba\nauth_hba_file = {}", hba.display());
     let cases: &[(&str, &str, &str)] = &[
         (
             "",
@@ -276,8 +280,9 @@ fn bad_files_are_refused_before_anything_listens() {
         (
             "",
             "auth_type = hba",
-            "pgbouncer.ini:8: auth_type hba is not supported",
+            "pgbouncer.ini:8: auth_type hba needs auth_hba_file",
         ),
+        ("", &bad_hba, "hba.conf:2: invalid IP address \"samehost\""),
     ];
     for (dbs, extra, want) in cases {
         let files = pgbouncer::write(dbs, extra, &[("u", "SCRAM-SHA-256$4096:c2FsdA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")]);

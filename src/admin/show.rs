@@ -501,7 +501,10 @@ pub fn databases(app: &App) -> Table {
             target.dbname.as_str().into(),
             target.user.clone().into(),
             target.pool_size.into(),
-            0i64.into(),
+            explicit
+                .and_then(|d| d.min_pool_size)
+                .unwrap_or(snap.config.min_pool_size)
+                .into(),
             0i64.into(),
             (snap.config.server_lifetime as i64).into(),
             explicit
@@ -509,7 +512,11 @@ pub fn databases(app: &App) -> Table {
                 .map(|m| mode_name(m).to_string())
                 .into(),
             Val::Null,
-            0i64.into(),
+            explicit
+                .and_then(|d| d.max_db_connections)
+                .filter(|n| *n > 0)
+                .unwrap_or(snap.config.max_db_connections)
+                .into(),
             servers.into(),
             0i64.into(),
             n_clients.into(),
@@ -556,7 +563,13 @@ pub fn users(app: &App) -> Table {
             "".into(),
             "".into(),
             Val::Null,
-            0i64.into(),
+            snap.config
+                .users
+                .get(&name)
+                .and_then(|u| u.max_user_connections)
+                .filter(|n| *n > 0)
+                .unwrap_or(snap.config.max_user_connections)
+                .into(),
             servers.into(),
             0i64.into(),
             n.into(),

@@ -3,12 +3,14 @@
 
 use bytes::BytesMut;
 
+use super::hba::Method;
 use super::passthrough::ScramKeys;
 use super::scram::{ScramError, SCRAM_SHA_256_PLUS};
 use super::{verify_md5_response, AuthType, ScramServer, Secret, UserList, SCRAM_SHA_256};
 use crate::config::Target;
 use crate::error::ClientError;
 use crate::frontend::client::{ClientIo, MAX_PASSWORD_MESSAGE, MAX_SASL_MESSAGE};
+use crate::frontend::login::Startup;
 use crate::frontend::lookup;
 use crate::live::Snapshot;
 use crate::protocol::{framer, reply};
@@ -34,17 +36,32 @@ pub fn plain_password(users: &UserList, user: &str) -> Option<String> {
     }
 }
 
-/// Authenticate `user` as the configuration demands and send AuthenticationOk. On failure
+/// Authenticate the user of `start` as the configuration demands (with `auth_type = hba`, as
+/// the first matching line of the HBA file says) and send AuthenticationOk. On failure
 /// the client has been sent its FATAL.
 pub async fn authenticate(
     client: &mut ClientIo,
     state: &App,
     app: &Snapshot,
-    user: &str,
+    start: &Startup,
     target: Option<&Target>,
 ) -> Result<(), AuthError> {
-    let res = match app.auth_type {
+    let user = start.user.as_str();
+    let kind = match app.auth_type {
+        AuthType::Hba => match hba_method(client, app, start) {
+            Ok(kind) => kind,
+            Err(msg) => {
+                // PgBouncer's texts.
+                client.fatal("08P01", msg).await;
+                return Err(AuthError::Failed(user.to_string()));
+            }
+        },
+        kind => kind,
+    };
+    let res = match kind {
         AuthType::Trust => Ok(()),
+        // Resolved above.
+        AuthType::Hba => Err(AuthError::Failed(user.to_string())),
         AuthType::Cert => {
             // As Postgres's cert method: the verified certificate's CN is the user name.
             let msg = match &client.cert_cn {
@@ -112,6 +129,28 @@ pub async fn authenticate(
             Err(AuthError::Client(e))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// The login method the first matching line of the HBA file names, or PgBouncer's refusal.
+fn hba_method(
+    client: &ClientIo,
+    app: &Snapshot,
+    start: &Startup,
+) -> Result<AuthType, &'static str> {
+    let method = match (&app.hba, client.peer) {
+        (Some(hba), Some(peer)) => {
+            hba.method(peer.ip(), client.is_tls(), &start.database, &start.user)
+        }
+        _ => None,
+    };
+    match method {
+        None => Err("no authentication method is found"),
+        Some(Method::Reject | Method::Peer) => Err("login rejected"),
+        Some(Method::Trust) => Ok(AuthType::Trust),
+        Some(Method::Md5 | Method::Password) => Ok(AuthType::Md5),
+        Some(Method::ScramSha256) => Ok(AuthType::ScramSha256),
+        Some(Method::Cert) => Ok(AuthType::Cert),
     }
 }
 

@@ -3,13 +3,14 @@
 //! This module owns everything the front-end needs to decide whether a client
 //! may log in: the PgBouncer-compatible `auth_file` ([`userlist`]), the MD5
 //! challenge/response ([`md5`]), SCRAM-SHA-256 verifiers ([`verifier`]), the
-//! server side of SCRAM-SHA-256 ([`scram`]), and the `auth_type` setting
-//! ([`AuthType`]). The network code feeds it the bytes of the relevant
+//! server side of SCRAM-SHA-256 ([`scram`]), the `auth_hba_file` rules ([`hba`]), and the
+//! `auth_type` setting ([`AuthType`]). The network code feeds it the bytes of the relevant
 //! protocol messages and sends back what it returns.
 //!
 //! Shared primitives (HMAC-SHA-256, constant-time comparison) live here too.
 
 pub mod exchange;
+pub mod hba;
 pub mod md5;
 pub mod passthrough;
 pub mod scram;
@@ -40,6 +41,8 @@ pub enum AuthType {
     ScramSha256,
     /// The verified TLS client certificate's common name is the user name (`cert`).
     Cert,
+    /// The method of the first matching line of `auth_hba_file` (`hba`).
+    Hba,
 }
 
 impl AuthType {
@@ -50,6 +53,7 @@ impl AuthType {
             AuthType::Md5 => "md5",
             AuthType::ScramSha256 => "scram-sha-256",
             AuthType::Cert => "cert",
+            AuthType::Hba => "hba",
         }
     }
 }
@@ -80,6 +84,7 @@ impl FromStr for AuthType {
             "md5" => Ok(AuthType::Md5),
             "scram-sha-256" => Ok(AuthType::ScramSha256),
             "cert" => Ok(AuthType::Cert),
+            "hba" => Ok(AuthType::Hba),
             _ => Err(AuthTypeError::Unknown(s.to_string())),
         }
     }
@@ -184,11 +189,12 @@ mod tests {
             AuthType::ScramSha256
         );
         assert_eq!("cert".parse::<AuthType>().unwrap(), AuthType::Cert);
+        assert_eq!("hba".parse::<AuthType>().unwrap(), AuthType::Hba);
         for bad in [
             "plain",
             "",
             "scram",
-            "hba",
+            "HBA",
             "pam",
             "password",
             "MD5",

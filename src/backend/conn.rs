@@ -437,4 +437,18 @@ impl ServerConn {
         frontend::terminate(&mut out);
         let _ = tokio::time::timeout(Duration::from_millis(100), self.wr.write_all(&out)).await;
     }
+
+    /// Send Terminate and wait (up to a second) until the server closes its end: by then
+    /// the backend has left pg_stat_activity and no longer counts against max_connections.
+    pub async fn terminate_and_wait(mut self) {
+        let mut out = BytesMut::new();
+        frontend::terminate(&mut out);
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            self.wr.write_all(&out).await?;
+            let mut sink = [0u8; 512];
+            while self.rd.read(&mut sink).await? > 0 {}
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+    }
 }

@@ -2,6 +2,8 @@
 //! `query_wait_timeout`, idle connections reused newest first, idle and lifetime limits.
 //! Size, timeouts, login and reset query come from a settings snapshot that a reload
 //! replaces; connections opened under older settings are closed when next released.
+//! `min_pool_size` is kept by [`Pools::fill_all`]; connections count against the shared
+//! caps of `super::caps` from login to close.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,11 +15,14 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::caps::{Hold, Limits};
 use super::conn::{Login, Params, ServerConn};
 use crate::config::{PoolMode, Timeouts};
 use crate::error::{PoolError, ServerError};
 
 pub use super::stats::{PoolStats, WAIT_BUCKETS};
+
+mod limits;
 
 /// Pause between attempts to reach a server that is not accepting connections.
 const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -53,6 +58,8 @@ pub struct PoolSettings {
     pub reset_query: String,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// min_pool_size and the shared caps (max_db_connections, max_user_connections).
+    pub limits: Limits,
 }
 
 /// What SHOW SERVERS shows of one server connection.
@@ -77,6 +84,7 @@ pub struct ServerInfo {
 struct Registered {
     list: Arc<Mutex<HashMap<i32, Arc<ServerInfo>>>>,
     info: Arc<ServerInfo>,
+    caps: Hold,
 }
 
 impl Drop for Registered {
@@ -156,6 +164,8 @@ pub struct Pool {
     pub stats: PoolStats,
     extras: PoolExtras,
     reserve: Arc<Semaphore>,
+    /// A task is opening connections for min_pool_size.
+    filling: AtomicBool,
 }
 
 impl Pool {
@@ -177,6 +187,7 @@ impl Pool {
             stats: PoolStats::default(),
             extras: PoolExtras::default(),
             reserve: Arc::new(Semaphore::new(0)),
+            filling: AtomicBool::new(false),
         }
     }
 
@@ -273,11 +284,23 @@ impl Pool {
     }
 
     fn close_all(&self, list: Vec<Idle>) {
-        self.stats
-            .closed
-            .fetch_add(list.len() as u64, Ordering::Relaxed);
         for i in list {
-            tokio::spawn(i.conn.terminate());
+            self.close(i.conn, i.reg);
+        }
+    }
+
+    /// Close a server connection. One counted against a cap keeps its place until Postgres
+    /// has let it go, so Postgres never sees more than the cap.
+    fn close(&self, conn: ServerConn, reg: Registered) {
+        self.stats.closed.fetch_add(1, Ordering::Relaxed);
+        if reg.caps.is_empty() {
+            drop(reg);
+            tokio::spawn(conn.terminate());
+        } else {
+            tokio::spawn(async move {
+                conn.terminate_and_wait().await;
+                drop(reg);
+            });
         }
     }
 
@@ -329,8 +352,7 @@ impl Pool {
             if !idle.is_empty() {
                 let oldest = idle.remove(0);
                 drop(idle);
-                self.stats.closed.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(oldest.conn.terminate());
+                self.close(oldest.conn, oldest.reg);
             }
         }
         loop {
@@ -351,12 +373,16 @@ impl Pool {
                 || !idle.conn.looks_alive()
                 || !self.check(&mut idle.conn, now).await
             {
-                self.stats.closed.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(idle.conn.terminate());
+                self.close(idle.conn, idle.reg);
                 continue;
             }
             return Ok(self.lend(idle.conn, idle.reg, permit));
         }
+        let caps = if settings.limits.uncapped() {
+            Hold::default()
+        } else {
+            self.cap_wait(&settings).await?
+        };
         self.connecting.fetch_add(1, Ordering::Relaxed);
         let res = self.connect_retrying(&settings).await;
         self.connecting.fetch_sub(1, Ordering::Relaxed);
@@ -367,6 +393,12 @@ impl Pool {
                 return Err(e.into());
             }
         };
+        let reg = self.register(&conn, generation, caps);
+        Ok(self.lend(conn, reg, permit))
+    }
+
+    /// Count a new server connection in.
+    fn register(&self, conn: &ServerConn, generation: u64, caps: Hold) -> Registered {
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         *self.welcome.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((conn.params.clone(), Instant::now()));
@@ -382,11 +414,11 @@ impl Pool {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(info.pid, info.clone());
-        let reg = Registered {
+        Registered {
             list: self.servers.clone(),
             info,
-        };
-        Ok(self.lend(conn, reg, permit))
+            caps,
+        }
     }
 
     async fn wait_slot(&self, timeouts: &Timeouts) -> Result<OwnedSemaphorePermit, PoolError> {
@@ -460,7 +492,7 @@ impl Pool {
 
     /// Return a connection whose last ReadyForQuery said `status`; anything not idle, past
     /// its lifetime, or opened under older settings is closed instead.
-    pub fn checkin(&self, mut c: Checkout, status: u8) {
+    pub fn checkin(&self, c: Checkout, status: u8) {
         let now = Instant::now();
         c.reg.info.active.store(false, Ordering::Relaxed);
         let settings = self.settings.load();
@@ -469,18 +501,18 @@ impl Pool {
             || !c.conn.buf.is_empty()
             || c.reg.info.generation < self.generation.load(Ordering::Acquire)
         {
-            self.stats.closed.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(c.conn.terminate());
+            self.close(c.conn, c.reg);
             return;
         }
-        c.conn.idle_since = now;
+        self.checkin_idle(c.conn, c.reg, now);
+    }
+
+    fn checkin_idle(&self, mut conn: ServerConn, reg: Registered, now: Instant) {
+        conn.idle_since = now;
         self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Idle {
-                conn: c.conn,
-                reg: c.reg,
-            });
+            .push(Idle { conn, reg });
     }
 
     /// The parameters of the newest server login, to greet clients with, while that login is
@@ -495,15 +527,28 @@ impl Pool {
         }
     }
 
-    /// Close idle connections past `server_idle_timeout` or `server_lifetime`.
+    /// Close idle connections past `server_idle_timeout` (unless the pool is down to
+    /// min_pool_size) or `server_lifetime`.
     pub fn reap(&self) {
         let now = Instant::now();
         let settings = self.settings.load_full();
         let idle_limit = settings.timeouts.server_idle;
+        let mut spare = match settings.limits.min {
+            0 => usize::MAX,
+            min => self.have().saturating_sub(min),
+        };
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let (keep, drop): (Vec<_>, Vec<_>) = idle.drain(..).partition(|i| {
-            !(self.expired(&i.conn, &settings.timeouts, now)
-                || (!idle_limit.is_zero() && now.duration_since(i.conn.idle_since) >= idle_limit))
+            if self.expired(&i.conn, &settings.timeouts, now) {
+                return false;
+            }
+            let idled =
+                !idle_limit.is_zero() && now.duration_since(i.conn.idle_since) >= idle_limit;
+            if idled && spare > 0 {
+                spare -= 1;
+                return false;
+            }
+            true
         });
         *idle = keep;
         drop_idle(self, drop);
@@ -551,16 +596,35 @@ impl Pools {
         if let Some(p) = self.map.get(&key) {
             return p.clone();
         }
-        self.map
+        let mut made = false;
+        let pool = self
+            .map
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(make(key)))
-            .clone()
+            .or_insert_with(|| {
+                made = true;
+                Arc::new(make(key))
+            })
+            .clone();
+        if made {
+            pool.join_caps();
+        }
+        pool
     }
 
     /// Run `reap` on every pool.
     pub fn reap_all(&self) {
         for p in self.map.iter() {
             p.reap();
+        }
+    }
+
+    /// Open connections for min_pool_size in the pools of databases `open` allows.
+    pub fn fill_all(&self, open: impl Fn(&str) -> bool) {
+        let pools: Vec<Arc<Pool>> = self.map.iter().map(|p| p.clone()).collect();
+        for p in pools {
+            if open(&p.key.database) {
+                p.fill();
+            }
         }
     }
 

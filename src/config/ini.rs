@@ -241,6 +241,7 @@ impl Builder {
                 self.auth_file = opt_path(v).map(|p| (p, origin.clone()));
             }
             "auth_query" => c.auth_query = v.to_string(),
+            "auth_hba_file" => c.auth_hba_file = opt_path(v),
             "auth_type" => {
                 let t = v.to_ascii_lowercase();
                 const KNOWN: &[&str] = &[
@@ -277,6 +278,9 @@ impl Builder {
             }
             "max_client_conn" => c.max_client_conn = count(v)?,
             "max_prepared_statements" => c.max_prepared_statements = count(v)?,
+            "max_db_connections" => c.max_db_connections = count(v)?,
+            "max_user_connections" => c.max_user_connections = count(v)?,
+            "min_pool_size" => c.min_pool_size = count(v)?,
             "pool_mode" => c.pool_mode = pool_mode(v)?,
             "query_timeout" => c.query_timeout = time(v)?,
             "query_wait_timeout" => c.query_wait_timeout = time(v)?,
@@ -362,12 +366,9 @@ impl Builder {
                     d.reserve_pool_size = Some(count(&v).map_err(|w| bad(ku, &v, w))?)
                 }
                 "pool_mode" => d.pool_mode = Some(pool_mode(&v).map_err(err)?),
-                "min_pool_size" | "max_db_connections" => {
-                    count(&v).map_err(|w| bad(ku, &v, w))?;
-                    self.warn(
-                        &format!("databases/{ku}"),
-                        format!("databases: {ku} is not supported; pools open connections on demand up to pool_size (+ reserve_pool_size) (first seen for {name})"),
-                    );
+                "min_pool_size" => d.min_pool_size = Some(count(&v).map_err(|w| bad(ku, &v, w))?),
+                "max_db_connections" => {
+                    d.max_db_connections = Some(count(&v).map_err(|w| bad(ku, &v, w))?)
                 }
                 "query_wait_timeout"
                 | "server_lifetime"
@@ -398,13 +399,7 @@ impl Builder {
                 "pool_mode" => u.pool_mode = Some(pool_mode(&v).map_err(err)?),
                 "pool_size" => u.pool_size = Some(count(&v).map_err(bad)?),
                 "reserve_pool_size" => u.reserve_pool_size = Some(count(&v).map_err(bad)?),
-                "max_user_connections" => {
-                    count(&v).map_err(bad)?;
-                    self.warn(
-                        "users/max_user_connections",
-                        format!("users: max_user_connections is not supported; each pool is bounded by its pool_size (first seen for {name})"),
-                    );
-                }
+                "max_user_connections" => u.max_user_connections = Some(count(&v).map_err(bad)?),
                 "query_timeout" => u.query_timeout = Some(time(&v).map_err(bad)?),
                 "idle_transaction_timeout" => {
                     u.idle_transaction_timeout = Some(time(&v).map_err(bad)?)
@@ -490,12 +485,21 @@ impl Builder {
                 self.warn("auth_type", "auth_type any: served as trust (every user name is accepted; databases log in with their forced user)".into());
                 "trust"
             }
+            "hba" if self.config.auth_hba_file.is_some() => "hba",
             "hba" | "ldap" | "pam" => {
                 let o = origin.unwrap_or(Origin {
                     file: path.to_path_buf(),
                     line: 1,
                 });
-                return Err(at(&o.file, o.line, format!("auth_type {kind} is not supported by pgherald (use md5, scram-sha-256, cert or trust)")));
+                return Err(at(
+                    &o.file,
+                    o.line,
+                    if kind == "hba" {
+                        "auth_type hba needs auth_hba_file".to_string()
+                    } else {
+                        format!("auth_type {kind} is not supported by pgherald (use md5, scram-sha-256, cert, hba or trust)")
+                    },
+                ));
             }
             k => k,
         };

@@ -66,6 +66,23 @@ fn shipped_example_parses() {
     let c = Config::from_toml(text).unwrap();
     c.validate().unwrap();
     assert_eq!(c.databases["app"].pool_size, Some(10));
+    // The commented PgBouncer settings are top-level keys: uncommented, they parse.
+    let (head, tail) = text
+        .split_once("# PgBouncer's timeouts and limits")
+        .unwrap();
+    let (block, tail) = tail.split_once("\n\n").unwrap();
+    let block: String = block
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(kv) if kv.contains(" = ") => format!("{kv}\n"),
+            _ => String::new(),
+        })
+        .collect();
+    let c = Config::from_toml(&format!("{head}{block}\n{tail}")).unwrap();
+    assert_eq!(
+        c.auth_hba_file.as_deref(),
+        Some(Path::new("/etc/pgherald/hba.conf"))
+    );
 }
 
 #[test]

@@ -82,7 +82,7 @@ async fn log_in(app: &Arc<App>, client: &mut ClientIo, started: &mut bool) -> Op
         return None;
     };
     if let Err(e) =
-        crate::auth::exchange::authenticate(client, app, &snap, &start.user, target.as_ref()).await
+        crate::auth::exchange::authenticate(client, app, &snap, &start, target.as_ref()).await
     {
         tracing::info!(user = %start.user, "authentication failed: {e}");
         if target.is_some() {
@@ -148,7 +148,8 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, login_slot: LoginSlot) {
             .await;
         return;
     }
-    let Some(settings) = crate::pool_settings(&snap, &start.database, &start.user, &app.keyring)
+    let Some(settings) =
+        crate::pool_settings(&snap, &start.database, &start.user, &app.keyring, &app.caps)
     else {
         return;
     };

@@ -35,7 +35,8 @@ fn production_style_file_translates() {
          listen_addr = *\nlisten_port = 6543\nauth_type = scram-sha-256\nauth_file = users.txt\n\
          auth_user = lookup\nmax_client_conn = 0x100\ndefault_pool_size = 010\nquery_timeout = 2.5\n\
          idle_transaction_timeout = 60\nclient_idle_timeout=600\nserver_round_robin = 1\n\
-         reserve_pool_size = 2\nreserve_pool_timeout = 3\nignore_startup_parameters = extra_float_digits, search_path\n",
+         reserve_pool_size = 2\nreserve_pool_timeout = 3\nignore_startup_parameters = extra_float_digits, search_path\n\
+         min_pool_size = 1\nmax_db_connections = 50\nmax_user_connections = 0x20\n",
     )
     .unwrap();
     let c = &l.config;
@@ -84,16 +85,22 @@ fn production_style_file_translates() {
         (t.host.as_str(), t.dbname.as_str()),
         ("10.0.0.7", "anything")
     );
-    // Only what pgherald does not enforce is reported.
-    let w = l.warnings.join("\n");
-    assert_eq!(l.warnings.len(), 3, "{w}");
-    for key in [
-        "min_pool_size",
-        "max_db_connections",
-        "max_user_connections",
-    ] {
-        assert!(w.contains(&format!("{key} is not supported")), "{w}");
-    }
+    // The limits, global and per database / user.
+    assert_eq!(
+        (
+            c.min_pool_size,
+            c.max_db_connections,
+            c.max_user_connections
+        ),
+        (1, 50, 32)
+    );
+    assert_eq!(
+        (app.min_pool_size, app.max_db_connections),
+        (Some(5), Some(40))
+    );
+    assert_eq!(c.users["batch"].max_user_connections, Some(4));
+    // Everything in this file is supported: nothing is reported.
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 }
 
 #[test]
@@ -148,7 +155,7 @@ fn errors_name_file_and_line() {
         ),
         (
             "[pgbouncer]\nauth_file = users.txt\nauth_type = hba\n",
-            "pgbouncer.ini:3: auth_type hba is not supported",
+            "pgbouncer.ini:3: auth_type hba needs auth_hba_file",
         ),
         (
             "[pgbouncer]\nauth_file = users.txt\npool_mode = statement\n",
