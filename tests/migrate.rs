@@ -159,6 +159,47 @@ async fn scram_and_md5_pass_through_with_no_plaintext_anywhere() {
     }
 }
 
+/// Issue 16: the driver suite (psycopg, asyncpg, node-postgres, pgjdbc) through a
+/// production-style pgbouncer.ini (several databases and the `*` fallback, transaction
+/// pooling, PgBouncer's timeouts) as a SCRAM user whose password is in none of pgherald's
+/// files: every login to Postgres is SCRAM pass-through. LISTEN/NOTIFY included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_through_a_production_ini() {
+    use support::scripts::{try_driver, Driver, Run, POOL_SIZE};
+    let pg = postgres::shared();
+    let su = pg.connect(SUPERUSER, None, postgres::DEFAULT_DB).await;
+    su.batch_execute(&format!("GRANT CREATE ON SCHEMA public TO {SCRAM_USER}"))
+        .await
+        .unwrap();
+    let settings = format!(
+        "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = {POOL_SIZE}\n\
+         query_timeout = 120\nidle_transaction_timeout = 60\nclient_idle_timeout = 600\n\
+         server_idle_timeout = 60\nserver_lifetime = 3600"
+    );
+    let files = scram_files(pg, &settings).await;
+    let (h, _) = herald_from(&files).await;
+    for driver in [
+        Driver::Psycopg,
+        Driver::Asyncpg,
+        Driver::NodePostgres,
+        Driver::Pgjdbc,
+    ] {
+        let run = Run {
+            iterations: 10,
+            env: vec![
+                ("DRIVER_USER", SCRAM_USER.into()),
+                ("PGPASSWORD", SCRAM_PASSWORD.into()),
+            ],
+        };
+        let out = try_driver(driver, h.port(), run)
+            .await
+            .unwrap_or_else(|r| panic!("{} through the ini: {r}", driver.name()));
+        assert!(out.contains("checks passed"), "{}: {out}", driver.name());
+        pg.assert_no_notify_reached(driver.name(), driver.channel());
+    }
+    secrets_in_clear(&files, &[SCRAM_PASSWORD]);
+}
+
 /// The same files served by PgBouncer and by pgherald give the same answers and errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn side_by_side_with_pgbouncer() {
@@ -286,33 +327,30 @@ fn bad_files_are_refused_before_anything_listens() {
     ];
     for (dbs, extra, want) in cases {
         let files = pgbouncer::write(dbs, extra, &[("u", "SCRAM-SHA-256$4096:c2FsdA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")]);
-        let out = Command::new(env!("CARGO_BIN_EXE_pgherald"))
-            .arg(&files.ini)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.contains(want), "want {want} in:\n{err}");
-        assert_eq!(
-            err.lines().filter(|l| l.starts_with("pgherald:")).count(),
-            1,
-            "{err}"
-        );
-        assert!(std::net::TcpStream::connect(("127.0.0.1", files.port)).is_err());
+        refused_at_start(&files, want);
     }
     // A missing auth file.
     let files = pgbouncer::write("", "", &[]);
     std::fs::remove_file(&files.userlist).unwrap();
+    refused_at_start(&files, "pgbouncer.ini:7: could not load auth_file");
+}
+
+/// pgherald started on `files` exits 2 with one error line containing `want`, and nothing
+/// listens on the ini's port.
+fn refused_at_start(files: &Files, want: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_pgherald"))
         .arg(&files.ini)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("pgbouncer.ini:7: could not load auth_file"),
+    assert!(err.contains(want), "want {want} in:\n{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("pgherald:")).count(),
+        1,
         "{err}"
     );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", files.port)).is_err());
 }
 
 /// A role for auth_query (its password stored as md5) and a SECURITY DEFINER lookup

@@ -250,7 +250,17 @@ fn run_script(driver: &str, mut cmd: Command, port: u16, run: &Run) -> Result<St
             cmd.env_remove(k); // libpq-style and suite settings of the caller must not leak in
         }
     }
-    cmd.args(["127.0.0.1", &port.to_string(), SUPERUSER, DEFAULT_DB])
+    // `DRIVER_USER` in the run's environment picks the login user (its password, if any,
+    // goes in `PGPASSWORD`, which every driver reads).
+    let user = run
+        .env
+        .iter()
+        .find(|(k, _)| *k == "DRIVER_USER")
+        .map_or_else(
+            || SUPERUSER.to_string(),
+            |(_, v)| v.to_string_lossy().into_owned(),
+        );
+    cmd.args(["127.0.0.1", &port.to_string(), &user, DEFAULT_DB])
         .env("DRIVER_CLIENTS", CLIENTS.to_string())
         .env("DRIVER_ITERATIONS", run.iterations.to_string());
     if POOL_MODE == PoolMode::Transaction {

@@ -311,6 +311,10 @@ public final class DriverTest {
         }
         url = "jdbc:postgresql://" + host + ":" + port + "/" + db;
         props.setProperty("user", user);
+        String password = env("PGPASSWORD", null);
+        if (password != null) {
+            props.setProperty("password", password);
+        }
         props.setProperty("connectTimeout", "10");
         props.setProperty("socketTimeout", "60");
         String sslmode = env("DRIVER_SSLMODE", null);
