@@ -160,9 +160,11 @@ async fn scram_and_md5_pass_through_with_no_plaintext_anywhere() {
 }
 
 /// Issue 16: the driver suite (psycopg, asyncpg, node-postgres, pgjdbc) through a
-/// production-style pgbouncer.ini (several databases and the `*` fallback, transaction
-/// pooling, PgBouncer's timeouts) as a SCRAM user whose password is in none of pgherald's
-/// files: every login to Postgres is SCRAM pass-through. LISTEN/NOTIFY included.
+/// production-style pgbouncer.ini: several databases and the `*` fallback, transaction
+/// pooling, a reserve pool, PgBouncer's timeouts, `auth_user` + `auth_query`. The drivers log
+/// in as a SCRAM user who is not in the auth file (auth_query finds the verifier) and whose
+/// password is in none of pgherald's files: every login to Postgres is SCRAM pass-through.
+/// LISTEN/NOTIFY included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drivers_through_a_production_ini() {
     use support::scripts::{try_driver, Driver, Run, POOL_SIZE};
@@ -171,12 +173,28 @@ async fn drivers_through_a_production_ini() {
     su.batch_execute(&format!("GRANT CREATE ON SCHEMA public TO {SCRAM_USER}"))
         .await
         .unwrap();
-    let settings = format!(
-        "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = {POOL_SIZE}\n\
-         query_timeout = 120\nidle_transaction_timeout = 60\nclient_idle_timeout = 600\n\
-         server_idle_timeout = 60\nserver_lifetime = 3600"
+    let md5 = stored_secret(pg, MD5_USER).await;
+    let files = pgbouncer::write(
+        &format!(
+            "db1 = host=127.0.0.1 port={port} pool_size={POOL_SIZE}\n\
+             reports = host=127.0.0.1 port={port} dbname=db2 pool_mode=session\n\
+             * = host=127.0.0.1 port={port}",
+            port = pg.port
+        ),
+        &format!(
+            "auth_type = scram-sha-256\nauth_user = {SUPERUSER}\npool_mode = transaction\n\
+             default_pool_size = {POOL_SIZE}\nreserve_pool_size = 1\nreserve_pool_timeout = 60\n\
+             query_timeout = 120\nidle_transaction_timeout = 60\nclient_idle_timeout = 600\n\
+             server_idle_timeout = 60\nserver_lifetime = 3600\nmax_client_conn = 200"
+        ),
+        &[(MD5_USER, &md5)],
     );
-    let files = scram_files(pg, &settings).await;
+    secrets_in_clear(&files, &[SCRAM_PASSWORD, MD5_PASSWORD]);
+    let userlist = std::fs::read_to_string(&files.userlist).unwrap();
+    assert!(
+        !userlist.contains(SCRAM_USER),
+        "the drivers' user must come from auth_query"
+    );
     let (h, _) = herald_from(&files).await;
     for driver in [
         Driver::Psycopg,
@@ -197,7 +215,6 @@ async fn drivers_through_a_production_ini() {
         assert!(out.contains("checks passed"), "{}: {out}", driver.name());
         pg.assert_no_notify_reached(driver.name(), driver.channel());
     }
-    secrets_in_clear(&files, &[SCRAM_PASSWORD]);
 }
 
 /// The same files served by PgBouncer and by pgherald give the same answers and errors.
