@@ -35,7 +35,7 @@ ssl_cert_file = '$D/pg.crt'
 ssl_key_file = '$D/pg.key'
 EOF
 as_pg "$PGBIN/pg_ctl -D $D/pg -l $D/pg.log start -w" >/dev/null
-trap 'kill $PGB_PID $PGH_PID 2>/dev/null; as_pg "$PGBIN/pg_ctl -D $D/pg stop -m fast" >/dev/null' EXIT
+trap 'kill $PGB_PID $PGH_PID 2>/dev/null; pkill -f "pgbouncer $D/pgbouncer.ini"; as_pg "$PGBIN/pg_ctl -D $D/pg stop -m fast" >/dev/null' EXIT
 PGSSLMODE=require pgbench -i -q -h 127.0.0.1 -p $PGPORT -U postgres postgres >/dev/null 2>&1
 
 printf '"postgres" ""\n' > userlist.txt
