@@ -396,8 +396,7 @@ async fn kill_client_and_disable() {
     let e = h
         .try_connect(SUPERUSER, None, DEFAULT_DB)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(
         e.as_db_error().map(|d| d.message()),
         Some(format!("database \"{DEFAULT_DB}\" is disabled").as_str())

@@ -144,8 +144,7 @@ async fn reload_while_pgbench_runs() {
     let e = h
         .try_connect("carol", Some("carol-pw"), DB1)
         .await
-        .err()
-        .expect("carol removed");
+        .expect_err("carol removed");
     assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("28P01"));
     // An invalid file changes nothing; RELOAD says which key.
     std::fs::write(&cfg_path, "default_pool_size = \"many\"\n").unwrap();

@@ -90,7 +90,7 @@ impl NetRead {
             NetRead::Tls(r) => {
                 let mut probe = [0u8; 1];
                 let mut buf = ReadBuf::new(&mut probe);
-                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
                 Pin::new(r).poll_read(&mut cx, &mut buf).is_pending()
             }
             NetRead::Detached => false,
