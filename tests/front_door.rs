@@ -302,3 +302,51 @@ async fn interception_does_not_depend_on_query_size() {
     let n = listener.next().await;
     assert_eq!(n.payload(), "extended");
 }
+
+/// A Bind above the size at which frames stream through is read whole when pgherald must
+/// look at it, and behaves like a small one: a named statement re-prepared under pgherald's
+/// name (transaction mode), an intercepted `pg_notify($1, $2)` (Postgres's 22023 for the
+/// payload, the session unharmed), a statement rewritten to take the session's channels; in
+/// both pool modes. A Bind of a plain unnamed statement still streams (`pooler.rs`'s 64 MB row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_bind_is_handled_like_a_small_one() {
+    for mode in [PoolMode::Transaction, PoolMode::Session] {
+        let h = Herald::start(herald::config(postgres::shared(), mode, 1)).await;
+        let c = h.connect(SUPERUSER, None, DEFAULT_DB).await;
+        let big = "b".repeat(300 * 1024);
+        let st = c.prepare("SELECT length($1::text)").await.unwrap();
+        let r = c.query_one(&st, &[&big]).await.unwrap();
+        assert_eq!(r.get::<_, i32>(0), 300 * 1024, "{mode:?}");
+
+        let conn = h.conn_str(SUPERUSER, None, DEFAULT_DB);
+        let mut listener = support::listen::connect(&conn).await;
+        listener.client.batch_execute("LISTEN big_b").await.unwrap();
+        let notify = c.prepare("SELECT pg_notify($1, $2)").await.unwrap();
+        let e = c
+            .query(&notify, &[&"big_b", &big])
+            .await
+            .expect_err("payload too long");
+        let db = e.as_db_error().expect("ErrorResponse");
+        assert_eq!(
+            (db.code().code(), db.message()),
+            ("22023", "payload string too long"),
+            "{mode:?}"
+        );
+        c.query(&notify, &[&"big_b", &"small"]).await.unwrap();
+        let n = listener.next().await;
+        assert_eq!((n.channel(), n.payload()), ("big_b", "small"), "{mode:?}");
+
+        c.batch_execute("LISTEN big_c").await.unwrap();
+        let st = c
+            .prepare("SELECT length($1::text), c FROM pg_listening_channels() c")
+            .await
+            .unwrap();
+        let r = c.query(&st, &[&big]).await.unwrap();
+        assert_eq!(r.len(), 1, "{mode:?}");
+        assert_eq!(
+            (r[0].get::<_, i32>(0), r[0].get::<_, &str>(1)),
+            (300 * 1024, "big_c"),
+            "{mode:?}"
+        );
+    }
+}

@@ -7,7 +7,7 @@
 mod diff;
 mod support;
 
-use diff::{bind, check, check_protocols, execute, parse, Fe, Scenario};
+use diff::{bind, check, check_all, check_protocols, execute, parse, pbde, Fe, Proto, Scenario};
 
 /// Item 19: `LISTEN a; UNLISTEN a` committed in one transaction registers the session, so a
 /// later transaction's UNLISTEN refuses PREPARE TRANSACTION (and nothing stays prepared).
@@ -125,6 +125,64 @@ async fn b18_unregistered_session_starts_at_its_commit() {
             .s(1, "NOTIFY k18w, 'now listening'")
     })
     .await;
+}
+
+/// Item 18's rule from the unregistering side: a commit that leaves a session listening on
+/// nothing gives up its queue position (Postgres's `asyncQueueUnregister`), so what it had
+/// not read yet is never delivered, even when it LISTENs on the channel again before it
+/// reads (its own notification, or another session's committed while it was busy; in a
+/// simple Query and in an extended batch). A session that keeps another channel stays
+/// registered and does get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b18_unregistering_drops_what_was_not_read() {
+    let blocked = |name: &str, keep: bool, p: Proto| {
+        let stmts = [
+            "BEGIN",
+            "SELECT v FROM k18lock",
+            "UNLISTEN k18s",
+            "COMMIT",
+            "LISTEN k18s",
+        ];
+        let sc = Scenario::new(name, 4)
+            .q(3, "LISTEN k18idle")
+            .q(2, "CREATE TABLE IF NOT EXISTS k18lock (v int)")
+            .q(0, "LISTEN k18s")
+            .q(0, if keep { "LISTEN k18keep" } else { "SELECT 1" })
+            .q(2, "BEGIN; LOCK TABLE k18lock IN ACCESS EXCLUSIVE MODE");
+        let sc = match p {
+            Proto::Simple => sc.q_async(0, &stmts.join("; ")),
+            Proto::Extended => {
+                let mut b: Vec<Fe> = stmts.iter().flat_map(|s| pbde(s)).collect();
+                b.push(Fe::Sync);
+                sc.ext_async(0, b)
+            }
+        };
+        sc.q(1, "NOTIFY k18s, 'committed while the listener was busy'")
+            .q(2, "COMMIT")
+            .q(0, "SELECT pg_listening_channels() ORDER BY 1")
+            .q(1, "NOTIFY k18s, 'after'")
+            .q(0, "UNLISTEN *")
+    };
+    let mut scs = vec![
+        Scenario::new("b18 own notification, then unregister and LISTEN", 2)
+            .q(0, "LISTEN k18r")
+            .q(
+                0,
+                "BEGIN; NOTIFY k18r, 'x'; COMMIT; BEGIN; UNLISTEN k18r; COMMIT; LISTEN k18r",
+            )
+            .q(1, "NOTIFY k18r, 'after'")
+            .q(0, "UNLISTEN *")
+            .q(
+                0,
+                "BEGIN; NOTIFY k18r, 'y'; UNLISTEN *; COMMIT; LISTEN k18r",
+            )
+            .q(0, "UNLISTEN *"),
+    ];
+    for p in [Proto::Simple, Proto::Extended] {
+        scs.push(blocked("b18 unregistered while busy", false, p).proto(p));
+        scs.push(blocked("b18 still registered on another channel", true, p).proto(p));
+    }
+    check_all(scs).await;
 }
 
 /// Section E: the errors and notices pgherald writes itself carry Postgres 15's F, L and R

@@ -136,12 +136,22 @@ impl Channels {
             {
                 self.ever_listened = true;
             }
+            let registered = !self.listens.is_empty();
             let (added, removed) = self.listens.apply(&c.listen_ops);
             if !added.is_empty() {
                 self.subscribe();
             }
             if let Some(sub) = &self.sub {
                 sub.update_since(&added, &removed, self.window);
+            }
+            match (registered, self.listens.is_empty()) {
+                (true, true) => self.unregister(),
+                // Registered from this commit on: if it is not reading yet, a later
+                // LISTEN before it does still gets what others commit from here (item 18).
+                (false, false) if self.window.is_none() => {
+                    self.window = self.sub.as_ref().map(Subscriber::open_window);
+                }
+                _ => {}
             }
             if !added.is_empty() {
                 // After `update`, which tells the relay about the new channels.
@@ -181,6 +191,16 @@ impl Channels {
     pub fn close_window(&mut self) {
         if let (Some(start), Some(sub)) = (self.window.take(), &self.sub) {
             sub.close_window(start);
+        }
+    }
+
+    /// A commit left the session listening on nothing: as Postgres's `asyncQueueUnregister`,
+    /// it gives up its place in the queue. What was queued and not yet delivered is dropped,
+    /// and a LISTEN before it reads again is a first LISTEN (item 16): its window ends here.
+    fn unregister(&mut self) {
+        self.close_window();
+        if let Some(sub) = &self.sub {
+            sub.forget_queued();
         }
     }
 
@@ -441,9 +461,13 @@ impl Channels {
 
     /// DISCARD ALL: stop listening on everything.
     pub fn unlisten_everything(&mut self) {
+        let registered = !self.listens.is_empty();
         self.listens.clear();
         if let Some(sub) = &self.sub {
             sub.unlisten_all();
+        }
+        if registered {
+            self.unregister();
         }
     }
 
@@ -560,6 +584,54 @@ mod tests {
         let mut out = BytesMut::new();
         a.drain_into(&mut out);
         assert!(out.is_empty());
+    }
+
+    /// Postgres's `asyncQueueUnregister`: when a commit leaves the session listening on
+    /// nothing, what it has not read yet is gone; LISTENing again before it reads starts a
+    /// new window at that commit (items 16 and 18).
+    #[tokio::test]
+    async fn unregistering_drops_unread_and_restarts_the_window() {
+        let hub = Hub::new(100);
+        let mut a = Channels::new(hub.clone(), None, false, "db".into(), 7);
+        let mut b = Channels::new(hub.clone(), None, false, "db".into(), 8);
+        let mut send = |b: &mut Channels, channel: &[u8], payload: &[u8]| {
+            b.txn.push(Action::Notify {
+                channel: channel.to_vec(),
+                payload: payload.to_vec(),
+            });
+            b.commit();
+        };
+        a.txn.push(Action::Listen(b"c".to_vec()));
+        a.commit();
+        a.close_window();
+        a.open_window(); // a request arrives: a stops reading
+        send(&mut b, b"c", b"unread");
+        send(&mut b, b"e", b"before unregistering");
+        a.txn.push(Action::Unlisten(b"c".to_vec()));
+        a.commit();
+        send(&mut b, b"e", b"while unregistered");
+        a.txn.push(Action::Listen(b"c".to_vec()));
+        a.commit();
+        send(&mut b, b"e", b"after registering again");
+        a.txn.push(Action::Listen(b"e".to_vec()));
+        a.commit();
+        a.close_window();
+        let mut out = BytesMut::new();
+        a.drain_into(&mut out);
+        let mut payloads: Vec<&[u8]> = Vec::new();
+        let mut rest = &out[..];
+        while let Some(len) = rest.get(1..5) {
+            let total = 1 + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let (frame, tail) = rest.split_at(total);
+            let end = frame.len() - 1;
+            let start = frame[..end]
+                .iter()
+                .rposition(|b| *b == 0)
+                .map_or(0, |p| p + 1);
+            payloads.push(&frame[start..end]);
+            rest = tail;
+        }
+        assert_eq!(payloads, vec![&b"after registering again"[..]]);
     }
 
     #[tokio::test]

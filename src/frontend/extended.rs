@@ -241,6 +241,20 @@ impl Extended {
         Decision::Local(LocalReply::Bind)
     }
 
+    /// For a Bind too large to read whole: true (and the portal's bookkeeping done, as
+    /// `bind` does) when the statement is forwarded unchanged, so the Bind may stream.
+    pub fn forwards_bind(&mut self, portal: &[u8], stmt: &[u8]) -> bool {
+        if self.stmts.contains_key(stmt) || self.with_channels.contains(stmt) {
+            return false;
+        }
+        self.portals.remove(portal);
+        self.portal_effects.remove(portal);
+        if let Some(e) = self.stmt_effects.get(stmt) {
+            self.portal_effects.insert(portal.to_vec(), e.clone());
+        }
+        true
+    }
+
     /// Describe of a statement ('S') or portal ('P').
     pub fn describe(&self, body: &[u8]) -> Decision {
         let Some((&kind, rest)) = body.split_first() else {

@@ -107,7 +107,9 @@ impl Session {
                 if avail < h.total {
                     // Query and Parse are read whole whatever their size: what they say
                     // decides interception. Large data-carrying frames stream through.
-                    if h.total > STREAM_THRESHOLD && matches!(h.tag, b'B' | b'd' | b'F') {
+                    if h.total > STREAM_THRESHOLD
+                        && self.streams(h.tag, &buf[run + framer::HEADER_LEN..])
+                    {
                         let entry = self.big_entry(h.tag);
                         self.push_forwarded(entry);
                         self.client_pass = h.total - avail;
@@ -399,6 +401,30 @@ impl Session {
             return;
         }
         self.plan.push_back(e);
+    }
+
+    /// Whether a large frame whose start is `head` may stream through unread. CopyData and
+    /// FunctionCall always may; a Bind only once its portal and statement names are in and
+    /// name a statement the server has under that name and pgherald does not rewrite (an
+    /// intercepted, rewritten or re-prepared statement's Bind is read whole and handled like
+    /// a small one).
+    fn streams(&mut self, tag: u8, head: &[u8]) -> bool {
+        match tag {
+            b'd' | b'F' => true,
+            b'B' => {
+                let Some((portal, rest)) = framer::cstr(head) else {
+                    return false;
+                };
+                let Some((stmt, _)) = framer::cstr(rest) else {
+                    return false;
+                };
+                let managed = self.transaction_mode()
+                    && self.cfg.config.max_prepared_statements > 0
+                    && self.stmts.get(stmt).is_some();
+                !managed && self.ext.forwards_bind(portal, stmt)
+            }
+            _ => false,
+        }
     }
 
     fn big_entry(&mut self, tag: u8) -> Option<Entry> {

@@ -530,6 +530,12 @@ impl Subscriber {
         lock(&self.db.state).history.close(start);
     }
 
+    /// The subscriber's last channel went (Postgres's `asyncQueueUnregister`): what is queued
+    /// and not yet read is never delivered, even if it LISTENs again before reading.
+    pub fn forget_queued(&self) {
+        lock(&self.shared.queue).frames.clear();
+    }
+
     /// Merge frames published earlier into the mailbox, by sequence number; frames already
     /// queued (a reservation admitted them) are not doubled.
     fn backfill(&self, missed: Vec<(u64, Bytes)>) {
