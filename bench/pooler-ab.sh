@@ -9,34 +9,11 @@ set -e
 A=${A:?binary A}; B=${B:?binary B}
 D=/tmp/pgh-ab; PGPORT=5497; PGB=6521; PA=6522; PB=6523
 C=${C:-"8 64"}; T=${T:-8}; REPS=${REPS:-3}
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
-as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -c "$*"; else sh -c "$*"; fi; }
-rm -rf $D && mkdir -p $D && chmod 777 $D && cd $D
-as_pg "$PGBIN/initdb -D $D/pg -A trust" >/dev/null
-printf "port = $PGPORT\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '$D'\nmax_connections = 300\n" >> pg/postgresql.conf
-as_pg "$PGBIN/pg_ctl -D $D/pg -l $D/pg.log start -w" >/dev/null
-trap 'kill $PGB_PID $A_PID $B_PID 2>/dev/null; pkill -f "pgbouncer $D/pgbouncer.ini"; as_pg "$PGBIN/pg_ctl -D $D/pg stop -m fast" >/dev/null' EXIT
-pgbench -i -q -s 10 -h 127.0.0.1 -p $PGPORT -U postgres postgres >/dev/null 2>&1
-printf '"postgres" ""\n' > userlist.txt
-cat > pgbouncer.ini <<EOF
-[databases]
-* = host=127.0.0.1 port=$PGPORT
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGB
-unix_socket_dir =
-auth_type = trust
-auth_file = $D/userlist.txt
-pool_mode = transaction
-default_pool_size = 64
-max_client_conn = 2000
-logfile = $D/pgbouncer.log
-EOF
+. "$(dirname "$(realpath "$0")")/plain-setup.sh"
+trap 'kill $PGB_PID $A_PID $B_PID 2>/dev/null; eval "$PG_STOP"' EXIT
 for p in $PA $PB; do
   printf "listen = \"127.0.0.1:$p\"\nupstream = \"postgres://postgres@127.0.0.1:$PGPORT\"\npool_mode = \"transaction\"\ndefault_pool_size = 64\nmax_client_conn = 2000\n" > h$p.toml
 done
-if [ "$(id -u)" = 0 ]; then chown -R postgres $D; su postgres -s /bin/sh -c "exec pgbouncer $D/pgbouncer.ini" >/dev/null 2>&1 & else pgbouncer $D/pgbouncer.ini >/dev/null 2>&1 & fi
-PGB_PID=$!
 $A --config $D/h$PA.toml >$D/a.log 2>&1 & A_PID=$!
 $B --config $D/h$PB.toml >$D/b.log 2>&1 & B_PID=$!
 sleep 2

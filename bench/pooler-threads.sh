@@ -14,36 +14,14 @@ set -e
 BIN=$(realpath ${BIN:-target/release/pgherald})
 D=/tmp/pgh-threads; PGPORT=5498; PGB=6541; P1=6542; P2=6543; P3=6544
 W=${W:-"S tpcb"}; C=${C:-"8 64 512"}; T=${T:-8}; REPS=${REPS:-3}
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
-as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -c "$*"; else sh -c "$*"; fi; }
 ulimit -n 20000 2>/dev/null || true
-rm -rf $D && mkdir -p $D && chmod 777 $D && cd $D
-as_pg "$PGBIN/initdb -D $D/pg -A trust" >/dev/null
-printf "port = $PGPORT\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '$D'\nmax_connections = 400\n" >> pg/postgresql.conf
-as_pg "$PGBIN/pg_ctl -D $D/pg -l $D/pg.log start -w" >/dev/null
-PIDS=()
-trap 'kill ${PIDS[@]} 2>/dev/null; pkill -f "pgbouncer $D/pgbouncer.ini"; as_pg "$PGBIN/pg_ctl -D $D/pg stop -m fast" >/dev/null' EXIT
-pgbench -i -q -s 10 -h 127.0.0.1 -p $PGPORT -U postgres postgres >/dev/null 2>&1
-printf '"postgres" ""\n' > userlist.txt
-cat > pgbouncer.ini <<EOF
-[databases]
-* = host=127.0.0.1 port=$PGPORT
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGB
-unix_socket_dir =
-auth_type = trust
-auth_file = $D/userlist.txt
-pool_mode = transaction
-default_pool_size = 64
-max_client_conn = 2000
-logfile = $D/pgbouncer.log
-EOF
+MAXCONN=400
+. "$(dirname "$(realpath "$0")")/plain-setup.sh"
+PIDS=($PGB_PID)
+trap 'kill ${PIDS[@]} 2>/dev/null; eval "$PG_STOP"' EXIT
 conf() { # port pool extra
   printf "listen = \"127.0.0.1:$1\"\nupstream = \"postgres://postgres@127.0.0.1:$PGPORT\"\npool_mode = \"transaction\"\ndefault_pool_size = $2\nmax_client_conn = 2000\n$3\n" > $D/h$1-$4.toml
 }
-if [ "$(id -u)" = 0 ]; then chown -R postgres $D; su postgres -s /bin/sh -c "exec pgbouncer $D/pgbouncer.ini" >/dev/null 2>&1 & else pgbouncer $D/pgbouncer.ini >/dev/null 2>&1 & fi
-PIDS+=($!)
 conf $P1 64 "" a; $BIN --config $D/h$P1-a.toml >$D/p1.log 2>&1 & H1=$!; PIDS+=($H1)
 conf $P2 64 "" a; TOKIO_WORKER_THREADS=1 $BIN --config $D/h$P2-a.toml >$D/p2.log 2>&1 & H2=$!; PIDS+=($H2)
 conf $P3 32 "so_reuseport = true" a; conf $P3 32 "so_reuseport = true" b
