@@ -594,7 +594,7 @@ mod tests {
         let hub = Hub::new(100);
         let mut a = Channels::new(hub.clone(), None, false, "db".into(), 7);
         let mut b = Channels::new(hub.clone(), None, false, "db".into(), 8);
-        let mut send = |b: &mut Channels, channel: &[u8], payload: &[u8]| {
+        let send = |b: &mut Channels, channel: &[u8], payload: &[u8]| {
             b.txn.push(Action::Notify {
                 channel: channel.to_vec(),
                 payload: payload.to_vec(),
