@@ -172,8 +172,12 @@ async fn backplane_down_before_commit_commits_nothing() {
         .batch_execute("COMMIT")
         .await
         .expect_err("the COMMIT must fail");
+    assert_eq!(
+        rows(&direct, "a-down").await,
+        0,
+        "the server did not commit"
+    );
     assert_eq!(err.code(), Some(&SqlState::TRANSACTION_ROLLBACK), "{err:?}");
-    assert_eq!(rows(&direct, "a-down").await, 0, "the server did not commit");
     let one: i32 = sender
         .query_one("select 1", &[])
         .await

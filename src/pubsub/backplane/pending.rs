@@ -179,6 +179,42 @@ impl Book {
     }
 }
 
+/// What entry `entry` delivers now, in log order: a committed batch at its place, nothing
+/// for a pending entry (held in `book`) or an abort, the pending batch at a committed
+/// resolution's place. None: the entry is not understood.
+pub(super) async fn batch_of(
+    inner: &Inner,
+    database: &str,
+    conn: &mut MultiplexedConnection,
+    log: &str,
+    entry: &StreamId,
+    book: &mut Book,
+) -> redis::RedisResult<Option<Vec<Notification>>> {
+    Ok(match kind(entry) {
+        Kind::Batch(batch) => batch,
+        Kind::Pending(xid, batch) => {
+            if let Some(batch) = batch {
+                book.open(&entry.id, xid, batch, resolve_after(inner));
+            }
+            Some(Vec::new())
+        }
+        Kind::Resolution { of, committed } => match book.resolve(&of, committed) {
+            Apply::Deliver(batch) => Some(batch),
+            Apply::Nothing => Some(Vec::new()),
+            Apply::Fetch => match fetch(conn, log, &of).await? {
+                Some(batch) => Some(batch),
+                None => {
+                    inner.gap(
+                        database,
+                        "a committed pending entry was trimmed (backplane_retention) before this instance read it",
+                    );
+                    Some(Vec::new())
+                }
+            },
+        },
+    })
+}
+
 /// How long a pending entry may wait for its confirmation before Postgres is asked.
 pub(super) fn resolve_after(inner: &Inner) -> Duration {
     (inner.settings.timeout * 2).max(Duration::from_millis(500))
@@ -186,7 +222,7 @@ pub(super) fn resolve_after(inner: &Inner) -> Duration {
 
 /// Fetch pending entry `of` (written before this reader started) for a committed resolution;
 /// None when it is gone (trimmed) or not a pending entry.
-pub(super) async fn fetch(
+async fn fetch(
     conn: &mut MultiplexedConnection,
     log: &str,
     of: &str,
@@ -395,4 +431,55 @@ pub(super) fn resolve(
         let _ = tx.send(outcome);
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(p: &str) -> Vec<Notification> {
+        vec![Notification {
+            pid: 1,
+            channel: Bytes::from_static(b"c"),
+            payload: Bytes::copy_from_slice(p.as_bytes()),
+        }]
+    }
+
+    #[test]
+    fn each_pending_entry_is_applied_once_whatever_resolves_it() {
+        let mut b = Book::default();
+        let later = Duration::from_secs(3600);
+        b.open("1-0", 10, batch("x"), later);
+        b.open("2-0", 11, batch("y"), later);
+        assert!(b.due(later).is_empty(), "nothing due before its time");
+        assert!(matches!(b.resolve("1-0", true), Apply::Deliver(v) if v == batch("x")));
+        // A late second resolution (the original instance's confirmation after another
+        // instance resolved it from Postgres) changes nothing.
+        assert!(matches!(b.resolve("1-0", true), Apply::Nothing));
+        assert!(matches!(b.resolve("1-0", false), Apply::Nothing));
+        assert!(matches!(b.resolve("2-0", false), Apply::Nothing));
+        assert!(
+            matches!(b.resolve("2-0", true), Apply::Nothing),
+            "aborted stays aborted"
+        );
+        // Written before this reader started: fetched once, then known.
+        assert!(matches!(b.resolve("0-5", true), Apply::Fetch));
+        assert!(matches!(b.resolve("0-5", true), Apply::Nothing));
+        // A pending entry seen again after its resolution is not reopened.
+        b.open("1-0", 10, batch("x"), Duration::ZERO);
+        assert!(b.due(later).is_empty());
+    }
+
+    #[test]
+    fn unresolved_entries_come_due_and_are_asked_again_later() {
+        let mut b = Book::default();
+        b.open("3-0", 12, batch("z"), Duration::ZERO);
+        assert_eq!(b.due(Duration::from_secs(3600)), [("3-0".to_string(), 12)]);
+        assert!(
+            b.due(Duration::ZERO).is_empty(),
+            "asked again only after `every`"
+        );
+        assert!(matches!(b.resolve("3-0", true), Apply::Deliver(_)));
+        assert!(b.due(Duration::ZERO).is_empty());
+    }
 }

@@ -19,7 +19,7 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::pending::{self, Apply, Book, Kind};
+use super::pending::{self, Book};
 use super::{
     encode_batch, Backplane, BackplaneError, BackplaneSettings, BackplaneStats, Outcome, Pending,
     Prepared, XactResolver,
@@ -638,26 +638,7 @@ async fn read_once(
             p.generation = generation;
             p.seq = seq;
             p.id = entry.id.clone();
-            let batch = match pending::kind(&entry) {
-                Kind::Batch(batch) => batch,
-                Kind::Pending(xid, batch) => {
-                    if let Some(batch) = batch {
-                        book.open(&entry.id, xid, batch, after);
-                    }
-                    Some(Vec::new())
-                }
-                Kind::Resolution { of, committed } => match book.resolve(&of, committed) {
-                    Apply::Deliver(batch) => Some(batch),
-                    Apply::Nothing => Some(Vec::new()),
-                    Apply::Fetch => match pending::fetch(conn, log, &of).await? {
-                        Some(batch) => Some(batch),
-                        None => {
-                            inner.gap(database, "a committed pending entry was trimmed (backplane_retention) before this instance read it");
-                            Some(Vec::new())
-                        }
-                    },
-                },
-            };
+            let batch = pending::batch_of(inner, database, conn, log, &entry, book).await?;
             match batch {
                 Some(batch) if !batch.is_empty() => inner.hub.publish(database, &batch),
                 Some(_) => {}
@@ -687,7 +668,7 @@ async fn read_once(
 impl Inner {
     /// Entries of `database` are gone before this instance read them: its current
     /// listeners end with a FATAL saying notifications may have been lost.
-    fn gap(&self, database: &str, why: &str) {
+    pub(super) fn gap(&self, database: &str, why: &str) {
         let n = self.hub.lose(database);
         self.gaps.fetch_add(1, Ordering::Relaxed);
         self.lost_listeners.fetch_add(n as u64, Ordering::Relaxed);
