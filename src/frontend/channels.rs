@@ -371,6 +371,12 @@ impl Channels {
         }
     }
 
+    /// Several instances share notifications (a backplane is configured).
+    #[inline]
+    pub fn backplane_on(&self) -> bool {
+        self.backplane.is_some()
+    }
+
     /// With a backplane, and nothing staged yet: the batch the pending transaction would
     /// publish if it committed now, when it ran statements on the server and notifies
     /// (None otherwise; never without a backplane).

@@ -474,7 +474,7 @@ impl Session {
         Ok(match tag {
             b'Q' => {
                 let sql = framer::cstr(body).map(|(s, _)| s).unwrap_or(body);
-                if self.status == b'T' && self.stages_commit(sql) {
+                if self.ch.backplane_on() && self.stages_commit(sql) {
                     return Ok(Inbound::Stage);
                 }
                 self.local_executed = false;
