@@ -9,6 +9,10 @@
 //! finds entries it never read are gone (retention, an engine restart that lost data) makes
 //! the database's current listeners end with "notifications may have been lost"
 //! ([`crate::pubsub::Hub::lose`]), logs it and counts it.
+//!
+//! A transaction that ran statements on the server is recorded before its COMMIT as a
+//! pending entry tagged with its xid, and delivered at the place of its resolution (see
+//! `pending.rs`); [`XactResolver`] lets any instance resolve it from Postgres.
 
 mod cancel;
 mod pending;

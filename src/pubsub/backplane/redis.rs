@@ -6,7 +6,9 @@
 //! XREAD BLOCK from the last entry it saw, delivers entries into the hub in stream order,
 //! and checks the numbering: a jump (entries trimmed before it read them) or a new
 //! generation (Redis lost its data) ends the database's listeners with a FATAL, logged and
-//! counted. After an outage it resumes from the last entry it saw.
+//! counted. After an outage it resumes from the last entry it saw. Pending entries of
+//! transactions that ran on the server, and their resolutions, share the stream and its
+//! numbering (`pending.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
