@@ -107,6 +107,10 @@ impl Server {
             None => CancelRegistry::new(),
         };
         if let Some(bp) = &backplane {
+            bp.set_resolver(Arc::new(pubsub::backplane::xact::PostgresResolver::new(
+                relays.clone(),
+                snapshot.timeouts.server_connect,
+            )));
             tokio::spawn(serve_forwarded_cancels(
                 bp.forwarded_cancels(),
                 cancels.clone(),

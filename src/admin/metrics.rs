@@ -310,6 +310,16 @@ impl Collector for Herald {
                     "Backplane connections lost and re-established.",
                     s.reconnects,
                 ),
+                (
+                    "pgherald_backplane_prepared",
+                    "Notifications of transactions that ran on the server, recorded as pending before their COMMIT.",
+                    s.prepared,
+                ),
+                (
+                    "pgherald_backplane_resolved_from_postgres",
+                    "Pending notifications whose confirmation never came, resolved here with pg_xact_status.",
+                    s.resolved_from_postgres,
+                ),
             ] {
                 let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
                 ConstCounter::new(v).encode(m)?;

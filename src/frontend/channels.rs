@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::txn::{ListenOp, ListenSet, PendingTxn};
 use crate::protocol::encoding::{Conversion, EncodingError};
 use crate::protocol::reply;
-use crate::pubsub::backplane::{Backplane, Pending};
+use crate::pubsub::backplane::{Backplane, Pending, Prepared};
 use crate::pubsub::relay::Relays;
 use crate::pubsub::{Delivery, Hub, Mailbox, Notification, Subscriber};
 
@@ -64,6 +64,9 @@ pub struct Channels {
     pub backplane_waits: Vec<(Pending, bool)>,
     /// Notifications for this listener were lost on the backplane: the session must end.
     pub lost: bool,
+    /// The pending backplane entry of the transaction whose COMMIT is on its way to the
+    /// server (`frontend::atomic`): resolved when the server answers it.
+    pub staged: Option<String>,
     /// Where the hub's publish sequence stood when this registered listener last stopped
     /// reading (entered a transaction or a request): channels it LISTENs before it reads
     /// again also get what was published since (item 18).
@@ -94,6 +97,7 @@ impl Channels {
             backplane: None,
             backplane_waits: Vec::new(),
             lost: false,
+            staged: None,
             window: None,
             database,
             pid,
@@ -120,6 +124,9 @@ impl Channels {
     pub fn commit(&mut self) {
         if self.txn.is_empty() {
             self.txn.end();
+            if self.staged.is_some() {
+                self.publish(Vec::new());
+            }
             if self.capturing {
                 // What the server raised in this transaction goes out at its commit.
                 self.hold(Vec::new(), 0);
@@ -168,7 +175,10 @@ impl Channels {
                     payload: Bytes::from(payload),
                 })
                 .collect();
-            if self.capturing || (self.server_unsynced && !batch.is_empty() && self.raised()) {
+            if self.staged.is_some() {
+                self.publish(batch);
+            } else if self.capturing || (self.server_unsynced && !batch.is_empty() && self.raised())
+            {
                 // Also a transaction of pgherald's alone, right after one that ran on the
                 // server: what that one raised in Postgres goes first (commit order).
                 self.hold(batch, c.before_server);
@@ -264,6 +274,17 @@ impl Channels {
     }
 
     fn publish(&mut self, batch: Vec<Notification>) {
+        if let Some(entry) = self.staged.take() {
+            // The server committed a staged transaction: confirm its pending entry, which
+            // holds the same batch (`frontend::atomic`).
+            super::atomic::test_exit_hook();
+            if let Some(bp) = &self.backplane {
+                self.backplane_waits
+                    .push((bp.resolve(&self.database, &entry, true), true));
+                self.drain_after_relay = true;
+            }
+            return;
+        }
         if batch.is_empty() {
             return;
         }
@@ -286,6 +307,10 @@ impl Channels {
     /// Discard the pending actions (rollback).
     pub fn discard(&mut self) {
         self.txn.clear();
+        if let (Some(entry), Some(bp)) = (self.staged.take(), &self.backplane) {
+            // The server did not commit a staged transaction: nobody delivers its batch.
+            drop(bp.resolve(&self.database, &entry, false));
+        }
         if self.capturing && self.held.is_empty() {
             // What was held came from transactions that committed on the server.
             self.publish_captured();
@@ -364,6 +389,39 @@ impl Channels {
                 self.backplane_waits.push((ready, false));
             }
         }
+    }
+
+    /// Several instances share notifications (a backplane is configured).
+    #[inline]
+    pub fn backplane_on(&self) -> bool {
+        self.backplane.is_some()
+    }
+
+    /// With a backplane, and nothing staged yet: the batch the pending transaction would
+    /// publish if it committed now, when it ran statements on the server and notifies
+    /// (None otherwise; never without a backplane).
+    pub fn stage_batch(&self) -> Option<Vec<Notification>> {
+        if self.backplane.is_none() || self.staged.is_some() || !self.txn.ran_on_server() {
+            return None;
+        }
+        let batch: Vec<Notification> = self
+            .txn
+            .clone()
+            .take_commit()
+            .notifications
+            .into_iter()
+            .map(|(channel, payload)| Notification {
+                pid: self.pid,
+                channel: Bytes::from(channel),
+                payload: Bytes::from(payload),
+            })
+            .collect();
+        (!batch.is_empty()).then_some(batch)
+    }
+
+    /// Record `batch` as pending on server transaction `xid` (see `stage_batch`).
+    pub fn prepare(&self, xid: u64, batch: Vec<Notification>) -> Option<Prepared> {
+        Some(self.backplane.as_ref()?.prepare(&self.database, xid, batch))
     }
 
     /// True when the relay brings this database's server-raised notifications.

@@ -28,6 +28,8 @@ enum Inbound {
     Drop,
     /// Terminate.
     Terminate,
+    /// A COMMIT to stage first (`atomic`): record the pending batch, then decide again.
+    Stage,
 }
 
 /// A use of a client's named statement that must be mapped to the server's name.
@@ -151,6 +153,13 @@ impl Session {
                 }
                 return self.settle().await;
             };
+            if matches!(what, Inbound::Stage) {
+                if !self.stage_commit().await? {
+                    // Refused and answered: the COMMIT never reaches the server.
+                    buf.advance(total);
+                }
+                continue;
+            }
             buf.advance(total);
             match what {
                 Inbound::Local(entry) => {
@@ -179,7 +188,7 @@ impl Session {
                     self.undefer();
                     self.named(named).await?;
                 }
-                Inbound::Drop | Inbound::Forward(_) => {}
+                Inbound::Drop | Inbound::Forward(_) | Inbound::Stage => {}
                 Inbound::Terminate => return Err(Exit::ClientGone),
             }
         }
@@ -490,8 +499,11 @@ impl Session {
         };
         Ok(match tag {
             b'Q' => {
-                self.local_executed = false;
                 let sql = framer::cstr(body).map(|(s, _)| s).unwrap_or(body);
+                if self.ch.backplane_on() && self.stages_commit(sql) {
+                    return Ok(Inbound::Stage);
+                }
+                self.local_executed = false;
                 if self.watch_state() && super::state::text_touches(sql) {
                     self.touched = true;
                 }

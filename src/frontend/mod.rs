@@ -3,6 +3,7 @@
 
 pub mod admission;
 mod adopt;
+mod atomic;
 mod backplane;
 pub mod channels;
 pub mod client;

@@ -98,6 +98,11 @@ impl PendingTxn {
         self.server_mark.get_or_insert(self.actions.len());
     }
 
+    /// A statement of this transaction ran on the server.
+    pub fn ran_on_server(&self) -> bool {
+        self.server_mark.is_some()
+    }
+
     /// The transaction ended: forget where the server ran.
     pub fn end(&mut self) {
         self.server_mark = None;

@@ -189,6 +189,12 @@ impl Relays {
         first
     }
 
+    /// How this instance logs in to the upstream database `key` (the relay's login), once a
+    /// client of it has connected here.
+    pub fn login(&self, key: &str) -> Option<Login> {
+        self.settings.get(key).map(|s| s.login.clone())
+    }
+
     /// The upstream key of a database as clients name it (or `database` itself).
     fn resolve(&self, database: &str) -> String {
         self.names

@@ -9,9 +9,15 @@
 //! finds entries it never read are gone (retention, an engine restart that lost data) makes
 //! the database's current listeners end with "notifications may have been lost"
 //! ([`crate::pubsub::Hub::lose`]), logs it and counts it.
+//!
+//! A transaction that ran statements on the server is recorded before its COMMIT as a
+//! pending entry tagged with its xid, and delivered at the place of its resolution (see
+//! `pending.rs`); [`XactResolver`] lets any instance resolve it from Postgres.
 
 mod cancel;
+mod pending;
 pub mod redis;
+pub mod xact;
 
 use std::fmt;
 use std::future::Future;
@@ -39,6 +45,31 @@ pub enum Outcome {
 /// The answer to one `publish` or `follow`.
 pub type Pending = oneshot::Receiver<Outcome>;
 
+/// The answer to one `prepare`: the pending entry's handle, or why it was not recorded.
+pub type Prepared = oneshot::Receiver<Result<String, String>>;
+
+/// What Postgres says of a transaction (`pg_xact_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XactStatus {
+    /// Committed: its pending notifications are delivered.
+    Committed,
+    /// Aborted (or never committed before a crash): they are dropped.
+    Aborted,
+    /// Still running: asked again later.
+    InProgress,
+}
+
+/// Asks Postgres what became of a transaction, through a server connection of its own.
+pub trait XactResolver: Send + Sync + fmt::Debug {
+    /// The status of top-level transaction `xid` (an xid8, epoch included) in upstream
+    /// database `database` (the hub key), or why it could not be had.
+    fn status(
+        &self,
+        database: &str,
+        xid: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<XactStatus, String>> + Send + '_>>;
+}
+
 /// Counters of a backplane since start.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BackplaneStats {
@@ -54,6 +85,11 @@ pub struct BackplaneStats {
     pub lost_listeners: u64,
     /// Connections to the engine lost and re-established.
     pub reconnects: u64,
+    /// Batches of transactions that ran on the server, recorded as pending before COMMIT.
+    pub prepared: u64,
+    /// Pending batches this instance resolved from Postgres (`pg_xact_status`) because
+    /// their confirmation never came.
+    pub resolved_from_postgres: u64,
 }
 
 /// A shared, ordered log of committed notifications per database.
@@ -67,6 +103,16 @@ pub trait Backplane: Send + Sync + fmt::Debug {
     fn follow(&self, database: &str) -> Option<Pending>;
     /// Counters.
     fn stats(&self) -> BackplaneStats;
+    /// Record `batch` of `database` as pending on the server transaction `xid`, before its
+    /// COMMIT goes to the server: nobody delivers it until it is resolved. The answer comes
+    /// within about `backplane_timeout`.
+    fn prepare(&self, database: &str, xid: u64, batch: Vec<Notification>) -> Prepared;
+    /// Resolve pending entry `entry`: its transaction committed (every instance delivers
+    /// the batch at the resolution's place in the log) or not (nobody does). Only the first
+    /// resolution of an entry counts. Delivered: this instance has read it back.
+    fn resolve(&self, database: &str, entry: &str, committed: bool) -> Pending;
+    /// How to ask Postgres about pending entries whose confirmation does not come.
+    fn set_resolver(&self, resolver: Arc<dyn XactResolver>);
     /// A number for this instance, distinct from the other instances' (None when the engine
     /// cannot be reached now): BackendKeyData pids are taken from its block, so that a pid
     /// names one client across the cluster (item 28).

@@ -6,10 +6,12 @@
 //! XREAD BLOCK from the last entry it saw, delivers entries into the hub in stream order,
 //! and checks the numbering: a jump (entries trimmed before it read them) or a new
 //! generation (Redis lost its data) ends the database's listeners with a FATAL, logged and
-//! counted. After an outage it resumes from the last entry it saw.
+//! counted. After an outage it resumes from the last entry it saw. Pending entries of
+//! transactions that ran on the server, and their resolutions, share the stream and its
+//! numbering (`pending.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,9 +21,10 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::pending::{self, Book};
 use super::{
-    decode_batch, encode_batch, Backplane, BackplaneError, BackplaneSettings, BackplaneStats,
-    Outcome, Pending,
+    encode_batch, Backplane, BackplaneError, BackplaneSettings, BackplaneStats, Outcome, Pending,
+    Prepared, XactResolver,
 };
 use crate::pubsub::hub::{Hub, Notification};
 
@@ -55,9 +58,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// A stream entry ID, ordered as Redis orders them.
-type EntryId = (u64, u64);
+pub(super) type EntryId = (u64, u64);
 
-fn parse_id(s: &str) -> Option<EntryId> {
+pub(super) fn parse_id(s: &str) -> Option<EntryId> {
     let (ms, seq) = s.split_once('-')?;
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
@@ -84,15 +87,22 @@ pub struct RedisBackplane {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(super) struct Inner {
     client: redis::Client,
     hub: Arc<Hub>,
-    settings: BackplaneSettings,
+    pub(super) settings: BackplaneSettings,
     /// This instance's candidate generation, used when a database's log starts.
-    generation: String,
+    pub(super) generation: String,
     readers: DashMap<String, Arc<Reader>>,
     published: AtomicU64,
-    failed: AtomicU64,
+    pub(super) failed: AtomicU64,
+    /// Pending batches recorded, and pending batches resolved from Postgres here.
+    pub(super) prepared: AtomicU64,
+    pub(super) resolved_from_postgres: AtomicU64,
+    /// Asks Postgres about pending entries (set at start).
+    pub(super) resolver: OnceLock<Arc<dyn XactResolver>>,
+    /// The connection pending entries and resolutions are written on.
+    pub(super) side: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     received: AtomicU64,
     gaps: AtomicU64,
     lost_listeners: AtomicU64,
@@ -129,6 +139,10 @@ impl RedisBackplane {
             readers: DashMap::new(),
             published: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            prepared: AtomicU64::new(0),
+            resolved_from_postgres: AtomicU64::new(0),
+            resolver: OnceLock::new(),
+            side: tokio::sync::Mutex::new(None),
             received: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
             lost_listeners: AtomicU64::new(0),
@@ -201,12 +215,26 @@ impl Backplane for RedisBackplane {
             gaps: i.gaps.load(Ordering::Relaxed),
             lost_listeners: i.lost_listeners.load(Ordering::Relaxed),
             reconnects: i.reconnects.load(Ordering::Relaxed),
+            prepared: i.prepared.load(Ordering::Relaxed),
+            resolved_from_postgres: i.resolved_from_postgres.load(Ordering::Relaxed),
         }
+    }
+
+    fn prepare(&self, database: &str, xid: u64, batch: Vec<Notification>) -> Prepared {
+        pending::prepare(&self.inner, database, xid, batch)
+    }
+
+    fn resolve(&self, database: &str, entry: &str, committed: bool) -> Pending {
+        pending::resolve(&self.inner, database, entry, committed)
+    }
+
+    fn set_resolver(&self, resolver: Arc<dyn XactResolver>) {
+        let _ = self.inner.resolver.set(resolver);
     }
 }
 
 impl Inner {
-    fn keys(&self, database: &str) -> (String, String) {
+    pub(super) fn keys(&self, database: &str) -> (String, String) {
         let p = &self.settings.prefix;
         (
             format!("{p}:{{{database}}}:log"),
@@ -215,7 +243,10 @@ impl Inner {
     }
 
     /// A new connection whose replies may take up to `response` (XREAD BLOCK waits).
-    async fn connect(&self, response: Duration) -> Result<MultiplexedConnection, String> {
+    pub(super) async fn connect(
+        &self,
+        response: Duration,
+    ) -> Result<MultiplexedConnection, String> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(self.settings.timeout)
             .set_response_timeout(response);
@@ -234,7 +265,7 @@ impl Inner {
 
     /// Start the reader of `database` if none runs; returns what to wait for until it is
     /// positioned (None once it is).
-    fn follow(self: &Arc<Self>, database: &str) -> Option<Pending> {
+    pub(super) fn follow(self: &Arc<Self>, database: &str) -> Option<Pending> {
         if let Some(r) = self.readers.get(database) {
             if r.positioned.load(Ordering::Acquire) {
                 return None;
@@ -381,7 +412,7 @@ async fn record(
 
 impl Inner {
     /// Wait (bounded) until entry `id` of `database` is in this instance's hub.
-    async fn delivered(&self, database: &str, id: EntryId) -> Outcome {
+    pub(super) async fn delivered(&self, database: &str, id: EntryId) -> Outcome {
         let Some(reader) = self.readers.get(database).map(|r| r.clone()) else {
             return Outcome::Recorded;
         };
@@ -420,6 +451,7 @@ struct Position {
 async fn read_loop(inner: Arc<Inner>, database: String, reader: Arc<Reader>) {
     let (log, meta) = inner.keys(&database);
     let mut pos: Option<Position> = None;
+    let mut book = Book::default();
     let mut backoff = Duration::from_millis(50);
     let mut broken = false;
     loop {
@@ -455,7 +487,7 @@ async fn read_loop(inner: Arc<Inner>, database: String, reader: Arc<Reader>) {
                 return Ok(());
             };
             loop {
-                read_once(&inner, &database, &reader, &mut conn, &log, p).await?;
+                read_once(&inner, &database, &reader, &mut conn, &log, p, &mut book).await?;
             }
         }
         .await;
@@ -548,13 +580,15 @@ async fn check_generation(
 }
 
 /// One XREAD: deliver what came in order, checking the numbering.
+#[allow(clippy::too_many_arguments)]
 async fn read_once(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     database: &str,
     reader: &Reader,
     conn: &mut MultiplexedConnection,
     log: &str,
     p: &mut Position,
+    book: &mut Book,
 ) -> redis::RedisResult<()> {
     let opts = StreamReadOptions::default()
         .count(READ_COUNT)
@@ -566,6 +600,11 @@ async fn read_once(
         .arg(&p.id)
         .query_async(conn)
         .await?;
+    let after = pending::resolve_after(inner);
+    let due = book.due(after / 2);
+    if !due.is_empty() {
+        pending::ask_postgres(inner, database, due);
+    }
     let Some(reply) = reply else {
         return Ok(());
     };
@@ -601,8 +640,10 @@ async fn read_once(
             p.generation = generation;
             p.seq = seq;
             p.id = entry.id.clone();
-            match field("d").and_then(|d| decode_batch(Bytes::from(d))) {
-                Some(batch) => inner.hub.publish(database, &batch),
+            let batch = pending::batch_of(inner, database, conn, log, &entry, book).await?;
+            match batch {
+                Some(batch) if !batch.is_empty() => inner.hub.publish(database, &batch),
+                Some(_) => {}
                 None => {
                     tracing::warn!(database, id = %entry.id, "backplane entry not understood; skipped")
                 }
@@ -629,7 +670,7 @@ async fn read_once(
 impl Inner {
     /// Entries of `database` are gone before this instance read them: its current
     /// listeners end with a FATAL saying notifications may have been lost.
-    fn gap(&self, database: &str, why: &str) {
+    pub(super) fn gap(&self, database: &str, why: &str) {
         let n = self.hub.lose(database);
         self.gaps.fetch_add(1, Ordering::Relaxed);
         self.lost_listeners.fetch_add(n as u64, Ordering::Relaxed);
